@@ -1,0 +1,44 @@
+//! `telemetry-generator`: parses flags and serves the simulated feed; see
+//! `fabric_telemetry::generator_http`.
+
+use std::process::ExitCode;
+
+use fabric_telemetry::config::{self, Command};
+use fabric_telemetry::generator_http::GeneratorService;
+use fabric_telemetry::logging;
+
+fn main() -> ExitCode {
+    let (config, log_level) = match config::parse_generator_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run { config, log_level }) => (config, log_level),
+        Ok(Command::Help) => {
+            print!("{}", config::GENERATOR_HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("telemetry-generator {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("telemetry-generator: {e}\nTry 'telemetry-generator --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(log_level);
+    match GeneratorService::start(&config) {
+        Ok(service) => {
+            log::info!(
+                "telemetry-generator listening on http://{}/counters ({} switches every {})",
+                service.local_addr(),
+                config.n_switches,
+                humantime::format_duration(config.interval)
+            );
+            service.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("telemetry-generator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Command-line flags → validated configurations, with every default in one place.
+//! Flags are read with `lexopt` (both `--flag value` and `--flag=value`); values are then
+//! checked here, so the programs only ever see a configuration that makes sense.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::generator_http::{FaultMode, GeneratorConfig};
+use crate::logging;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<C> {
+    Run { config: C, log_level: LevelFilter },
+    Help,
+    Version,
+}
+
+/// A command line that cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<lexopt::Error> for ConfigError {
+    fn from(e: lexopt::Error) -> ConfigError {
+        ConfigError(e.to_string())
+    }
+}
+
+fn invalid(flag: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid value for {flag}: {why}"))
+}
+
+/// Everything the metrics server needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Feed URLs, one poller each.
+    pub sources: Vec<String>,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_feed_bytes: u64,
+    pub max_age: Duration,
+    pub retention: Duration,
+    pub workers: usize,
+    /// Also run a generator in-process, listening where the first source points.
+    pub demo: bool,
+}
+
+pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_string(),
+            sources: vec![DEFAULT_SOURCE.to_string()],
+            poll_interval: Duration::from_secs(1),
+            poll_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            max_feed_bytes: 256 * 1024 * 1024,
+            max_age: Duration::from_secs(3),
+            retention: Duration::from_secs(3600),
+            workers: 4,
+            demo: false,
+        }
+    }
+}
+
+pub const SERVER_HELP: &str = "\
+metrics-server: polls switch counter feeds and answers a JSON API about them
+
+USAGE: metrics-server [FLAGS]
+
+FLAGS:
+  --listen HOST:PORT       API address (default 127.0.0.1:8080; port 0 picks a free port)
+  --source URL             feed to poll; repeat for several feeds, one poller each
+                           (default http://127.0.0.1:9001/counters)
+  --poll-interval DUR      time between polls of each feed (default 1s)
+  --poll-timeout DUR       whole-request budget of one poll (default 3s)
+  --connect-timeout DUR    TCP connect budget of one poll (default 1s)
+  --max-feed-bytes SIZE    cut feed bodies larger than this (default 256MiB)
+  --max-age DUR            samples older than this are stale (default 3s)
+  --retention DUR          history older than this is dropped (default 1h)
+  --workers N              API worker threads (default 4)
+  --log-level LEVEL        off, error, warn, info, debug or trace (default info)
+  --demo                   also run a generator in-process where the first --source points
+  -h, --help               print this help
+  -V, --version            print the version
+
+DUR is humantime syntax: 500ms, 2s, 5m, 1h. SIZE is bytes, or with KiB/MiB/GiB (KB/MB/GB).
+";
+
+pub const GENERATOR_HELP: &str = "\
+telemetry-generator: simulates switch counters and serves them as a CSV feed at /counters
+
+USAGE: telemetry-generator [FLAGS]
+
+FLAGS:
+  --listen HOST:PORT       feed address (default 127.0.0.1:9001; port 0 picks a free port)
+  --switches N             number of switches, named switch1..switchN (default 10)
+  --interval DUR           time between counter updates (default 1s)
+  --seed N                 seed for reproducible values (default: random)
+  --workers N              HTTP worker threads (default 4)
+  --fault-rate P           fraction of requests that misbehave on purpose, 0..1 (default 0)
+  --fault-modes LIST       comma-separated: 500, truncate, slow, stale (default all)
+  --fault-delay DUR        how long a 'slow' answer waits (default 10s)
+  --fault-stale-by DUR     how old 'stale' timestamps are (default 60s)
+  --log-level LEVEL        off, error, warn, info, debug or trace (default info)
+  -h, --help               print this help
+  -V, --version            print the version
+
+DUR is humantime syntax: 500ms, 2s, 5m, 1h.
+";
+
+fn text(flag: &str, value: OsString) -> Result<String, ConfigError> {
+    value
+        .into_string()
+        .map_err(|v| invalid(flag, format!("{v:?} is not UTF-8")))
+}
+
+fn duration(flag: &str, value: OsString) -> Result<Duration, ConfigError> {
+    let value = text(flag, value)?;
+    let parsed =
+        humantime::parse_duration(&value).map_err(|e| invalid(flag, format!("{value:?}: {e}")))?;
+    if parsed.is_zero() {
+        return Err(invalid(flag, "must be greater than zero"));
+    }
+    Ok(parsed)
+}
+
+fn number<T>(
+    flag: &str,
+    value: OsString,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    let value = text(flag, value)?;
+    let parsed: T = value
+        .parse()
+        .map_err(|_| invalid(flag, format!("{value:?} is not a number")))?;
+    if !range.contains(&parsed) {
+        return Err(invalid(
+            flag,
+            format!("{parsed} is outside {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// `1048576`, `64KiB`, `256MiB`, `1GB`, …
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Checks a feed URL: absolute `http://` with a host.
+pub fn check_source(url: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "{url:?}: scheme {other:?} is not supported (plain http; put TLS in a proxy in front of the feed)"
+            ))
+        }
+        None => return Err(format!("{url:?}: expected an absolute URL like {DEFAULT_SOURCE}")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok(())
+}
+
+fn version_or_help<C>(arg: &lexopt::Arg<'_>) -> Option<Command<C>> {
+    use lexopt::Arg::{Long, Short};
+    match arg {
+        Short('h') | Long("help") => Some(Command::Help),
+        Short('V') | Long("version") => Some(Command::Version),
+        _ => None,
+    }
+}
+
+/// Parses the metrics server's flags (without the program name).
+pub fn parse_server_args(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Command<ServerConfig>, ConfigError> {
+    use lexopt::Arg::Long;
+    let mut config = ServerConfig::default();
+    let mut sources = Vec::new();
+    let mut log_level = LevelFilter::Info;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        if let Some(command) = version_or_help(&arg) {
+            return Ok(command);
+        }
+        match arg {
+            Long("listen") => config.listen = text("--listen", parser.value()?)?,
+            Long("source") => {
+                let url = text("--source", parser.value()?)?;
+                check_source(&url).map_err(|why| invalid("--source", why))?;
+                sources.push(url);
+            }
+            Long("poll-interval") => {
+                config.poll_interval = duration("--poll-interval", parser.value()?)?
+            }
+            Long("poll-timeout") => {
+                config.poll_timeout = duration("--poll-timeout", parser.value()?)?
+            }
+            Long("connect-timeout") => {
+                config.connect_timeout = duration("--connect-timeout", parser.value()?)?
+            }
+            Long("max-feed-bytes") => {
+                let value = text("--max-feed-bytes", parser.value()?)?;
+                config.max_feed_bytes =
+                    parse_size(&value).map_err(|why| invalid("--max-feed-bytes", why))?;
+            }
+            Long("max-age") => config.max_age = duration("--max-age", parser.value()?)?,
+            Long("retention") => config.retention = duration("--retention", parser.value()?)?,
+            Long("workers") => config.workers = number("--workers", parser.value()?, 1..=1024)?,
+            Long("log-level") => {
+                let value = text("--log-level", parser.value()?)?;
+                log_level =
+                    logging::parse_level(&value).map_err(|why| invalid("--log-level", why))?;
+            }
+            Long("demo") => config.demo = true,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if !sources.is_empty() {
+        config.sources = sources;
+    }
+    Ok(Command::Run { config, log_level })
+}
+
+/// Parses the generator's flags (without the program name).
+pub fn parse_generator_args(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Command<GeneratorConfig>, ConfigError> {
+    use lexopt::Arg::Long;
+    let mut config = GeneratorConfig::default();
+    let mut log_level = LevelFilter::Info;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        if let Some(command) = version_or_help(&arg) {
+            return Ok(command);
+        }
+        match arg {
+            Long("listen") => config.listen = text("--listen", parser.value()?)?,
+            Long("switches") => {
+                config.n_switches = number("--switches", parser.value()?, 1..=10_000_000)?
+            }
+            Long("interval") => config.interval = duration("--interval", parser.value()?)?,
+            Long("seed") => config.seed = Some(number("--seed", parser.value()?, 0..=u64::MAX)?),
+            Long("workers") => config.workers = number("--workers", parser.value()?, 1..=1024)?,
+            Long("fault-rate") => {
+                config.faults.rate = number("--fault-rate", parser.value()?, 0.0..=1.0)?
+            }
+            Long("fault-modes") => {
+                let value = text("--fault-modes", parser.value()?)?;
+                config.faults.modes = value
+                    .split(',')
+                    .map(|m| m.trim().parse::<FaultMode>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|why| invalid("--fault-modes", why))?;
+            }
+            Long("fault-delay") => {
+                config.faults.delay = duration("--fault-delay", parser.value()?)?
+            }
+            Long("fault-stale-by") => {
+                config.faults.stale_by = duration("--fault-stale-by", parser.value()?)?
+            }
+            Long("log-level") => {
+                let value = text("--log-level", parser.value()?)?;
+                log_level =
+                    logging::parse_level(&value).map_err(|why| invalid("--log-level", why))?;
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Run { config, log_level })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn server(list: &[&str]) -> Result<ServerConfig, String> {
+        match parse_server_args(args(list)) {
+            Ok(Command::Run { config, .. }) => Ok(config),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn generator(list: &[&str]) -> Result<GeneratorConfig, String> {
+        match parse_generator_args(args(list)) {
+            Ok(Command::Run { config, .. }) => Ok(config),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn server_defaults_and_overrides() {
+        assert_eq!(server(&[]), Ok(ServerConfig::default()));
+        let config = server(&[
+            "--listen=127.0.0.1:0",
+            "--source",
+            "http://a:1/counters",
+            "--source",
+            "http://b:2/counters",
+            "--poll-interval",
+            "500ms",
+            "--retention",
+            "5m",
+            "--max-feed-bytes",
+            "64MiB",
+            "--workers",
+            "8",
+            "--demo",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.sources,
+            ["http://a:1/counters", "http://b:2/counters"]
+        );
+        assert_eq!(config.poll_interval, Duration::from_millis(500));
+        assert_eq!(config.retention, Duration::from_secs(300));
+        assert_eq!(config.max_feed_bytes, 64 << 20);
+        assert_eq!(config.workers, 8);
+        assert!(config.demo);
+    }
+
+    #[test]
+    fn server_rejects_bad_values() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--poll-interval", "soon"], "--poll-interval"),
+            (&["--max-age", "0s"], "greater than zero"),
+            (&["--workers", "0"], "outside"),
+            (&["--source", "ftp://x/counters"], "not supported"),
+            (&["--source", "counters"], "absolute URL"),
+            (&["--log-level", "loud"], "--log-level"),
+            (&["--max-feed-bytes", "12XB"], "unit"),
+            (&["--bogus"], "bogus"),
+            (&["--listen"], "listen"),
+        ];
+        for (list, fragment) in cases {
+            let err = server(list).expect_err("should fail");
+            assert!(err.contains(fragment), "{list:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn generator_flags() {
+        assert_eq!(generator(&[]), Ok(GeneratorConfig::default()));
+        let config = generator(&[
+            "--switches",
+            "100000",
+            "--interval",
+            "500ms",
+            "--seed",
+            "42",
+            "--fault-rate",
+            "0.1",
+            "--fault-modes",
+            "500,truncate",
+        ])
+        .expect("valid");
+        assert_eq!(config.n_switches, 100_000);
+        assert_eq!(config.seed, Some(42));
+        assert_eq!(
+            config.faults.modes,
+            [FaultMode::ServerError, FaultMode::Truncate]
+        );
+        assert!(generator(&["--fault-rate", "1.5"]).is_err());
+        assert!(generator(&["--fault-modes", "explode"]).is_err());
+        assert!(generator(&["--switches", "-3"]).is_err());
+        assert_eq!(parse_generator_args(args(&["--help"])), Ok(Command::Help));
+        assert_eq!(parse_generator_args(args(&["-V"])), Ok(Command::Version));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+}

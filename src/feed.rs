@@ -1,0 +1,647 @@
+//! The counter feed's CSV format, both ways: the generator writes it, the poller reads it.
+//!
+//! Writing: `switch_id,bandwidth,latency,errors,timestamp`, one row per switch.
+//! Reading: columns are found by header name in any order; every column other than `switch_id`
+//! and `timestamp` is a metric (see [`crate::metric`]). Each row is validated on its own; a bad
+//! row is rejected with a [`RejectReason`] and counted, and the rest of the feed is kept. A
+//! transport error part-way through keeps the complete rows read before it.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::metric::{self, MetricKind};
+use crate::timestamp::{self, Micros};
+
+/// The header the generator writes.
+pub const HEADER: &str = "switch_id,bandwidth,latency,errors,timestamp";
+pub const SWITCH_ID_COLUMN: &str = "switch_id";
+pub const TIMESTAMP_COLUMN: &str = "timestamp";
+
+/// Longest accepted switch id, in bytes.
+pub const MAX_SWITCH_ID_LEN: usize = 256;
+
+/// Why a row was not stored. The store adds the last two; the parser finds the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The row has fewer or more fields than the header.
+    FieldCount,
+    /// Empty, over-long, non-UTF-8 or control characters in `switch_id`.
+    BadSwitchId,
+    /// A metric value that is not a number.
+    BadNumber,
+    /// NaN or infinity.
+    NotFinite,
+    /// A count metric (errors) that is negative or not an integer.
+    BadCount,
+    /// The row carries no metric value at all.
+    NoValues,
+    /// A timestamp that is not RFC 3339 with an offset.
+    BadTimestamp,
+    /// Older than `--max-age` when it arrived.
+    Stale,
+    /// More than `--max-age` ahead of this host's clock.
+    Future,
+    /// A sample for this (switch, timestamp) is already stored.
+    Duplicate,
+    /// Older than the newest sample already stored for the switch.
+    OutOfOrder,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::FieldCount,
+        RejectReason::BadSwitchId,
+        RejectReason::BadNumber,
+        RejectReason::NotFinite,
+        RejectReason::BadCount,
+        RejectReason::NoValues,
+        RejectReason::BadTimestamp,
+        RejectReason::Stale,
+        RejectReason::Future,
+        RejectReason::Duplicate,
+        RejectReason::OutOfOrder,
+    ];
+
+    /// Stable snake_case name, used in `/telemetry/stats` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "field_count",
+            RejectReason::BadSwitchId => "bad_switch_id",
+            RejectReason::BadNumber => "bad_number",
+            RejectReason::NotFinite => "not_finite",
+            RejectReason::BadCount => "bad_count",
+            RejectReason::NoValues => "no_values",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::Stale => "stale",
+            RejectReason::Future => "future",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::OutOfOrder => "out_of_order",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rejected rows by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectCounts([u64; RejectReason::ALL.len()]);
+
+impl RejectCounts {
+    pub fn add(&mut self, reason: RejectReason, n: u64) {
+        self.0[reason.index()] += n;
+    }
+
+    pub fn get(&self, reason: RejectReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Non-zero counts, for logging.
+    pub fn nonzero(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+/// A feed that could not be read as a whole, or stopped part-way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// No header, or one without `switch_id`/`timestamp`, or a repeated column.
+    BadHeader(String),
+    /// The body stopped early (connection dropped, timeout, size cap).
+    Read(String),
+}
+
+impl fmt::Display for FeedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedError::BadHeader(why) => write!(f, "bad feed header: {why}"),
+            FeedError::Read(why) => write!(f, "feed body cut short: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FeedError {}
+
+/// The freshness window a row must fall in when it arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub now: Micros,
+    pub max_age: Micros,
+}
+
+impl Freshness {
+    fn check(&self, ts: Micros) -> Result<(), RejectReason> {
+        if ts < self.now.saturating_sub(self.max_age) {
+            Err(RejectReason::Stale)
+        } else if ts > self.now.saturating_add(self.max_age) {
+            Err(RejectReason::Future)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One accepted row: its switch, timestamp and where its values sit in [`FeedBatch::values`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedRow {
+    pub switch_id: String,
+    pub timestamp: Micros,
+}
+
+/// The first rejected row of each reason, for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectExample {
+    pub reason: RejectReason,
+    /// 1-based record number in the feed, header included.
+    pub line: u64,
+    pub detail: String,
+}
+
+/// What one read of the feed produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedBatch {
+    /// Metric columns, in header order.
+    pub metrics: Vec<String>,
+    pub rows: Vec<FeedRow>,
+    /// Row-major, `metrics.len()` per row; NaN marks an empty cell (a metric the row lacks).
+    pub values: Vec<f64>,
+    pub rejected: RejectCounts,
+    pub examples: Vec<RejectExample>,
+    /// Set when the header was unusable (no rows) or the body stopped early (rows kept).
+    pub error: Option<FeedError>,
+}
+
+impl FeedBatch {
+    /// The values of row `row_idx`, one per metric.
+    pub fn row_values(&self, row_idx: usize) -> &[f64] {
+        let width = self.metrics.len();
+        &self.values[row_idx * width..(row_idx + 1) * width]
+    }
+
+    fn reject(&mut self, reason: RejectReason, line: u64, detail: impl FnOnce() -> String) {
+        if self.rejected.get(reason) == 0 {
+            self.examples.push(RejectExample {
+                reason,
+                line,
+                detail: detail(),
+            });
+        }
+        self.rejected.add(reason, 1);
+    }
+}
+
+/// Where each column of the header goes.
+struct Layout {
+    switch_id: usize,
+    timestamp: usize,
+    /// (column index, kind), one per metric, in header order.
+    metrics: Vec<(usize, MetricKind)>,
+    n_columns: usize,
+}
+
+fn layout_from_header(header: &csv::ByteRecord) -> Result<(Layout, Vec<String>), String> {
+    let mut switch_id = None;
+    let mut timestamp = None;
+    let mut metrics = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (idx, raw) in header.iter().enumerate() {
+        let name = std::str::from_utf8(raw)
+            .map_err(|_| format!("column {} is not UTF-8", idx + 1))?
+            .trim_start_matches('\u{feff}')
+            .to_string();
+        if name.is_empty() {
+            return Err(format!("column {} has no name", idx + 1));
+        }
+        let seen = names.contains(&name)
+            || (name == SWITCH_ID_COLUMN && switch_id.is_some())
+            || (name == TIMESTAMP_COLUMN && timestamp.is_some());
+        if seen {
+            return Err(format!("column {name:?} appears twice"));
+        }
+        match name.as_str() {
+            SWITCH_ID_COLUMN => switch_id = Some(idx),
+            TIMESTAMP_COLUMN => timestamp = Some(idx),
+            _ => {
+                metrics.push((idx, metric::kind_of(&name)));
+                names.push(name);
+            }
+        }
+    }
+    let switch_id = switch_id.ok_or("no switch_id column")?;
+    let timestamp = timestamp.ok_or("no timestamp column")?;
+    if metrics.is_empty() {
+        return Err("no metric columns".to_string());
+    }
+    let layout = Layout {
+        switch_id,
+        timestamp,
+        metrics,
+        n_columns: header.len(),
+    };
+    Ok((layout, names))
+}
+
+fn parse_switch_id(raw: &[u8]) -> Option<&str> {
+    let id = std::str::from_utf8(raw).ok()?;
+    let valid =
+        !id.is_empty() && id.len() <= MAX_SWITCH_ID_LEN && !id.chars().any(char::is_control);
+    valid.then_some(id)
+}
+
+/// Parses one metric cell. An empty cell is an absent value (NaN).
+fn parse_value(raw: &[u8], kind: MetricKind) -> Result<f64, RejectReason> {
+    if raw.is_empty() {
+        return Ok(f64::NAN);
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| RejectReason::BadNumber)?;
+    let value: f64 = text.parse().map_err(|_| RejectReason::BadNumber)?;
+    if !value.is_finite() {
+        return Err(RejectReason::NotFinite);
+    }
+    match kind {
+        MetricKind::Gauge => Ok(value),
+        MetricKind::Count => {
+            let whole = value >= 0.0 && value.fract() == 0.0 && value <= metric::MAX_COUNT;
+            // `-0` parses as 0.0; a count written with a sign is still not a count.
+            if whole && !text.starts_with('-') {
+                Ok(value)
+            } else {
+                Err(RejectReason::BadCount)
+            }
+        }
+    }
+}
+
+fn show(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.chars().count() > 40 {
+        format!(
+            "{}… ({} bytes)",
+            text.chars().take(40).collect::<String>(),
+            raw.len()
+        )
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// Reads a whole feed from `reader`, validating every row against `freshness`.
+pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let mut batch = FeedBatch::default();
+    let layout = match csv.byte_headers() {
+        Ok(header) if header.is_empty() => {
+            batch.error = Some(FeedError::BadHeader("empty feed".to_string()));
+            return batch;
+        }
+        Ok(header) => match layout_from_header(header) {
+            Ok((layout, names)) => {
+                batch.metrics = names;
+                layout
+            }
+            Err(why) => {
+                batch.error = Some(FeedError::BadHeader(why));
+                return batch;
+            }
+        },
+        Err(e) => {
+            batch.error = Some(FeedError::Read(e.to_string()));
+            return batch;
+        }
+    };
+    // One timestamp string per tick is the common case: parse each distinct one once.
+    let mut last_ts: Option<(Vec<u8>, Result<Micros, ()>)> = None;
+    let mut record = csv::ByteRecord::new();
+    let mut line = 1u64;
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                batch.error = Some(FeedError::Read(e.to_string()));
+                break;
+            }
+        }
+        line += 1;
+        if record.len() != layout.n_columns {
+            let n = record.len();
+            batch.reject(RejectReason::FieldCount, line, || {
+                format!("{n} fields, header has {}", layout.n_columns)
+            });
+            continue;
+        }
+        let Some(switch_id) = parse_switch_id(&record[layout.switch_id]) else {
+            let raw = &record[layout.switch_id];
+            batch.reject(RejectReason::BadSwitchId, line, || show(raw));
+            continue;
+        };
+        let raw_ts = &record[layout.timestamp];
+        let parsed_ts = match &last_ts {
+            Some((text, parsed)) if text.as_slice() == raw_ts => *parsed,
+            _ => {
+                let parsed = std::str::from_utf8(raw_ts)
+                    .map_err(|_| ())
+                    .and_then(|t| timestamp::parse_rfc3339(t).map_err(|_| ()));
+                last_ts = Some((raw_ts.to_vec(), parsed));
+                parsed
+            }
+        };
+        let Ok(ts) = parsed_ts else {
+            batch.reject(RejectReason::BadTimestamp, line, || show(raw_ts));
+            continue;
+        };
+        if let Err(reason) = freshness.check(ts) {
+            let age_s = (freshness.now - ts) as f64 / 1e6;
+            batch.reject(reason, line, || {
+                format!("{} ({age_s:.3} s old)", show(raw_ts))
+            });
+            continue;
+        }
+        let start = batch.values.len();
+        let mut failure = None;
+        for (metric_idx, &(column, kind)) in layout.metrics.iter().enumerate() {
+            match parse_value(&record[column], kind) {
+                Ok(v) => batch.values.push(v),
+                Err(reason) => {
+                    failure = Some((reason, metric_idx, column));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && batch.values[start..].iter().all(|v| v.is_nan()) {
+            failure = Some((RejectReason::NoValues, 0, layout.timestamp));
+        }
+        if let Some((reason, metric_idx, column)) = failure {
+            batch.values.truncate(start);
+            let name = batch.metrics.get(metric_idx).cloned().unwrap_or_default();
+            let raw = record[column].to_vec();
+            batch.reject(reason, line, || format!("{name}={}", show(&raw)));
+            continue;
+        }
+        batch.rows.push(FeedRow {
+            switch_id: switch_id.to_string(),
+            timestamp: ts,
+        });
+    }
+    batch
+}
+
+/// Appends the header line.
+pub fn write_header(out: &mut Vec<u8>) {
+    out.extend_from_slice(HEADER.as_bytes());
+    out.push(b'\n');
+}
+
+/// Appends one row in the generator's format. Bandwidth and latency are given in hundredths
+/// (the generator's fixed-point state), written with one or two decimals.
+pub fn write_row(
+    out: &mut Vec<u8>,
+    switch_id: &str,
+    bandwidth_centi: u32,
+    latency_centi: u32,
+    errors: u64,
+    timestamp: &[u8; timestamp::CANONICAL_LEN],
+) {
+    out.extend_from_slice(switch_id.as_bytes());
+    out.push(b',');
+    write_centi(out, bandwidth_centi);
+    out.push(b',');
+    write_centi(out, latency_centi);
+    out.push(b',');
+    write_uint(out, errors);
+    out.push(b',');
+    out.extend_from_slice(timestamp);
+    out.push(b'\n');
+}
+
+/// `5560` → `55.6`, `5507` → `55.07`, `5500` → `55.0`.
+fn write_centi(out: &mut Vec<u8>, centi: u32) {
+    write_uint(out, u64::from(centi / 100));
+    out.push(b'.');
+    let cents = centi % 100;
+    out.push(b'0' + (cents / 10) as u8);
+    if cents % 10 != 0 {
+        out.push(b'0' + (cents % 10) as u8);
+    }
+}
+
+fn write_uint(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2025-09-14T12:30:05.123456+00:00";
+
+    fn fresh() -> Freshness {
+        Freshness {
+            now: timestamp::parse_rfc3339(NOW).expect("valid"),
+            max_age: 3 * timestamp::MICROS_PER_SEC,
+        }
+    }
+
+    fn parse(text: &str) -> FeedBatch {
+        parse_feed(text.as_bytes(), fresh())
+    }
+
+    /// One data row after the standard header: is it accepted, or rejected for `reason`?
+    fn check(row: &str, expected: Result<&[f64], RejectReason>) {
+        let batch = parse(&format!("{HEADER}\n{row}\n"));
+        match expected {
+            Ok(values) => {
+                assert_eq!(batch.rejected.total(), 0, "{row}: {:?}", batch.examples);
+                assert_eq!(batch.rows.len(), 1, "{row}");
+                let got = batch.row_values(0);
+                assert_eq!(got.len(), values.len(), "{row}");
+                for (g, v) in got.iter().zip(values) {
+                    assert!(g == v || (g.is_nan() && v.is_nan()), "{row}: {got:?}");
+                }
+            }
+            Err(reason) => {
+                assert!(batch.rows.is_empty(), "{row} should be rejected");
+                assert_eq!(batch.rejected.get(reason), 1, "{row}: {:?}", batch.examples);
+                assert_eq!(batch.rejected.total(), 1, "{row}");
+            }
+        }
+    }
+
+    #[test]
+    fn validates_each_row() {
+        use RejectReason::*;
+        let nan = f64::NAN;
+        check(
+            &format!("switch1,55.6,0.32,1,{NOW}"),
+            Ok(&[55.6, 0.32, 1.0]),
+        );
+        check(
+            "switch1,55.6,0.32,1,2025-09-14T12:30:05Z",
+            Ok(&[55.6, 0.32, 1.0]),
+        );
+        check(
+            "switch1,55.6,0.32,1,2025-09-14T14:30:04+02:00",
+            Ok(&[55.6, 0.32, 1.0]),
+        );
+        check(
+            &format!(" switch1 , 55.6 ,0.32, 1 ,{NOW}"),
+            Ok(&[55.6, 0.32, 1.0]),
+        );
+        check(&format!("switch1,,0.32,1,{NOW}"), Ok(&[nan, 0.32, 1.0]));
+        check(
+            &format!("switch1,55.6,0.32,7.0,{NOW}"),
+            Ok(&[55.6, 0.32, 7.0]),
+        );
+        check(&format!("switch1,abc,0.32,1,{NOW}"), Err(BadNumber));
+        check(&format!("switch1,NaN,0.32,1,{NOW}"), Err(NotFinite));
+        check(&format!("switch1,55.6,inf,1,{NOW}"), Err(NotFinite));
+        check(&format!("switch1,55.6,0.32,-1,{NOW}"), Err(BadCount));
+        check(&format!("switch1,55.6,0.32,-0,{NOW}"), Err(BadCount));
+        check(&format!("switch1,55.6,0.32,1.5,{NOW}"), Err(BadCount));
+        check(&format!("switch1,55.6,0.32,1e300,{NOW}"), Err(BadCount));
+        check(&format!("switch1,,,,{NOW}"), Err(NoValues));
+        check("switch1,55.6,0.32,1,yesterday", Err(BadTimestamp));
+        check("switch1,55.6,0.32,1,2025-09-14T12:30:05", Err(BadTimestamp));
+        check("switch1,55.6,0.32,1", Err(FieldCount));
+        check(&format!("switch1,55.6,0.32,1,{NOW},extra"), Err(FieldCount));
+        check(&format!(",55.6,0.32,1,{NOW}"), Err(BadSwitchId));
+        check(
+            &format!("{},55.6,0.32,1,{NOW}", "x".repeat(300)),
+            Err(BadSwitchId),
+        );
+        check(&format!("sw\u{7}1,55.6,0.32,1,{NOW}"), Err(BadSwitchId));
+        check(
+            "switch1,55.6,0.32,1,2025-09-14T12:30:01.123455+00:00",
+            Err(Stale),
+        );
+        check(
+            "switch1,55.6,0.32,1,2025-09-14T12:30:02.123456+00:00",
+            Ok(&[55.6, 0.32, 1.0]),
+        );
+        check(
+            "switch1,55.6,0.32,1,2025-09-14T12:30:08.123457+00:00",
+            Err(Future),
+        );
+        check(
+            &format!("switch1,{},0.32,1,{NOW}", "9".repeat(1_000_000)),
+            Err(NotFinite),
+        );
+    }
+
+    #[test]
+    fn keeps_good_rows_around_bad_ones() {
+        let feed = format!(
+            "{HEADER}\nswitch1,1,0.1,0,{NOW}\nswitch2,x,0.1,0,{NOW}\nswitch3,3,0.3,3,{NOW}\nswitch4,4\n"
+        );
+        let batch = parse(&feed);
+        let ids: Vec<_> = batch.rows.iter().map(|r| r.switch_id.as_str()).collect();
+        assert_eq!(ids, ["switch1", "switch3"]);
+        assert_eq!(batch.row_values(1), [3.0, 0.3, 3.0]);
+        assert_eq!(batch.rejected.get(RejectReason::BadNumber), 1);
+        assert_eq!(batch.rejected.get(RejectReason::FieldCount), 1);
+        assert_eq!(batch.examples.len(), 2);
+        assert_eq!(batch.examples[0].line, 3);
+        assert_eq!(batch.error, None);
+    }
+
+    #[test]
+    fn maps_columns_by_name_and_keeps_extra_columns_as_metrics() {
+        let feed = format!(
+            "timestamp,errors,switch_id,temperature,bandwidth\n{NOW},2,leaf 01/a,41.5,70\n"
+        );
+        let batch = parse(&feed);
+        assert_eq!(batch.metrics, ["errors", "temperature", "bandwidth"]);
+        assert_eq!(batch.rows[0].switch_id, "leaf 01/a");
+        assert_eq!(batch.row_values(0), [2.0, 41.5, 70.0]);
+    }
+
+    #[test]
+    fn rejects_unusable_headers_whole() {
+        for header in [
+            "",
+            "bandwidth,latency,errors,timestamp",
+            "switch_id,bandwidth,latency,errors",
+            "switch_id,timestamp",
+            "switch_id,bandwidth,bandwidth,timestamp",
+            "switch_id,,timestamp",
+        ] {
+            let batch = parse(&format!("{header}\nswitch1,1,2,3,{NOW}\n"));
+            assert!(
+                matches!(batch.error, Some(FeedError::BadHeader(_))),
+                "{header:?}: {:?}",
+                batch.error
+            );
+            assert!(batch.rows.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_cut_body_keeps_the_complete_rows() {
+        struct CutShort<'a>(&'a [u8]);
+        impl Read for CutShort<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "timed out",
+                    ));
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let feed = format!("{HEADER}\nswitch1,1,0.1,0,{NOW}\nswitch2,2,0.2,0,2025-09");
+        let batch = parse_feed(CutShort(feed.as_bytes()), fresh());
+        assert_eq!(batch.rows.len(), 1);
+        assert!(matches!(batch.error, Some(FeedError::Read(_))));
+    }
+
+    #[test]
+    fn written_rows_read_back() {
+        let mut ts = [0u8; timestamp::CANONICAL_LEN];
+        timestamp::encode(fresh().now, &mut ts);
+        let mut out = Vec::new();
+        write_header(&mut out);
+        write_row(&mut out, "switch1", 5560, 32, 1, &ts);
+        write_row(&mut out, "switch2", 5507, 100, 0, &ts);
+        write_row(&mut out, "switch3", 10000, 5, 123, &ts);
+        let text = String::from_utf8(out.clone()).expect("ascii");
+        assert_eq!(
+            text,
+            format!("{HEADER}\nswitch1,55.6,0.32,1,{NOW}\nswitch2,55.07,1.0,0,{NOW}\nswitch3,100.0,0.05,123,{NOW}\n")
+        );
+        let batch = parse_feed(out.as_slice(), fresh());
+        assert_eq!(batch.rows.len(), 3);
+        assert_eq!(batch.row_values(1), [55.07, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,293 @@
+//! The simulated fabric: per-switch counters that move like real ones, and the thread that
+//! advances them every interval and publishes the rendered CSV feed as an immutable snapshot.
+//!
+//! Values are fixed-point (hundredths) so a tick renders integers, not floats: bandwidth
+//! 0.00–100.00 Gb/s and latency 0.10–1.00 ms are bounded random walks, errors a small count per
+//! interval with occasional bursts. The thread renders each tick once; HTTP readers share it
+//! through [`SnapshotCell`] and never wait on the writer.
+
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::feed;
+use crate::timestamp::{self, Micros};
+
+const BANDWIDTH_MAX_CENTI: i32 = 10_000;
+const BANDWIDTH_STEP_CENTI: i32 = 150;
+const LATENCY_MIN_CENTI: i32 = 10;
+const LATENCY_MAX_CENTI: i32 = 100;
+const LATENCY_STEP_CENTI: i32 = 2;
+/// Chance per switch per tick that an error burst starts.
+const BURST_CHANCE: f64 = 0.002;
+
+#[derive(Debug, Clone, Copy)]
+struct SwitchState {
+    bandwidth_centi: i32,
+    latency_centi: i32,
+    errors: u64,
+    burst_ticks_left: u32,
+}
+
+/// The simulated switches and their current counters.
+pub struct Fabric {
+    rng: StdRng,
+    switch_ids: Vec<String>,
+    switches: Vec<SwitchState>,
+}
+
+/// Keeps a random walk inside `[lo, hi]` by reflecting at the bounds.
+fn reflect(value: i32, lo: i32, hi: i32) -> i32 {
+    if value < lo {
+        (2 * lo - value).min(hi)
+    } else if value > hi {
+        (2 * hi - value).max(lo)
+    } else {
+        value
+    }
+}
+
+impl Fabric {
+    /// `n_switches` switches named `switch1`…`switchN`; the same `seed` gives the same values.
+    pub fn new(n_switches: usize, seed: Option<u64>) -> Fabric {
+        let mut rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let switches = (0..n_switches)
+            .map(|_| SwitchState {
+                bandwidth_centi: rng.random_range(2_000..=8_000),
+                latency_centi: rng.random_range(20..=60),
+                errors: 0,
+                burst_ticks_left: 0,
+            })
+            .collect();
+        Fabric {
+            rng,
+            switch_ids: (1..=n_switches).map(|i| format!("switch{i}")).collect(),
+            switches,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.switches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.switches.is_empty()
+    }
+
+    /// Advances every counter by one interval.
+    pub fn tick(&mut self) {
+        for switch in &mut self.switches {
+            let step = self
+                .rng
+                .random_range(-BANDWIDTH_STEP_CENTI..=BANDWIDTH_STEP_CENTI);
+            switch.bandwidth_centi = reflect(switch.bandwidth_centi + step, 0, BANDWIDTH_MAX_CENTI);
+            let step = self
+                .rng
+                .random_range(-LATENCY_STEP_CENTI..=LATENCY_STEP_CENTI);
+            switch.latency_centi = reflect(
+                switch.latency_centi + step,
+                LATENCY_MIN_CENTI,
+                LATENCY_MAX_CENTI,
+            );
+            if switch.burst_ticks_left == 0 && self.rng.random_bool(BURST_CHANCE) {
+                switch.burst_ticks_left = self.rng.random_range(3..=10);
+            }
+            switch.errors = if switch.burst_ticks_left > 0 {
+                switch.burst_ticks_left -= 1;
+                self.rng.random_range(20..=200)
+            } else if self.rng.random_bool(0.2) {
+                self.rng.random_range(1..=3)
+            } else {
+                0
+            };
+        }
+    }
+
+    /// Renders the whole feed, every row stamped `produced_at`.
+    pub fn render_csv(&self, produced_at: Micros, out: &mut Vec<u8>) {
+        let mut ts = [0u8; timestamp::CANONICAL_LEN];
+        timestamp::encode(produced_at, &mut ts);
+        out.clear();
+        out.reserve(self.switches.len() * 48 + 64);
+        feed::write_header(out);
+        for (id, switch) in self.switch_ids.iter().zip(&self.switches) {
+            feed::write_row(
+                out,
+                id,
+                switch.bandwidth_centi.unsigned_abs(),
+                switch.latency_centi.unsigned_abs(),
+                switch.errors,
+                &ts,
+            );
+        }
+    }
+}
+
+/// One rendered tick of the feed.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub csv: Vec<u8>,
+    pub produced_at: Micros,
+    /// Counts ticks since the generator started (the first published snapshot is 1).
+    pub tick: u64,
+}
+
+impl AsRef<[u8]> for Snapshot {
+    fn as_ref(&self) -> &[u8] {
+        &self.csv
+    }
+}
+
+/// The newest snapshot, shared between the generator thread and HTTP readers. The lock is only
+/// held to clone or replace an `Arc`, never while rendering or writing a socket.
+#[derive(Clone)]
+pub struct SnapshotCell(Arc<RwLock<Arc<Snapshot>>>);
+
+impl SnapshotCell {
+    fn new(first: Snapshot) -> SnapshotCell {
+        SnapshotCell(Arc::new(RwLock::new(Arc::new(first))))
+    }
+
+    pub fn latest(&self) -> Arc<Snapshot> {
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        match self.0.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+}
+
+/// Starts the generator thread. The first snapshot is rendered before this returns, so the
+/// feed is never empty. The thread stops when `stop` receives a message or is disconnected.
+pub fn spawn(
+    mut fabric: Fabric,
+    interval: Duration,
+    stop: Receiver<()>,
+) -> std::io::Result<(SnapshotCell, JoinHandle<()>)> {
+    fabric.tick();
+    let mut csv = Vec::new();
+    let produced_at = timestamp::now_micros();
+    fabric.render_csv(produced_at, &mut csv);
+    let cell = SnapshotCell::new(Snapshot {
+        csv,
+        produced_at,
+        tick: 1,
+    });
+    let writer = cell.clone();
+    let handle = std::thread::Builder::new()
+        .name("generator".to_string())
+        .spawn(move || run_ticks(fabric, interval, &stop, &writer))?;
+    Ok((cell, handle))
+}
+
+fn run_ticks(mut fabric: Fabric, interval: Duration, stop: &Receiver<()>, cell: &SnapshotCell) {
+    let mut next_tick = Instant::now() + interval;
+    let mut tick = 1u64;
+    let mut late_ticks = 0u64;
+    loop {
+        match stop.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        fabric.tick();
+        tick += 1;
+        let produced_at = timestamp::now_micros();
+        let mut csv = Vec::new();
+        fabric.render_csv(produced_at, &mut csv);
+        cell.publish(Snapshot {
+            csv,
+            produced_at,
+            tick,
+        });
+        next_tick += interval;
+        let now = Instant::now();
+        if next_tick < now {
+            // Fell behind (huge fabric, starved CPU): skip the missed ticks instead of bursting.
+            late_ticks += 1;
+            if late_ticks.is_power_of_two() {
+                log::warn!(
+                    "generator fell behind: a tick of {} switches took longer than {:?} ({late_ticks} late ticks so far)",
+                    fabric.len(),
+                    interval
+                );
+            }
+            next_tick = now + interval;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_stay_in_their_ranges_and_move() {
+        let mut fabric = Fabric::new(50, Some(1));
+        let first = fabric.switches.clone();
+        let mut total_errors = 0;
+        for _ in 0..2_000 {
+            fabric.tick();
+            for s in &fabric.switches {
+                assert!((0..=BANDWIDTH_MAX_CENTI).contains(&s.bandwidth_centi));
+                assert!((LATENCY_MIN_CENTI..=LATENCY_MAX_CENTI).contains(&s.latency_centi));
+                total_errors += s.errors;
+            }
+        }
+        assert!(total_errors > 0);
+        let moved = first
+            .iter()
+            .zip(&fabric.switches)
+            .filter(|(a, b)| a.bandwidth_centi != b.bandwidth_centi)
+            .count();
+        assert!(moved > 40, "only {moved} of 50 bandwidths moved");
+    }
+
+    #[test]
+    fn a_step_is_small() {
+        let mut fabric = Fabric::new(100, Some(2));
+        for _ in 0..100 {
+            let before = fabric.switches.clone();
+            fabric.tick();
+            for (a, b) in before.iter().zip(&fabric.switches) {
+                assert!((a.bandwidth_centi - b.bandwidth_centi).abs() <= BANDWIDTH_STEP_CENTI);
+                assert!((a.latency_centi - b.latency_centi).abs() <= LATENCY_STEP_CENTI);
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_feed() {
+        let render = |seed| {
+            let mut fabric = Fabric::new(20, Some(seed));
+            fabric.tick();
+            fabric.tick();
+            let mut out = Vec::new();
+            fabric.render_csv(0, &mut out);
+            out
+        };
+        assert_eq!(render(9), render(9));
+        assert_ne!(render(9), render(10));
+    }
+
+    #[test]
+    fn reflect_keeps_within_bounds() {
+        assert_eq!(reflect(-5, 0, 100), 5);
+        assert_eq!(reflect(105, 0, 100), 95);
+        assert_eq!(reflect(50, 0, 100), 50);
+        assert_eq!(reflect(-500, 0, 100), 100);
+    }
+}

@@ -1,0 +1,336 @@
+//! The generator's HTTP side: `GET /counters` from the newest snapshot, plus fault injection so
+//! operators and tests can rehearse a misbehaving feed. Also [`GeneratorService`], the whole
+//! running generator (thread + HTTP), used by the `telemetry-generator` binary and by
+//! `metrics-server --demo`.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rand::Rng;
+
+use crate::generator::{self, Fabric, SnapshotCell};
+use crate::http::{self, HttpError, HttpServer, Reply, ReplyBody, RequestHead};
+use crate::timestamp;
+
+/// A way the feed can misbehave on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// Answer 500 with no data.
+    ServerError,
+    /// Send a valid response whose CSV stops in the middle of a row.
+    Truncate,
+    /// Wait `--fault-delay` before answering.
+    Slow,
+    /// Serve timestamps `--fault-stale-by` in the past.
+    Stale,
+}
+
+impl FaultMode {
+    pub const ALL: [FaultMode; 4] = [
+        FaultMode::ServerError,
+        FaultMode::Truncate,
+        FaultMode::Slow,
+        FaultMode::Stale,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMode::ServerError => "500",
+            FaultMode::Truncate => "truncate",
+            FaultMode::Slow => "slow",
+            FaultMode::Stale => "stale",
+        }
+    }
+}
+
+impl fmt::Display for FaultMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultMode, String> {
+        FaultMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!("unknown fault mode {s:?} (expected one of 500, truncate, slow, stale)")
+            })
+    }
+}
+
+/// Fault injection settings; `rate` 0 turns it off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultConfig {
+    /// Fraction of `/counters` requests that misbehave, 0.0–1.0.
+    pub rate: f64,
+    /// Modes to pick from, uniformly.
+    pub modes: Vec<FaultMode>,
+    pub delay: Duration,
+    pub stale_by: Duration,
+}
+
+impl Default for FaultConfig {
+    fn default() -> FaultConfig {
+        FaultConfig {
+            rate: 0.0,
+            modes: FaultMode::ALL.to_vec(),
+            delay: Duration::from_secs(10),
+            stale_by: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything the generator needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    pub listen: String,
+    pub n_switches: usize,
+    pub interval: Duration,
+    pub seed: Option<u64>,
+    pub workers: usize,
+    pub faults: FaultConfig,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> GeneratorConfig {
+        GeneratorConfig {
+            listen: "127.0.0.1:9001".to_string(),
+            n_switches: 10,
+            interval: Duration::from_secs(1),
+            seed: None,
+            workers: 4,
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+pub const CSV: &str = "text/csv";
+
+/// Answers the generator's HTTP requests.
+pub struct CountersHandler {
+    snapshots: SnapshotCell,
+    faults: FaultConfig,
+}
+
+impl CountersHandler {
+    fn pick_fault(&self) -> Option<FaultMode> {
+        if self.faults.rate <= 0.0 || self.faults.modes.is_empty() {
+            return None;
+        }
+        let mut rng = rand::rng();
+        if !rng.random_bool(self.faults.rate.min(1.0)) {
+            return None;
+        }
+        Some(self.faults.modes[rng.random_range(0..self.faults.modes.len())])
+    }
+
+    fn counters(&self) -> Reply {
+        let snapshot = self.snapshots.latest();
+        let fault = self.pick_fault();
+        if let Some(mode) = fault {
+            log::debug!("injecting fault {mode}");
+        }
+        let len = snapshot.csv.len();
+        let body = match fault {
+            None | Some(FaultMode::Slow) => ReplyBody::Shared {
+                data: snapshot,
+                len,
+            },
+            Some(FaultMode::ServerError) => return Reply::error(500, "injected fault"),
+            Some(FaultMode::Truncate) => {
+                let cut = cut_inside_a_row(&snapshot.csv);
+                ReplyBody::Shared {
+                    data: snapshot,
+                    len: cut,
+                }
+            }
+            Some(FaultMode::Stale) => {
+                let stale_by = i64::try_from(self.faults.stale_by.as_micros()).unwrap_or(i64::MAX);
+                ReplyBody::Owned(restamp(
+                    &snapshot.csv,
+                    snapshot.produced_at.saturating_sub(stale_by),
+                ))
+            }
+        };
+        if fault == Some(FaultMode::Slow) {
+            std::thread::sleep(self.faults.delay);
+        }
+        Reply {
+            status: 200,
+            content_type: CSV,
+            headers: Vec::new(),
+            body,
+        }
+    }
+}
+
+impl http::Handler for CountersHandler {
+    fn handle(&self, head: &RequestHead) -> Reply {
+        if let Some(reply) = http::check_limits(head) {
+            return reply;
+        }
+        let (path, _) = head.path_and_query();
+        if path != "/counters" {
+            return Reply::error(
+                404,
+                &format!("no such path {path:?}; the feed is at /counters"),
+            );
+        }
+        if !head.is_read() {
+            return Reply::error(405, "only GET and HEAD are allowed")
+                .with_header("Allow", "GET, HEAD".to_string());
+        }
+        self.counters()
+    }
+}
+
+/// A byte offset strictly inside a data row (never at a line boundary), so the last row is
+/// incomplete. A feed with no data rows is cut inside its header.
+fn cut_inside_a_row(csv: &[u8]) -> usize {
+    let header_end = csv.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let mut rng = rand::rng();
+    if csv.len() < header_end + 4 {
+        return rng.random_range(1..header_end.max(2));
+    }
+    let mut cut = rng.random_range(header_end + 1..csv.len() - 1);
+    while cut > header_end + 1 && (csv[cut - 1] == b'\n' || csv[cut] == b'\n') {
+        cut -= 1;
+    }
+    cut
+}
+
+/// The feed with every row's timestamp (its last field) replaced by `at`.
+fn restamp(csv: &[u8], at: timestamp::Micros) -> Vec<u8> {
+    let mut ts = [0u8; timestamp::CANONICAL_LEN];
+    timestamp::encode(at, &mut ts);
+    let mut out = Vec::with_capacity(csv.len());
+    for (i, line) in csv.split_inclusive(|&b| b == b'\n').enumerate() {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if i == 0 || body.len() < ts.len() {
+            out.extend_from_slice(line);
+            continue;
+        }
+        out.extend_from_slice(&body[..body.len() - ts.len()]);
+        out.extend_from_slice(&ts);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The running generator: its tick thread and its HTTP server.
+pub struct GeneratorService {
+    http: HttpServer,
+    stop: Sender<()>,
+    ticker: JoinHandle<()>,
+}
+
+impl GeneratorService {
+    /// Binds `config.listen` and starts serving.
+    pub fn start(config: &GeneratorConfig) -> Result<GeneratorService, HttpError> {
+        let listener = http::bind(&config.listen)?;
+        GeneratorService::start_on(listener, config)
+    }
+
+    /// Serves an already-bound listener (tests, and `--demo` which binds first).
+    pub fn start_on(
+        listener: TcpListener,
+        config: &GeneratorConfig,
+    ) -> Result<GeneratorService, HttpError> {
+        let (stop, stop_rx) = crossbeam_channel::bounded(1);
+        let fabric = Fabric::new(config.n_switches, config.seed);
+        let (snapshots, ticker) = generator::spawn(fabric, config.interval, stop_rx)
+            .map_err(|e| HttpError::Start(e.to_string()))?;
+        let handler = Arc::new(CountersHandler {
+            snapshots,
+            faults: config.faults.clone(),
+        });
+        let http = HttpServer::start(listener, "generator-http", config.workers, handler)?;
+        Ok(GeneratorService { http, stop, ticker })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// Blocks while the generator runs (until shutdown from another thread, or forever).
+    pub fn wait(self) {
+        let _ = self.ticker.join();
+    }
+
+    pub fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.http.shutdown();
+        let _ = self.ticker.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_feed() -> Vec<u8> {
+        let mut fabric = Fabric::new(5, Some(3));
+        fabric.tick();
+        let mut out = Vec::new();
+        fabric.render_csv(
+            timestamp::parse_rfc3339("2025-09-14T12:30:05Z").expect("valid"),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn a_cut_always_lands_inside_a_row() {
+        let csv = sample_feed();
+        for _ in 0..500 {
+            let cut = cut_inside_a_row(&csv);
+            assert!(cut > 0 && cut < csv.len());
+            assert_ne!(csv[cut - 1], b'\n', "cut right after a newline");
+        }
+    }
+
+    #[test]
+    fn restamp_rewrites_only_timestamps() {
+        let csv = sample_feed();
+        let at = timestamp::parse_rfc3339("2020-01-01T00:00:00Z").expect("valid");
+        let text = String::from_utf8(restamp(&csv, at)).expect("ascii");
+        let original = String::from_utf8(csv).expect("ascii");
+        assert_eq!(text.lines().count(), original.lines().count());
+        for (new, old) in text.lines().zip(original.lines()).skip(1) {
+            assert!(new.ends_with(",2020-01-01T00:00:00.000000+00:00"), "{new}");
+            assert_eq!(new[..new.len() - 32], old[..old.len() - 32]);
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let (_stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let (snapshots, _ticker) =
+            generator::spawn(Fabric::new(3, Some(1)), Duration::from_secs(3600), stop_rx)
+                .expect("spawn");
+        let handler = CountersHandler {
+            snapshots,
+            faults: FaultConfig::default(),
+        };
+        use http::Handler;
+        let ok = handler.handle(&RequestHead::get("/counters"));
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.content_type, CSV);
+        assert!(ok
+            .body_bytes()
+            .starts_with(b"switch_id,bandwidth,latency,errors,timestamp\nswitch1,"));
+        assert_eq!(handler.handle(&RequestHead::get("/nope")).status, 404);
+        let mut post = RequestHead::get("/counters");
+        post.method = "POST".to_string();
+        assert_eq!(handler.handle(&post).status, 405);
+    }
+}

@@ -1,0 +1,33 @@
+//! `fabric-telemetry`: network fabric telemetry aggregation.
+//!
+//! Two programs share this library. `telemetry-generator` simulates switch counters and serves
+//! them as a CSV feed; `metrics-server` polls feeds, keeps validated history, and answers a JSON
+//! API about current values, aggregates and its own health. Everything is synchronous: named
+//! std threads talking through crossbeam channels and immutable snapshots.
+//!
+//! Module map (see `docs/ARCHITECTURE.md` for the data flow and invariants):
+//! - [`feed`]: the CSV format both ways, row validation, reject reasons.
+//! - [`metric`]: metric kinds (gauge, count); metrics are data, not fields.
+//! - [`timestamp`]: RFC 3339 in (any offset), canonical UTC out.
+//! - [`generator`], [`generator_http`]: the simulated fabric and its HTTP feed.
+//! - [`poller`]: fetch → parse → batch, one thread per source.
+//! - [`store`]: history, dedupe, retention, window aggregates; publishes views.
+//! - [`api`], [`query`]: routing, handlers, error mapping, query strings.
+//! - [`stats`]: request and ingest counters.
+//! - [`http`]: the tiny_http worker pool both programs use.
+//! - [`config`], [`logging`], [`server`]: flags, logs, wiring.
+
+pub mod api;
+pub mod config;
+pub mod feed;
+pub mod generator;
+pub mod generator_http;
+pub mod http;
+pub mod logging;
+pub mod metric;
+pub mod poller;
+pub mod query;
+pub mod server;
+pub mod stats;
+pub mod store;
+pub mod timestamp;

@@ -1,0 +1,165 @@
+//! The metrics server assembled: pollers → channel → store thread → published views → API
+//! workers, plus the optional in-process generator of `--demo`. Every thread is named, and
+//! [`MetricsServer::shutdown`] stops and joins them all.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+use crate::api::Api;
+use crate::config::ServerConfig;
+use crate::generator_http::{GeneratorConfig, GeneratorService};
+use crate::http::{self, HttpError, HttpServer};
+use crate::poller::{self, PollerConfig};
+use crate::stats::{ApiStats, IngestStats};
+use crate::store::{self, SharedView, Store};
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Http(HttpError),
+    Demo(String),
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Http(e) => write!(f, "{e}"),
+            StartError::Demo(why) => write!(f, "cannot start the demo generator: {why}"),
+            StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<HttpError> for StartError {
+    fn from(e: HttpError) -> StartError {
+        StartError::Http(e)
+    }
+}
+
+/// A running metrics server.
+pub struct MetricsServer {
+    http: HttpServer,
+    /// Dropping it disconnects every background thread's stop channel.
+    stop: Sender<()>,
+    threads: Vec<JoinHandle<()>>,
+    demo: Option<GeneratorService>,
+    sources: Vec<String>,
+}
+
+/// Starts the demo generator where `source` points; returns it and the URL that reaches it
+/// (the port differs when the source asked for port 0).
+fn start_demo(source: &str) -> Result<(GeneratorService, String), StartError> {
+    let uri: ureq::http::Uri = source
+        .parse()
+        .map_err(|e| StartError::Demo(format!("{source:?}: {e}")))?;
+    let host = uri.host().unwrap_or("127.0.0.1");
+    let port = uri.port_u16().unwrap_or(80);
+    let listen = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let config = GeneratorConfig {
+        listen,
+        ..GeneratorConfig::default()
+    };
+    let generator =
+        GeneratorService::start(&config).map_err(|e| StartError::Demo(e.to_string()))?;
+    let url = format!("http://{}{}", generator.local_addr(), uri.path());
+    Ok((generator, url))
+}
+
+impl MetricsServer {
+    pub fn start(config: &ServerConfig) -> Result<MetricsServer, StartError> {
+        let listener = http::bind(&config.listen)?;
+        let mut sources = config.sources.clone();
+        let demo = match (config.demo, sources.first_mut()) {
+            (true, Some(first)) => {
+                let (generator, url) = start_demo(first)?;
+                log::info!("demo generator serving {url}");
+                *first = url;
+                Some(generator)
+            }
+            _ => None,
+        };
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (batches, batches_rx) = crossbeam_channel::bounded(2 * sources.len().max(1));
+        let view = SharedView::default();
+        let ingest = Arc::new(IngestStats::new(&sources));
+        let mut threads = Vec::new();
+        threads.push(
+            store::spawn(
+                Store::new(),
+                config.retention,
+                batches_rx,
+                stop_rx.clone(),
+                view.clone(),
+                Arc::clone(&ingest),
+            )
+            .map_err(StartError::Thread)?,
+        );
+        for (source, url) in sources.iter().enumerate() {
+            let poller_config = PollerConfig {
+                url: url.clone(),
+                interval: config.poll_interval,
+                timeout: config.poll_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_feed_bytes,
+                max_age: config.max_age,
+            };
+            let handle = poller::spawn(
+                source,
+                poller_config,
+                batches.clone(),
+                Arc::clone(&ingest),
+                stop_rx.clone(),
+            )
+            .map_err(StartError::Thread)?;
+            threads.push(handle);
+        }
+        let api = Api::new(view, Arc::new(ApiStats::new()), ingest, config.max_age);
+        let http = HttpServer::start(listener, "api", config.workers, Arc::new(api))?;
+        Ok(MetricsServer {
+            http,
+            stop,
+            threads,
+            demo,
+            sources,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// The feed URLs being polled (with the demo generator's real port filled in).
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Blocks until the server's background threads end (they run until shutdown).
+    pub fn wait(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops answering, stops polling, and joins every thread.
+    pub fn shutdown(self) {
+        self.http.shutdown();
+        drop(self.stop);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        if let Some(generator) = self.demo {
+            generator.shutdown();
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Counters the server keeps about itself: API requests, errors and latency per endpoint
+//! (written by API workers), and ingest health per source (written by pollers and the store).
+//! Critical sections are a handful of arithmetic operations; nothing here does I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::feed::{RejectCounts, RejectReason};
+use crate::store::IngestOutcome;
+use crate::timestamp::{self, Micros};
+
+/// The endpoints whose latency is tracked, under the original's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    GetMetric,
+    ListMetrics,
+    AggregateMetrics,
+    Stats,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::GetMetric,
+        Endpoint::ListMetrics,
+        Endpoint::AggregateMetrics,
+        Endpoint::Stats,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::GetMetric => "get_metric",
+            Endpoint::ListMetrics => "list_metrics",
+            Endpoint::AggregateMetrics => "aggregate_metrics",
+            Endpoint::Stats => "stats",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn record(&mut self, seconds: f64) {
+        if self.count == 0 {
+            self.min = seconds;
+            self.max = seconds;
+        } else {
+            self.min = self.min.min(seconds);
+            self.max = self.max.max(seconds);
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// API request counters. `requests` counts a request when it arrives (so a stats answer
+/// includes itself); `errors` and latency are recorded when the answer is ready.
+pub struct ApiStats {
+    started: Instant,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: [Mutex<Latency>; Endpoint::ALL.len()],
+}
+
+impl Default for ApiStats {
+    fn default() -> ApiStats {
+        ApiStats::new()
+    }
+}
+
+impl ApiStats {
+    pub fn new() -> ApiStats {
+        ApiStats {
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: Default::default(),
+        }
+    }
+
+    pub fn request_arrived(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a finished request; `endpoint` is `None` for paths that are not endpoints.
+    pub fn request_finished(&self, endpoint: Option<Endpoint>, status: u16, elapsed: Duration) {
+        if status >= 400 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(endpoint) = endpoint {
+            let mut latency = match self.latency[endpoint as usize].lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            latency.record(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn latency_of(&self, endpoint: Endpoint) -> Latency {
+        match self.latency[endpoint as usize].lock() {
+            Ok(guard) => *guard,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+}
+
+/// Health of one feed source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStats {
+    pub url: String,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// Failures since the last successful poll.
+    pub consecutive_failures: u64,
+    #[serde(serialize_with = "optional_timestamp")]
+    pub last_success: Option<Micros>,
+    pub last_error: Option<String>,
+    /// Rows the last successful poll delivered to the store (before dedupe).
+    pub last_rows: u64,
+    pub rows_accepted: u64,
+}
+
+fn optional_timestamp<S: serde::Serializer>(ts: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(ts) => s.serialize_str(&timestamp::to_rfc3339(*ts)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Ingest counters: rows accepted, rows rejected by reason, and per-source poll health.
+pub struct IngestStats {
+    rows_accepted: AtomicU64,
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    retained_rows: AtomicU64,
+    sources: Vec<Mutex<SourceStats>>,
+}
+
+impl IngestStats {
+    pub fn new(source_urls: &[String]) -> IngestStats {
+        IngestStats {
+            rows_accepted: AtomicU64::new(0),
+            rejected: Default::default(),
+            retained_rows: AtomicU64::new(0),
+            sources: source_urls
+                .iter()
+                .map(|url| {
+                    Mutex::new(SourceStats {
+                        url: url.clone(),
+                        ..SourceStats::default()
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn with_source(&self, source: usize, f: impl FnOnce(&mut SourceStats)) {
+        if let Some(slot) = self.sources.get(source) {
+            match slot.lock() {
+                Ok(mut guard) => f(&mut guard),
+                Err(poisoned) => f(&mut poisoned.into_inner()),
+            }
+        }
+    }
+
+    pub fn add_rejected(&self, counts: &RejectCounts) {
+        for (reason, n) in counts.nonzero() {
+            self.rejected[reason.index()].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// A poll that got a body (possibly cut short: `error`), which delivered `rows` rows.
+    pub fn poll_succeeded(&self, source: usize, rows: u64, at: Micros, error: Option<String>) {
+        self.with_source(source, |s| {
+            match error {
+                None => {
+                    s.polls_ok += 1;
+                    s.consecutive_failures = 0;
+                    s.last_success = Some(at);
+                }
+                Some(why) => {
+                    s.polls_failed += 1;
+                    s.consecutive_failures += 1;
+                    s.last_error = Some(why);
+                }
+            }
+            s.last_rows = rows;
+        });
+    }
+
+    pub fn poll_failed(&self, source: usize, error: String) {
+        self.with_source(source, |s| {
+            s.polls_failed += 1;
+            s.consecutive_failures += 1;
+            s.last_error = Some(error);
+        });
+    }
+
+    pub fn record_ingest(&self, source: usize, outcome: &IngestOutcome) {
+        self.rows_accepted
+            .fetch_add(outcome.accepted, Ordering::Relaxed);
+        self.add_rejected(&outcome.rejected);
+        self.with_source(source, |s| s.rows_accepted += outcome.accepted);
+    }
+
+    pub fn set_retained_rows(&self, rows: u64) {
+        self.retained_rows.store(rows, Ordering::Relaxed);
+    }
+
+    pub fn sources(&self) -> Vec<SourceStats> {
+        (0..self.sources.len())
+            .map(|i| {
+                let mut copy = SourceStats::default();
+                self.with_source(i, |s| copy = s.clone());
+                copy
+            })
+            .collect()
+    }
+}
+
+/// Latency figures of one endpoint, in seconds, as the original printed them.
+#[derive(Debug, Serialize)]
+pub struct LatencyReport {
+    pub avg_latency: f64,
+    pub min_latency: f64,
+    pub max_latency: f64,
+}
+
+/// The `latency` object: the four endpoints, then (the original's quirk) `uptime_seconds`.
+#[derive(Debug, Serialize)]
+pub struct LatencyReports {
+    pub get_metric: LatencyReport,
+    pub list_metrics: LatencyReport,
+    pub aggregate_metrics: LatencyReport,
+    pub stats: LatencyReport,
+    pub uptime_seconds: f64,
+}
+
+/// Ingest health, added after the original fields.
+#[derive(Debug, Serialize)]
+pub struct IngestReport {
+    pub rows_accepted: u64,
+    pub rows_rejected: serde_json::Map<String, serde_json::Value>,
+    pub retained_rows: u64,
+    pub sources: Vec<SourceStats>,
+}
+
+/// The `/telemetry/stats` body: the original's shape first, extras after.
+#[derive(Debug, Serialize)]
+pub struct StatsReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: LatencyReports,
+    pub uptime_seconds: f64,
+    pub ingest: IngestReport,
+}
+
+fn latency_report(latency: Latency) -> LatencyReport {
+    let avg = if latency.count == 0 {
+        0.0
+    } else {
+        latency.sum / latency.count as f64
+    };
+    LatencyReport {
+        avg_latency: avg,
+        min_latency: latency.min,
+        max_latency: latency.max,
+    }
+}
+
+pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
+    let uptime = api.uptime().as_secs_f64();
+    let mut rows_rejected = serde_json::Map::new();
+    for reason in RejectReason::ALL {
+        rows_rejected.insert(reason.name().to_string(), ingest.rejected(reason).into());
+    }
+    StatsReport {
+        requests: api.requests.load(Ordering::Relaxed),
+        errors: api.errors.load(Ordering::Relaxed),
+        latency: LatencyReports {
+            get_metric: latency_report(api.latency_of(Endpoint::GetMetric)),
+            list_metrics: latency_report(api.latency_of(Endpoint::ListMetrics)),
+            aggregate_metrics: latency_report(api.latency_of(Endpoint::AggregateMetrics)),
+            stats: latency_report(api.latency_of(Endpoint::Stats)),
+            uptime_seconds: uptime,
+        },
+        uptime_seconds: uptime,
+        ingest: IngestReport {
+            rows_accepted: ingest.rows_accepted.load(Ordering::Relaxed),
+            rows_rejected,
+            retained_rows: ingest.retained_rows.load(Ordering::Relaxed),
+            sources: ingest.sources(),
+        },
+    }
+}
