@@ -1,0 +1,170 @@
+//! A feed that is down, failing, hanging or cut short never blocks or crashes the server, and
+//! is picked up again as soon as it recovers.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{self, FakeFeed, FeedReply};
+
+/// The API answers quickly while the feed misbehaves.
+fn assert_responsive(server: &util::Proc) {
+    let agent = util::client();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            util::get_with(&agent, &server.url("/telemetry/stats")).status,
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "stats took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+fn source_stat(server: &util::Proc, key: &str) -> u64 {
+    util::stats(server)["ingest"]["sources"][0][key]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_dead_feed_is_survived_and_picked_up_when_it_comes_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/counters");
+    let server = util::server(&[&url], &[]);
+    util::wait_for("failed polls", Duration::from_secs(10), || {
+        (source_stat(&server, "polls_failed") >= 3).then_some(())
+    });
+    assert_responsive(&server);
+    assert_eq!(
+        util::get(&server.url("/telemetry/list?metric=bandwidth")).status,
+        503
+    );
+    let feed = FakeFeed::start_on(&format!("127.0.0.1:{port}"));
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    let logs = util::wait_for("a recovery log line", Duration::from_secs(5), || {
+        let logs = server.logs();
+        logs.iter()
+            .any(|l| l.contains("recovered after"))
+            .then_some(logs)
+    });
+    let warnings = logs
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("poll of"))
+        .count();
+    assert_eq!(warnings, 1, "failures are logged once per 30 s: {logs:?}");
+}
+
+#[test]
+fn a_failing_feed_is_counted_and_recovers() {
+    let feed = FakeFeed::start();
+    feed.set(|_| FeedReply::Status(500));
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for("failed polls", Duration::from_secs(10), || {
+        (source_stat(&server, "polls_failed") >= 3).then_some(())
+    });
+    let last_error = util::stats(&server)["ingest"]["sources"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last_error.contains("500"), "{last_error}");
+    assert_responsive(&server);
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    assert_eq!(source_stat(&server, "consecutive_failures"), 0);
+}
+
+#[test]
+fn a_hanging_feed_times_out_without_blocking_the_api() {
+    let feed = FakeFeed::start();
+    feed.set(|_| FeedReply::Hang);
+    let server = util::server(&[&feed.url], &["--poll-timeout", "300ms"]);
+    util::wait_for("timed-out polls", Duration::from_secs(10), || {
+        (source_stat(&server, "polls_failed") >= 2).then_some(())
+    });
+    assert_responsive(&server);
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+}
+
+#[test]
+fn garbage_and_broken_headers_are_counted_as_failed_polls() {
+    let feed = FakeFeed::start();
+    feed.set(|_| FeedReply::Csv("<html>surprise</html>\n".to_string()));
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for("failed polls", Duration::from_secs(10), || {
+        (source_stat(&server, "polls_failed") >= 2).then_some(())
+    });
+    let last_error = util::stats(&server)["ingest"]["sources"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last_error.contains("header"), "{last_error}");
+    assert_responsive(&server);
+}
+
+#[test]
+fn a_feed_larger_than_the_cap_keeps_the_rows_before_the_cut() {
+    let feed = FakeFeed::start();
+    let rows: Vec<String> = (0..2_000)
+        .map(|i| format!("switch{i},50,0.5,0,{{ts}}"))
+        .collect();
+    feed.set(move |_| FeedReply::Csv(util::csv_with_now(util::HEADER, &rows)));
+    let server = util::server(&[&feed.url], &["--max-feed-bytes", "16KiB"]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch0&metric=bandwidth"),
+        200,
+    );
+    let list = util::get(&server.url("/telemetry/list?metric=bandwidth")).json();
+    let n = list.as_object().map_or(0, |o| o.len());
+    assert!(
+        n > 100 && n < 2_000,
+        "{n} switches stored from a capped body"
+    );
+    let last_error = util::stats(&server)["ingest"]["sources"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last_error.contains("cut short"), "{last_error}");
+}
+
+#[test]
+fn the_real_generator_with_faults_keeps_the_server_fresh() {
+    let generator = util::generator(&[
+        "--interval",
+        "100ms",
+        "--fault-rate",
+        "0.4",
+        "--fault-modes",
+        "500,truncate,stale",
+    ]);
+    let url = generator.url("/counters");
+    let server = util::server(&[&url], &[]);
+    util::wait_for(
+        "failed and successful polls",
+        Duration::from_secs(15),
+        || {
+            (source_stat(&server, "polls_failed") >= 3 && source_stat(&server, "polls_ok") >= 3)
+                .then_some(())
+        },
+    );
+    let list = util::wait_for_status(&server.url("/telemetry/list?metric=latency"), 200).json();
+    assert_eq!(list.as_object().map(|o| o.len()), Some(10), "{list}");
+    let stats = util::stats(&server);
+    let rejected = &stats["ingest"]["rows_rejected"];
+    assert!(rejected["stale"].as_u64().unwrap_or(0) > 0, "{rejected}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real binaries on ephemeral loopback ports, driven by a blocking
+//! client and a fake feed the test controls.
+
+mod util;
+
+mod api;
+mod generator;
+mod ingest;
+mod resilience;

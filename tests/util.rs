@@ -1,0 +1,318 @@
+//! Test support: start the real binaries on ephemeral loopback ports, a fake feed the test
+//! scripts, and a blocking HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fabric_telemetry::http::{HttpServer, Reply, ReplyBody, RequestHead};
+use fabric_telemetry::timestamp;
+
+pub const HEADER: &str = "switch_id,bandwidth,latency,errors,timestamp";
+
+/// A running binary; killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Runs `bin` with `args` and waits for its "listening on http://ADDR" log line.
+    pub fn start(bin: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{bin} did not report its address; logs: {:?}",
+                    logs.lock().expect("logs")
+                );
+            }
+        };
+        Proc { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on http://").nth(1)?;
+    let end = rest
+        .find(|c: char| c == '/' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_metrics-server")
+}
+
+pub fn generator_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_telemetry-generator")
+}
+
+/// A metrics server on a free port polling `sources` every 100 ms, plus `extra` flags.
+pub fn server(sources: &[&str], extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "100ms",
+        "--log-level",
+        "debug",
+    ];
+    for source in sources {
+        args.push("--source");
+        args.push(source);
+    }
+    args.extend_from_slice(extra);
+    Proc::start(server_bin(), &args)
+}
+
+pub fn generator(extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Proc::start(generator_bin(), &args)
+}
+
+/// A canonical timestamp `offset_ms` from now.
+pub fn ts(offset_ms: i64) -> String {
+    timestamp::to_rfc3339(timestamp::now_micros() + offset_ms * 1000)
+}
+
+/// What the fake feed answers to one request.
+pub enum FeedReply {
+    Csv(String),
+    Status(u16),
+    /// Hold the request until the test moves on (or 30 s pass).
+    Hang,
+}
+
+type Script = dyn Fn(u64) -> FeedReply + Send + Sync;
+
+/// A feed served by the test: each request calls the current script with its request number.
+pub struct FakeFeed {
+    server: Option<HttpServer>,
+    script: Arc<Mutex<Arc<Script>>>,
+    requests: Arc<AtomicU64>,
+    /// Bumped by every `set` and by drop: a hanging request waits for it to change.
+    generation: Arc<AtomicU64>,
+    pub url: String,
+}
+
+impl FakeFeed {
+    pub fn start() -> FakeFeed {
+        FakeFeed::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(addr: &str) -> FakeFeed {
+        let listener = std::net::TcpListener::bind(addr).expect("bind fake feed");
+        let script: Arc<Mutex<Arc<Script>>> =
+            Arc::new(Mutex::new(Arc::new(|_| FeedReply::Status(503))));
+        let requests = Arc::new(AtomicU64::new(0));
+        let generation = Arc::new(AtomicU64::new(0));
+        let handler = {
+            let script = Arc::clone(&script);
+            let requests = Arc::clone(&requests);
+            let generation = Arc::clone(&generation);
+            move |_: &RequestHead| {
+                let n = requests.fetch_add(1, Ordering::SeqCst);
+                let current = Arc::clone(&script.lock().expect("script"));
+                match current(n) {
+                    FeedReply::Csv(body) => Reply {
+                        status: 200,
+                        content_type: "text/csv",
+                        headers: Vec::new(),
+                        body: ReplyBody::Owned(body.into_bytes()),
+                    },
+                    FeedReply::Status(status) => Reply::error(status, "fake feed error"),
+                    FeedReply::Hang => {
+                        let started = Instant::now();
+                        let hung_at = generation.load(Ordering::SeqCst);
+                        while generation.load(Ordering::SeqCst) == hung_at
+                            && started.elapsed() < Duration::from_secs(30)
+                        {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Reply::error(500, "hung")
+                    }
+                }
+            }
+        };
+        let server =
+            HttpServer::start(listener, "fake-feed", 8, Arc::new(handler)).expect("fake feed");
+        let url = format!("http://{}/counters", server.local_addr());
+        FakeFeed {
+            server: Some(server),
+            script,
+            requests,
+            generation,
+            url,
+        }
+    }
+
+    pub fn set(&self, script: impl Fn(u64) -> FeedReply + Send + Sync + 'static) {
+        *self.script.lock().expect("script") = Arc::new(script);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Serves `rows` (lines after the standard header, `{ts}` replaced by now) on every request.
+    pub fn serve_fresh(&self, rows: &[&str]) {
+        let rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+        self.set(move |_| FeedReply::Csv(csv_with_now(HEADER, &rows)));
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeFeed {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// `header` then `rows`, each `{ts}` replaced by the current time.
+pub fn csv_with_now(header: &str, rows: &[String]) -> String {
+    let now = ts(0);
+    let mut body = format!("{header}\n");
+    for row in rows {
+        body.push_str(&row.replace("{ts}", &now));
+        body.push('\n');
+    }
+    body
+}
+
+/// Serves `steps` in order, one per request, then repeats the last step forever. Each step's
+/// `{ts}` is fixed the first time it is served, so repeats carry the same timestamp.
+pub fn scripted(steps: Vec<Vec<String>>) -> impl Fn(u64) -> FeedReply + Send + Sync + 'static {
+    let stamped: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; steps.len()]);
+    move |n| {
+        let step = (n as usize).min(steps.len() - 1);
+        let mut stamped = stamped.lock().expect("stamps");
+        let body = stamped[step].get_or_insert_with(|| csv_with_now(HEADER, &steps[step]));
+        FeedReply::Csv(body.clone())
+    }
+}
+
+/// A blocking client that does not turn error statuses into errors.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn get_with(agent: &ureq::Agent, url: &str) -> Answer {
+    let response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = response
+        .into_body()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET {url} body: {e}"));
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Answer {
+    get_with(&client(), url)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` with `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if started.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `url` answers `status`, returning that answer.
+pub fn wait_for_status(url: &str, status: u16) -> Answer {
+    let agent = client();
+    wait_for(
+        &format!("{url} to answer {status}"),
+        Duration::from_secs(15),
+        || {
+            let answer = get_with(&agent, url);
+            (answer.status == status).then_some(answer)
+        },
+    )
+}
+
+/// The server's `/telemetry/stats` as JSON.
+pub fn stats(server: &Proc) -> serde_json::Value {
+    get(&server.url("/telemetry/stats")).json()
+}
