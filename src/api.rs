@@ -6,6 +6,7 @@
 //! integers for count metrics (`errors`, `total_errors`), and canonical timestamps.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -330,10 +331,14 @@ impl http::Handler for Api {
         self.stats.request_arrived();
         let (endpoint, reply) = match http::check_limits(head) {
             Some(reply) => (None, reply),
-            None => {
-                let (endpoint, result) = self.route(head);
-                (endpoint, result.unwrap_or_else(ApiError::into_reply))
-            }
+            // Caught here as well as in the worker so a panic is counted as an error.
+            None => match catch_unwind(AssertUnwindSafe(|| self.route(head))) {
+                Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
+                Err(_) => {
+                    log::error!("handler panicked on {} {}", head.method, head.url);
+                    (None, Reply::error(500, "internal error"))
+                }
+            },
         };
         self.stats
             .request_finished(endpoint, reply.status, started.elapsed());
