@@ -155,13 +155,6 @@ impl Freshness {
     }
 }
 
-/// One accepted row: its switch, timestamp and where its values sit in [`FeedBatch::values`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedRow {
-    pub switch_id: String,
-    pub timestamp: Micros,
-}
-
 /// The first rejected row of each reason, for the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectExample {
@@ -176,7 +169,11 @@ pub struct RejectExample {
 pub struct FeedBatch {
     /// Metric columns, in header order.
     pub metrics: Vec<String>,
-    pub rows: Vec<FeedRow>,
+    /// Switch ids of the accepted rows, back to back (no allocation per row); row `i` is
+    /// `ids[id_ends[i-1]..id_ends[i]]`.
+    ids: String,
+    id_ends: Vec<usize>,
+    timestamps: Vec<Micros>,
     /// Row-major, `metrics.len()` per row; NaN marks an empty cell (a metric the row lacks).
     pub values: Vec<f64>,
     pub rejected: RejectCounts,
@@ -186,6 +183,45 @@ pub struct FeedBatch {
 }
 
 impl FeedBatch {
+    /// A batch with these metric columns and no rows (tests and tools build on it).
+    pub fn with_metrics(metrics: &[&str]) -> FeedBatch {
+        FeedBatch {
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            ..FeedBatch::default()
+        }
+    }
+
+    /// Appends an accepted row (`values.len() == metrics.len()`).
+    pub fn push_row(&mut self, switch_id: &str, timestamp: Micros, values: &[f64]) {
+        debug_assert_eq!(values.len(), self.metrics.len());
+        self.ids.push_str(switch_id);
+        self.id_ends.push(self.ids.len());
+        self.timestamps.push(timestamp);
+        self.values.extend_from_slice(values);
+    }
+
+    /// Accepted rows.
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    pub fn switch_id(&self, row_idx: usize) -> &str {
+        let start = if row_idx == 0 {
+            0
+        } else {
+            self.id_ends[row_idx - 1]
+        };
+        &self.ids[start..self.id_ends[row_idx]]
+    }
+
+    pub fn timestamp(&self, row_idx: usize) -> Micros {
+        self.timestamps[row_idx]
+    }
+
     /// The values of row `row_idx`, one per metric.
     pub fn row_values(&self, row_idx: usize) -> &[f64] {
         let width = self.metrics.len();
@@ -396,10 +432,9 @@ pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
             batch.reject(reason, line, || format!("{name}={}", show(&raw)));
             continue;
         }
-        batch.rows.push(FeedRow {
-            switch_id: switch_id.to_string(),
-            timestamp: ts,
-        });
+        batch.ids.push_str(switch_id);
+        batch.id_ends.push(batch.ids.len());
+        batch.timestamps.push(ts);
     }
     batch
 }
@@ -480,7 +515,7 @@ mod tests {
         match expected {
             Ok(values) => {
                 assert_eq!(batch.rejected.total(), 0, "{row}: {:?}", batch.examples);
-                assert_eq!(batch.rows.len(), 1, "{row}");
+                assert_eq!(batch.len(), 1, "{row}");
                 let got = batch.row_values(0);
                 assert_eq!(got.len(), values.len(), "{row}");
                 for (g, v) in got.iter().zip(values) {
@@ -488,7 +523,7 @@ mod tests {
                 }
             }
             Err(reason) => {
-                assert!(batch.rows.is_empty(), "{row} should be rejected");
+                assert!(batch.is_empty(), "{row} should be rejected");
                 assert_eq!(batch.rejected.get(reason), 1, "{row}: {:?}", batch.examples);
                 assert_eq!(batch.rejected.total(), 1, "{row}");
             }
@@ -562,7 +597,7 @@ mod tests {
             "{HEADER}\nswitch1,1,0.1,0,{NOW}\nswitch2,x,0.1,0,{NOW}\nswitch3,3,0.3,3,{NOW}\nswitch4,4\n"
         );
         let batch = parse(&feed);
-        let ids: Vec<_> = batch.rows.iter().map(|r| r.switch_id.as_str()).collect();
+        let ids: Vec<_> = (0..batch.len()).map(|i| batch.switch_id(i)).collect();
         assert_eq!(ids, ["switch1", "switch3"]);
         assert_eq!(batch.row_values(1), [3.0, 0.3, 3.0]);
         assert_eq!(batch.rejected.get(RejectReason::BadNumber), 1);
@@ -579,7 +614,7 @@ mod tests {
         );
         let batch = parse(&feed);
         assert_eq!(batch.metrics, ["errors", "temperature", "bandwidth"]);
-        assert_eq!(batch.rows[0].switch_id, "leaf 01/a");
+        assert_eq!(batch.switch_id(0), "leaf 01/a");
         assert_eq!(batch.row_values(0), [2.0, 41.5, 70.0]);
     }
 
@@ -599,7 +634,7 @@ mod tests {
                 "{header:?}: {:?}",
                 batch.error
             );
-            assert!(batch.rows.is_empty());
+            assert!(batch.is_empty());
         }
     }
 
@@ -622,7 +657,7 @@ mod tests {
         }
         let feed = format!("{HEADER}\nswitch1,1,0.1,0,{NOW}\nswitch2,2,0.2,0,2025-09");
         let batch = parse_feed(CutShort(feed.as_bytes()), fresh());
-        assert_eq!(batch.rows.len(), 1);
+        assert_eq!(batch.len(), 1);
         assert!(matches!(batch.error, Some(FeedError::Read(_))));
     }
 
@@ -641,7 +676,7 @@ mod tests {
             format!("{HEADER}\nswitch1,55.6,0.32,1,{NOW}\nswitch2,55.07,1.0,0,{NOW}\nswitch3,100.0,0.05,123,{NOW}\n")
         );
         let batch = parse_feed(out.as_slice(), fresh());
-        assert_eq!(batch.rows.len(), 3);
+        assert_eq!(batch.len(), 3);
         assert_eq!(batch.row_values(1), [55.07, 1.0, 0.0]);
     }
 }

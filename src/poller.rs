@@ -148,7 +148,7 @@ impl SourceLog {
             "{}: rejected {} of {} rows ({}){example}{more}",
             self.url,
             batch.rejected.total(),
-            batch.rejected.total() + batch.rows.len() as u64,
+            batch.rejected.total() + batch.len() as u64,
             counts.join(", ")
         );
     }
@@ -199,7 +199,7 @@ fn run(
                 stats.add_rejected(&batch.rejected);
                 stats.poll_succeeded(
                     source,
-                    batch.rows.len() as u64,
+                    batch.len() as u64,
                     timestamp::now_micros(),
                     cut_short,
                 );

@@ -15,7 +15,7 @@ use crate::generator_http::{GeneratorConfig, GeneratorService};
 use crate::http::{self, HttpError, HttpServer};
 use crate::poller::{self, PollerConfig};
 use crate::stats::{ApiStats, IngestStats};
-use crate::store::{self, SharedView, Store};
+use crate::store::{self, BlockLimits, Store, StoreHandle};
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -91,16 +91,15 @@ impl MetricsServer {
         };
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (batches, batches_rx) = crossbeam_channel::bounded(2 * sources.len().max(1));
-        let view = SharedView::default();
+        let store = StoreHandle::new(Store::new(BlockLimits::for_retention(config.retention)));
         let ingest = Arc::new(IngestStats::new(&sources));
         let mut threads = Vec::new();
         threads.push(
             store::spawn(
-                Store::new(),
+                store.clone(),
                 config.retention,
                 batches_rx,
                 stop_rx.clone(),
-                view.clone(),
                 Arc::clone(&ingest),
             )
             .map_err(StartError::Thread)?,
@@ -124,7 +123,7 @@ impl MetricsServer {
             .map_err(StartError::Thread)?;
             threads.push(handle);
         }
-        let api = Api::new(view, Arc::new(ApiStats::new()), ingest, config.max_age);
+        let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age);
         let http = HttpServer::start(listener, "api", config.workers, Arc::new(api))?;
         Ok(MetricsServer {
             http,

@@ -19,14 +19,16 @@ pub enum Endpoint {
     ListMetrics,
     AggregateMetrics,
     Stats,
+    History,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 5] = [
         Endpoint::GetMetric,
         Endpoint::ListMetrics,
         Endpoint::AggregateMetrics,
         Endpoint::Stats,
+        Endpoint::History,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Endpoint {
             Endpoint::ListMetrics => "list_metrics",
             Endpoint::AggregateMetrics => "aggregate_metrics",
             Endpoint::Stats => "stats",
+            Endpoint::History => "history",
         }
     }
 }
@@ -241,13 +244,15 @@ pub struct LatencyReport {
     pub max_latency: f64,
 }
 
-/// The `latency` object: the four endpoints, then (the original's quirk) `uptime_seconds`.
+/// The `latency` object: the original four endpoints, endpoints added since, then (the
+/// original's quirk) `uptime_seconds`.
 #[derive(Debug, Serialize)]
 pub struct LatencyReports {
     pub get_metric: LatencyReport,
     pub list_metrics: LatencyReport,
     pub aggregate_metrics: LatencyReport,
     pub stats: LatencyReport,
+    pub history: LatencyReport,
     pub uptime_seconds: f64,
 }
 
@@ -297,6 +302,7 @@ pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
             list_metrics: latency_report(api.latency_of(Endpoint::ListMetrics)),
             aggregate_metrics: latency_report(api.latency_of(Endpoint::AggregateMetrics)),
             stats: latency_report(api.latency_of(Endpoint::Stats)),
+            history: latency_report(api.latency_of(Endpoint::History)),
             uptime_seconds: uptime,
         },
         uptime_seconds: uptime,

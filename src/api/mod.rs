@@ -1,0 +1,598 @@
+//! The REST API: routing, handlers, and the one place an [`ApiError`] becomes a status and a
+//! JSON body. Handlers read the store through its [`StoreHandle`], copy out what they need
+//! under the read lock, and serialize after releasing it; they never touch a feed.
+//!
+//! Response shapes are the original's, byte for byte where clients could notice: key order,
+//! integers for count metrics (`errors`, `total_errors`), and canonical timestamps. `/list`
+//! and `/aggregate` answers are built once per store generation and shared (see [`cache`]).
+
+mod cache;
+pub mod history;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use self::cache::{AnswerCache, Cached};
+use self::history::{Bucket, Downsampler, MAX_POINTS};
+use crate::http::{self, Reply, ReplyBody, RequestHead};
+use crate::metric::MetricKind;
+use crate::query::{Query, QueryError};
+use crate::stats::{self, ApiStats, Endpoint, IngestStats};
+use crate::store::{MetricAgg, Sample, StoreHandle};
+use crate::timestamp::{self, Micros};
+
+/// Why a request could not be answered with data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// Malformed query or missing parameter (400).
+    BadRequest(String),
+    /// Unknown path, switch or metric (404).
+    NotFound(String),
+    /// Not GET/HEAD (405).
+    MethodNotAllowed,
+    /// Data exists but is older than `--max-age` (503).
+    Stale { message: String, age_seconds: f64 },
+    /// Nothing fresh to answer from and no age to report (503).
+    NoData(String),
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NoData(m) => f.write_str(m),
+            ApiError::MethodNotAllowed => {
+                f.write_str("method not allowed: this API only answers GET and HEAD")
+            }
+            ApiError::Stale { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::Stale { .. } | ApiError::NoData(_) => 503,
+        }
+    }
+
+    /// The only place errors turn into HTTP.
+    pub fn into_reply(self) -> Reply {
+        let status = self.status();
+        match &self {
+            ApiError::MethodNotAllowed => Reply::error(status, &self.to_string())
+                .with_header("Allow", "GET, HEAD".to_string()),
+            ApiError::Stale {
+                message,
+                age_seconds,
+            } => {
+                let body = serde_json::json!({ "error": message, "age_seconds": age_seconds });
+                Reply::json(status, body.to_string().into_bytes())
+            }
+            _ => Reply::error(status, &self.to_string()),
+        }
+    }
+}
+
+/// A JSON number written the way its metric kind demands.
+#[derive(Debug, Clone, Copy)]
+struct Number {
+    value: f64,
+    kind: MetricKind,
+}
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.kind {
+            MetricKind::Count => s.serialize_u64(self.value as u64),
+            MetricKind::Gauge => s.serialize_f64(self.value),
+        }
+    }
+}
+
+/// A canonical timestamp, serialized without an intermediate `String`.
+struct Timestamp(Micros);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; timestamp::CANONICAL_LEN];
+        timestamp::encode(self.0, &mut buf);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+/// A JSON object keyed by switch id, in the store's (first-seen) order.
+struct BySwitch<T>(Vec<(Arc<str>, T)>);
+
+impl<T: Serialize> Serialize for BySwitch<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (switch_id, entry) in &self.0 {
+            map.serialize_entry(&**switch_id, entry)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct GetBody<'a> {
+    switch_id: &'a str,
+    metric: &'a str,
+    value: Number,
+    timestamp: Timestamp,
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    value: Number,
+    timestamp: Timestamp,
+}
+
+#[derive(Serialize)]
+struct AggregateEntry {
+    max_latency: Option<f64>,
+    min_bandwidth: Option<f64>,
+    total_errors: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HistoryPoint {
+    timestamp: Timestamp,
+    value: Number,
+}
+
+#[derive(Serialize)]
+struct HistoryBucket {
+    timestamp: Timestamp,
+    min: Number,
+    avg: f64,
+    max: Number,
+    count: u64,
+}
+
+fn to_json<T: Serialize>(body: &T) -> Vec<u8> {
+    // Serializing plain structs of numbers and strings into memory cannot fail.
+    serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+fn json_reply<T: Serialize>(body: &T) -> Result<Reply, ApiError> {
+    Ok(Reply::json(200, to_json(body)))
+}
+
+fn shared_reply(cached: &Cached) -> Result<Reply, ApiError> {
+    match &cached.answer {
+        Ok(body) => Ok(Reply {
+            status: 200,
+            content_type: http::JSON,
+            headers: Vec::new(),
+            body: ReplyBody::Shared {
+                data: Arc::clone(body) as Arc<dyn AsRef<[u8]> + Send + Sync>,
+                len: body.len(),
+            },
+        }),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn required<'q>(query: &'q Query, name: &str) -> Result<&'q str, ApiError> {
+    match query.get(name) {
+        Some(value) if !value.is_empty() => Ok(value),
+        Some(_) => Err(ApiError::BadRequest(format!("parameter {name:?} is empty"))),
+        None => Err(ApiError::BadRequest(format!("missing parameter {name:?}"))),
+    }
+}
+
+fn optional<'q>(query: &'q Query, name: &str) -> Result<Option<&'q str>, ApiError> {
+    match query.get(name) {
+        Some("") => Err(ApiError::BadRequest(format!("parameter {name:?} is empty"))),
+        other => Ok(other),
+    }
+}
+
+fn seconds(micros: Micros) -> f64 {
+    micros as f64 / 1e6
+}
+
+fn stale(message: String, age: Micros) -> ApiError {
+    ApiError::Stale {
+        message,
+        age_seconds: seconds(age),
+    }
+}
+
+/// Resolves a switch and a metric of a request, or says which is unknown.
+fn series_of(
+    store: &crate::store::Store,
+    switch_id: &str,
+    metric: &str,
+) -> Result<(usize, usize), ApiError> {
+    let metric_id = store
+        .metrics()
+        .id(metric)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
+    let switch = store
+        .switch(switch_id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown switch_id {switch_id:?}")))?;
+    if !store.has_metric(switch, metric_id) {
+        return Err(ApiError::NotFound(format!(
+            "switch {switch_id:?} has no {metric:?} samples"
+        )));
+    }
+    Ok((switch, metric_id))
+}
+
+/// The metrics server's request handler.
+pub struct Api {
+    store: StoreHandle,
+    stats: Arc<ApiStats>,
+    ingest: Arc<IngestStats>,
+    max_age: Micros,
+    lists: AnswerCache<usize>,
+    aggregates: AnswerCache<Option<Micros>>,
+}
+
+impl Api {
+    pub fn new(
+        store: StoreHandle,
+        stats: Arc<ApiStats>,
+        ingest: Arc<IngestStats>,
+        max_age: Duration,
+    ) -> Api {
+        Api {
+            store,
+            stats,
+            ingest,
+            max_age: history::micros(max_age),
+            lists: AnswerCache::default(),
+            aggregates: AnswerCache::default(),
+        }
+    }
+
+    fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
+        let (path, raw_query) = head.path_and_query();
+        let endpoint = match path {
+            "/telemetry/get" => Endpoint::GetMetric,
+            "/telemetry/list" => Endpoint::ListMetrics,
+            "/telemetry/aggregate" => Endpoint::AggregateMetrics,
+            "/telemetry/stats" => Endpoint::Stats,
+            "/telemetry/history" => Endpoint::History,
+            _ => {
+                return (
+                    None,
+                    Err(ApiError::NotFound(format!("no such endpoint: {path}"))),
+                )
+            }
+        };
+        if !head.is_read() {
+            return (Some(endpoint), Err(ApiError::MethodNotAllowed));
+        }
+        let query = match Query::parse(raw_query.unwrap_or("")) {
+            Ok(query) => query,
+            Err(e) => return (Some(endpoint), Err(e.into())),
+        };
+        let result = match endpoint {
+            Endpoint::GetMetric => self.get_metric(&query),
+            Endpoint::ListMetrics => self.list_metrics(&query),
+            Endpoint::AggregateMetrics => self.aggregate_metrics(&query),
+            Endpoint::Stats => json_reply(&stats::report(&self.stats, &self.ingest)),
+            Endpoint::History => self.history(&query),
+        };
+        (Some(endpoint), result)
+    }
+
+    fn get_metric(&self, query: &Query) -> Result<Reply, ApiError> {
+        let switch_id = required(query, "switch_id")?;
+        let metric = required(query, "metric")?;
+        let (sample, kind) = {
+            let store = self.store.read();
+            let (switch, metric_id) = series_of(&store, switch_id, metric)?;
+            let sample = store.latest(switch, metric_id);
+            (sample, store.metrics().kind(metric_id))
+        };
+        let sample = sample.ok_or_else(|| {
+            ApiError::NotFound(format!("switch {switch_id:?} has no {metric:?} samples"))
+        })?;
+        let age = timestamp::now_micros() - sample.timestamp;
+        if age > self.max_age {
+            return Err(stale(
+                format!(
+                    "stale data: the newest {metric} sample of {switch_id} is {:.3} s old (max age {} s)",
+                    seconds(age),
+                    seconds(self.max_age)
+                ),
+                age,
+            ));
+        }
+        json_reply(&GetBody {
+            switch_id,
+            metric,
+            value: Number {
+                value: sample.value,
+                kind,
+            },
+            timestamp: Timestamp(sample.timestamp),
+        })
+    }
+
+    fn list_metrics(&self, query: &Query) -> Result<Reply, ApiError> {
+        let metric = required(query, "metric")?;
+        let metric_id = self
+            .store
+            .read()
+            .metrics()
+            .id(metric)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
+        let now = timestamp::now_micros();
+        let generation = self.store.generation();
+        let cached = self.lists.get_or_build(metric_id, generation, now, || {
+            self.build_list(metric, metric_id, generation, now)
+        });
+        shared_reply(&cached)
+    }
+
+    /// Every fresh sample of `metric_id`; valid until its oldest entry turns stale.
+    fn build_list(&self, metric: &str, metric_id: usize, generation: u64, now: Micros) -> Cached {
+        let oldest_allowed = now - self.max_age;
+        let (entries, kind, newest) = {
+            let store = self.store.read();
+            let mut entries = Vec::new();
+            let mut newest: Option<Micros> = None;
+            for (switch, switch_id) in store.switch_ids().iter().enumerate() {
+                let Some(sample) = store.latest(switch, metric_id) else {
+                    continue;
+                };
+                newest = Some(newest.map_or(sample.timestamp, |n| n.max(sample.timestamp)));
+                if sample.timestamp >= oldest_allowed {
+                    entries.push((Arc::clone(switch_id), sample));
+                }
+            }
+            (entries, store.metrics().kind(metric_id), newest)
+        };
+        let oldest_included = entries.iter().map(|(_, s)| s.timestamp).min();
+        let answer = if entries.is_empty() {
+            Err(match newest {
+                Some(newest) => stale(
+                    format!(
+                        "stale data: no switch has a fresh {metric} sample; the newest is {:.3} s old (max age {} s)",
+                        seconds(now - newest),
+                        seconds(self.max_age)
+                    ),
+                    now - newest,
+                ),
+                None => ApiError::NoData(format!("no {metric} samples received yet")),
+            })
+        } else {
+            let body = BySwitch(
+                entries
+                    .into_iter()
+                    .map(|(id, s)| {
+                        let entry = ListEntry {
+                            value: Number {
+                                value: s.value,
+                                kind,
+                            },
+                            timestamp: Timestamp(s.timestamp),
+                        };
+                        (id, entry)
+                    })
+                    .collect(),
+            );
+            Ok(Arc::new(to_json(&body)))
+        };
+        Cached {
+            generation,
+            // A stale answer holds until new data comes (a new generation).
+            valid_until: oldest_included.map_or(i64::MAX, |t| t + self.max_age),
+            answer,
+        }
+    }
+
+    fn aggregate_metrics(&self, query: &Query) -> Result<Reply, ApiError> {
+        let window = optional(query, "window")?
+            .map(|w| history::parse_span("window", w))
+            .transpose()
+            .map_err(ApiError::BadRequest)?;
+        let now = timestamp::now_micros();
+        let generation = self.store.generation();
+        let cached = self.aggregates.get_or_build(window, generation, now, || {
+            let body = self.build_aggregate(window.map(|w| now.saturating_sub(w)));
+            Cached {
+                generation,
+                // A window slides with time: rebuild at least once a second even without
+                // new data. Retained history only changes with the generation.
+                valid_until: if window.is_some() {
+                    now + 1_000_000
+                } else {
+                    i64::MAX
+                },
+                answer: Ok(Arc::new(body)),
+            }
+        });
+        shared_reply(&cached)
+    }
+
+    /// Max latency, min bandwidth, total errors per switch: over the samples at or after
+    /// `cutoff`, or over everything retained.
+    fn build_aggregate(&self, cutoff: Option<Micros>) -> Vec<u8> {
+        let entries = {
+            let store = self.store.read();
+            let metrics = [
+                store.metrics().id("latency"),
+                store.metrics().id("bandwidth"),
+                store.metrics().id("errors"),
+            ];
+            let mut entries = Vec::new();
+            for (switch, switch_id) in store.switch_ids().iter().enumerate() {
+                let aggs: Vec<Option<MetricAgg>> = match cutoff {
+                    Some(cutoff) => store.window_aggs(switch, &metrics, cutoff),
+                    None => metrics
+                        .iter()
+                        .map(|m| m.and_then(|m| store.retained_agg(switch, m)))
+                        .collect(),
+                };
+                let entry = AggregateEntry {
+                    max_latency: aggs[0].map(|a| a.max),
+                    min_bandwidth: aggs[1].map(|a| a.min),
+                    total_errors: aggs[2].map(|a| a.sum as u64),
+                };
+                if aggs.iter().any(Option::is_some) {
+                    entries.push((Arc::clone(switch_id), entry));
+                }
+            }
+            entries
+        };
+        to_json(&BySwitch(entries))
+    }
+
+    fn history(&self, query: &Query) -> Result<Reply, ApiError> {
+        let switch_id = required(query, "switch_id")?;
+        let metric = required(query, "metric")?;
+        let now = timestamp::now_micros();
+        let bad = ApiError::BadRequest;
+        let from = match optional(query, "from")? {
+            Some(text) => history::parse_instant(text, now)
+                .map_err(|e| bad(format!("parameter \"from\": {e}")))?,
+            None => i64::MIN,
+        };
+        let to = match optional(query, "to")? {
+            Some(text) => history::parse_instant(text, now)
+                .map_err(|e| bad(format!("parameter \"to\": {e}")))?,
+            None => now,
+        };
+        if from > to {
+            return Err(bad(format!(
+                "empty range: from ({}) is after to ({})",
+                timestamp::to_rfc3339(from),
+                timestamp::to_rfc3339(to)
+            )));
+        }
+        let step = optional(query, "step")?
+            .map(|s| history::parse_span("step", s))
+            .transpose()
+            .map_err(bad)?;
+        if let Some(step) = step {
+            if from == i64::MIN {
+                return Err(bad("parameter \"step\" needs \"from\"".to_string()));
+            }
+            let buckets = history::bucket_count(from, to, step);
+            if buckets > MAX_POINTS as u64 {
+                return Err(bad(format!(
+                    "{buckets} steps of {} between from and to; the limit is {MAX_POINTS}: use a larger step",
+                    humantime::format_duration(Duration::from_micros(step as u64))
+                )));
+            }
+        }
+        let (kind, samples, truncated) = {
+            let store = self.store.read();
+            let (switch, metric_id) = series_of(&store, switch_id, metric)?;
+            let mut samples: Vec<Sample> = Vec::new();
+            let mut downsampler = step.map(|step| Downsampler::new(from, step));
+            let mut truncated = false;
+            store.history(
+                switch,
+                metric_id,
+                from,
+                to,
+                &mut |sample| match &mut downsampler {
+                    Some(down) => {
+                        down.add(sample);
+                        true
+                    }
+                    None if samples.len() < MAX_POINTS => {
+                        samples.push(sample);
+                        true
+                    }
+                    None => {
+                        truncated = true;
+                        false
+                    }
+                },
+            );
+            let buckets = downsampler.map(Downsampler::finish);
+            (
+                store.metrics().kind(metric_id),
+                (samples, buckets),
+                truncated,
+            )
+        };
+        if truncated {
+            let span = seconds(
+                to.saturating_sub(from.max(samples.0.first().map_or(from, |s| s.timestamp))),
+            );
+            let suggested = (span / MAX_POINTS as f64).ceil().max(1.0);
+            return Err(bad(format!(
+                "more than {MAX_POINTS} samples in range; narrow from/to or downsample with step (e.g. step={suggested}s)"
+            )));
+        }
+        match samples {
+            (_, Some(buckets)) => json_reply(
+                &buckets
+                    .iter()
+                    .map(|b| bucket_json(b, kind))
+                    .collect::<Vec<_>>(),
+            ),
+            (samples, None) => json_reply(
+                &samples
+                    .iter()
+                    .map(|s| HistoryPoint {
+                        timestamp: Timestamp(s.timestamp),
+                        value: Number {
+                            value: s.value,
+                            kind,
+                        },
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+}
+
+fn bucket_json(bucket: &Bucket, kind: MetricKind) -> HistoryBucket {
+    HistoryBucket {
+        timestamp: Timestamp(bucket.start),
+        min: Number {
+            value: bucket.min,
+            kind,
+        },
+        avg: bucket.avg(),
+        max: Number {
+            value: bucket.max,
+            kind,
+        },
+        count: bucket.count,
+    }
+}
+
+impl http::Handler for Api {
+    fn handle(&self, head: &RequestHead) -> Reply {
+        let started = Instant::now();
+        self.stats.request_arrived();
+        let (endpoint, reply) = match http::check_limits(head) {
+            Some(reply) => (None, reply),
+            // Caught here as well as in the worker so a panic is counted as an error.
+            None => match catch_unwind(AssertUnwindSafe(|| self.route(head))) {
+                Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
+                Err(_) => {
+                    log::error!("handler panicked on {} {}", head.method, head.url);
+                    (None, Reply::error(500, "internal error"))
+                }
+            },
+        };
+        self.stats
+            .request_finished(endpoint, reply.status, started.elapsed());
+        reply
+    }
+}

@@ -1,0 +1,256 @@
+//! Blocks: a run of rows of one switch (a timestamp and one value per metric), compressed into
+//! one bit stream, with min/max/sum/count per metric kept beside it so aggregates over whole
+//! blocks never decode them. An [`OpenBlock`] takes appends; sealing it gives an immutable,
+//! tightly sized [`Block`].
+
+use super::codec::{BitReader, BitWriter, TimestampCodec, ValueCodec};
+use crate::timestamp::Micros;
+
+/// Min, max, sum and count of the present values of one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricAgg {
+    pub min: f64,
+    pub max: f64,
+    /// Exact for count metrics (integers, total below 2^53).
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl MetricAgg {
+    pub const EMPTY: MetricAgg = MetricAgg {
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        sum: 0.0,
+        count: 0,
+    };
+
+    pub fn add(&mut self, value: f64) {
+        if value.is_nan() {
+            return;
+        }
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &MetricAgg) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// `None` when no value was added.
+    pub fn nonempty(self) -> Option<MetricAgg> {
+        (self.count > 0).then_some(self)
+    }
+}
+
+/// The stream is corrupt or shorter than its header says (a bug, or damaged memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corrupt;
+
+/// What readers need of a block, open or sealed.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockView<'a> {
+    pub first_ts: Micros,
+    pub last_ts: Micros,
+    pub rows: u32,
+    pub n_metrics: usize,
+    pub aggs: &'a [MetricAgg],
+    bits: &'a [u8],
+    bit_len: u64,
+}
+
+impl BlockView<'_> {
+    /// Calls `visit(timestamp, values)` for each row in time order until it returns false.
+    pub fn for_each_row(
+        &self,
+        mut visit: impl FnMut(Micros, &[f64]) -> bool,
+    ) -> Result<(), Corrupt> {
+        let mut reader = BitReader::new(self.bits, self.bit_len);
+        let mut ts_codec = TimestampCodec::starting_at(self.first_ts);
+        let mut codecs = vec![ValueCodec::default(); self.n_metrics];
+        let mut row = vec![0.0; self.n_metrics];
+        for row_idx in 0..self.rows {
+            let ts = if row_idx == 0 {
+                self.first_ts
+            } else {
+                ts_codec.decode(&mut reader).ok_or(Corrupt)?
+            };
+            for (slot, codec) in row.iter_mut().zip(&mut codecs) {
+                *slot = codec.decode(&mut reader).ok_or(Corrupt)?;
+            }
+            if !visit(ts, &row) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An immutable compressed block.
+#[derive(Debug)]
+pub struct Block {
+    pub first_ts: Micros,
+    pub last_ts: Micros,
+    pub rows: u32,
+    bit_len: u32,
+    bits: Box<[u8]>,
+    aggs: Box<[MetricAgg]>,
+}
+
+impl Block {
+    pub fn view(&self) -> BlockView<'_> {
+        BlockView {
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            rows: self.rows,
+            n_metrics: self.aggs.len(),
+            aggs: &self.aggs,
+            bits: &self.bits,
+            bit_len: u64::from(self.bit_len),
+        }
+    }
+
+    /// Heap bytes this block holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.bits.len() + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+    }
+}
+
+/// The block rows are appended to.
+#[derive(Debug)]
+pub struct OpenBlock {
+    pub first_ts: Micros,
+    pub last_ts: Micros,
+    pub rows: u32,
+    bits: BitWriter,
+    ts_codec: TimestampCodec,
+    codecs: Vec<ValueCodec>,
+    aggs: Vec<MetricAgg>,
+}
+
+impl OpenBlock {
+    /// A block whose first row is (`ts`, `values`); `values.len()` fixes its metric count.
+    pub fn start(ts: Micros, values: &[f64]) -> OpenBlock {
+        let mut block = OpenBlock {
+            first_ts: ts,
+            last_ts: ts,
+            rows: 0,
+            bits: BitWriter::default(),
+            ts_codec: TimestampCodec::starting_at(ts),
+            codecs: vec![ValueCodec::default(); values.len()],
+            aggs: vec![MetricAgg::EMPTY; values.len()],
+        };
+        block.write_values(values);
+        block.rows = 1;
+        block
+    }
+
+    pub fn n_metrics(&self) -> usize {
+        self.codecs.len()
+    }
+
+    /// Appends a row; `ts` must be after the last row's and `values.len() == n_metrics()`.
+    pub fn push(&mut self, ts: Micros, values: &[f64]) {
+        debug_assert!(ts > self.last_ts && values.len() == self.codecs.len());
+        self.ts_codec.encode(&mut self.bits, ts);
+        self.write_values(values);
+        self.last_ts = ts;
+        self.rows += 1;
+    }
+
+    fn write_values(&mut self, values: &[f64]) {
+        for ((codec, agg), &v) in self.codecs.iter_mut().zip(&mut self.aggs).zip(values) {
+            codec.encode(&mut self.bits, v);
+            agg.add(v);
+        }
+    }
+
+    pub fn view(&self) -> BlockView<'_> {
+        BlockView {
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            rows: self.rows,
+            n_metrics: self.codecs.len(),
+            aggs: &self.aggs,
+            bits: self.bits.bytes(),
+            bit_len: self.bits.bit_len(),
+        }
+    }
+
+    /// Heap bytes this block holds (capacity, as the allocator sees it).
+    pub fn heap_bytes(&self) -> usize {
+        self.bits.bytes().len()
+            + self.codecs.len() * std::mem::size_of::<ValueCodec>()
+            + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+    }
+
+    pub fn seal(self) -> Block {
+        Block {
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            rows: self.rows,
+            bit_len: u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
+            bits: self.bits.into_bytes(),
+            aggs: self.aggs.into_boxed_slice(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_aggregates_round_trip() {
+        let rows: Vec<(Micros, [f64; 3])> = (0..500)
+            .map(|i| {
+                let bw = if i % 17 == 0 {
+                    f64::NAN
+                } else {
+                    50.0 + f64::from(i % 13) * 0.25
+                };
+                (
+                    1_000_000 * i64::from(i) + i64::from(i % 3),
+                    [bw, 0.01 * f64::from(i % 90), f64::from(i % 4)],
+                )
+            })
+            .collect();
+        let mut open = OpenBlock::start(rows[0].0, &rows[0].1);
+        for (ts, values) in &rows[1..] {
+            open.push(*ts, values);
+        }
+        let check = |view: BlockView<'_>| {
+            let mut seen = Vec::new();
+            view.for_each_row(|ts, values| {
+                seen.push((ts, [values[0], values[1], values[2]]));
+                true
+            })
+            .expect("decodes");
+            assert_eq!(seen.len(), rows.len());
+            for ((ts, got), (want_ts, want)) in seen.iter().zip(&rows) {
+                assert_eq!(ts, want_ts);
+                for (g, w) in got.iter().zip(want) {
+                    assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+                }
+            }
+            let mut brute = [MetricAgg::EMPTY; 3];
+            for (_, values) in &rows {
+                for (agg, v) in brute.iter_mut().zip(values) {
+                    agg.add(*v);
+                }
+            }
+            assert_eq!(view.aggs, brute);
+        };
+        check(open.view());
+        let sealed = open.seal();
+        check(sealed.view());
+        assert_eq!(
+            (sealed.first_ts, sealed.last_ts, sealed.rows),
+            (0, 499_000_001, 500)
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! Bit-level codes for compressed series: a bit stream, an adaptive Rice code, and the value
+//! and timestamp encoders built on it.
+//!
+//! Why this shape: telemetry values carry few decimals and move in small steps, so a value is
+//! stored as an exact scaled integer (`55.67` → `5567` at scale 2) and encoded as the zigzag of
+//! its difference from the previous one; timestamps as the delta of their delta. Both streams
+//! of small integers go through a Rice code whose parameter follows a running mean of recent
+//! magnitudes (as LOCO-I/FLAC do), so a quiet series costs a bit or two per sample and a burst
+//! costs little more than its own size. Anything the fast path cannot hold exactly — a missing
+//! value, a value needing more decimals, a value no decimal scale represents, a huge jump — goes
+//! through an escape, so every `f64` round-trips bit for bit.
+
+/// Unary run that announces an escape instead of a quotient.
+const ESCAPE_RUN: u32 = 20;
+const ESC_LARGE: u64 = 0;
+const ESC_ABSENT: u64 = 1;
+const ESC_ABSOLUTE: u64 = 2;
+const ESC_RAW: u64 = 3;
+
+/// Most decimals a scaled value may use (10^12 × |v| must stay below 2^53).
+const MAX_SCALE: u32 = 12;
+const POW10: [f64; 13] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+];
+const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Appends bits, most significant first. The last byte holds any partial bits, so a reader
+/// can decode an open stream at any moment.
+#[derive(Debug, Default, Clone)]
+pub struct BitWriter {
+    bytes: Vec<u8>,
+    bit_len: u64,
+}
+
+impl BitWriter {
+    /// Writes the low `n` bits of `value` (`n` ≤ 64).
+    pub fn write(&mut self, value: u64, n: u32) {
+        let mut remaining = n;
+        while remaining > 0 {
+            let used = (self.bit_len % 8) as u32;
+            if used == 0 {
+                self.bytes.push(0);
+            }
+            let free = 8 - used;
+            let take = free.min(remaining);
+            let chunk = ((value >> (remaining - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= chunk << (free - take);
+            }
+            remaining -= take;
+            self.bit_len += u64::from(take);
+        }
+    }
+
+    /// `count` one-bits then a zero.
+    fn write_unary(&mut self, count: u32) {
+        let mut left = count;
+        while left >= 32 {
+            self.write(u64::from(u32::MAX), 32);
+            left -= 32;
+        }
+        self.write(((1u64 << left) - 1) << 1, left + 1);
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn bit_len(&self) -> u64 {
+        self.bit_len
+    }
+
+    /// The finished stream, trimmed to its length.
+    pub fn into_bytes(self) -> Box<[u8]> {
+        self.bytes.into_boxed_slice()
+    }
+}
+
+/// Reads what a [`BitWriter`] wrote. Reading past the end yields `None`.
+#[derive(Debug, Clone)]
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(bytes: &'a [u8], bit_len: u64) -> BitReader<'a> {
+        BitReader {
+            bytes,
+            pos: 0,
+            end: bit_len.min(bytes.len() as u64 * 8),
+        }
+    }
+
+    pub fn read(&mut self, n: u32) -> Option<u64> {
+        if self.pos + u64::from(n) > self.end {
+            return None;
+        }
+        let mut value = 0u64;
+        let mut remaining = n;
+        while remaining > 0 {
+            let byte = self.bytes[(self.pos / 8) as usize];
+            let used = (self.pos % 8) as u32;
+            let avail = 8 - used;
+            let take = avail.min(remaining);
+            let chunk = (u64::from(byte) >> (avail - take)) & ((1u64 << take) - 1);
+            value = (value << take) | chunk;
+            remaining -= take;
+            self.pos += u64::from(take);
+        }
+        Some(value)
+    }
+
+    /// Counts one-bits up to `limit`, consuming the terminating zero when there is one.
+    fn read_unary(&mut self, limit: u32) -> Option<u32> {
+        let mut count = 0;
+        while count < limit {
+            if self.read(1)? == 0 {
+                return Some(count);
+            }
+            count += 1;
+        }
+        Some(count)
+    }
+}
+
+/// Rice parameter that follows the running mean of recent magnitudes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Adaptive {
+    /// About 16 × the mean of recent values.
+    acc: u64,
+}
+
+impl Adaptive {
+    fn k(self) -> u32 {
+        let mean = self.acc >> 4;
+        if mean <= 1 {
+            0
+        } else {
+            63 - mean.leading_zeros()
+        }
+    }
+
+    fn update(&mut self, value: u64) {
+        self.acc = self.acc - (self.acc >> 4) + value.min(1 << 40);
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// One code word: a Rice-coded integer, or an escape of some type.
+enum Word {
+    Int(u64),
+    Escape(u64),
+}
+
+fn write_int(w: &mut BitWriter, state: &mut Adaptive, value: u64) {
+    let k = state.k();
+    let quotient = value >> k;
+    if quotient < u64::from(ESCAPE_RUN) {
+        w.write_unary(quotient as u32);
+        w.write(value, k);
+    } else {
+        write_escape(w, ESC_LARGE);
+        w.write(value, 64);
+    }
+    state.update(value);
+}
+
+fn write_escape(w: &mut BitWriter, kind: u64) {
+    w.write(u64::from(u32::MAX), ESCAPE_RUN);
+    w.write(kind, 2);
+}
+
+fn read_word(r: &mut BitReader<'_>, state: &mut Adaptive) -> Option<Word> {
+    let k = state.k();
+    let quotient = r.read_unary(ESCAPE_RUN)?;
+    if quotient < ESCAPE_RUN {
+        let value = (u64::from(quotient) << k) | r.read(k)?;
+        state.update(value);
+        return Some(Word::Int(value));
+    }
+    match r.read(2)? {
+        ESC_LARGE => {
+            let value = r.read(64)?;
+            state.update(value);
+            Some(Word::Int(value))
+        }
+        kind => Some(Word::Escape(kind)),
+    }
+}
+
+/// Encoder/decoder state of one timestamp stream (delta of delta, microseconds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimestampCodec {
+    prev: i64,
+    prev_delta: i64,
+    rice: Adaptive,
+}
+
+impl TimestampCodec {
+    pub fn starting_at(first: i64) -> TimestampCodec {
+        TimestampCodec {
+            prev: first,
+            ..TimestampCodec::default()
+        }
+    }
+
+    pub fn encode(&mut self, w: &mut BitWriter, ts: i64) {
+        let delta = ts.wrapping_sub(self.prev);
+        write_int(
+            w,
+            &mut self.rice,
+            zigzag(delta.wrapping_sub(self.prev_delta)),
+        );
+        self.prev = ts;
+        self.prev_delta = delta;
+    }
+
+    pub fn decode(&mut self, r: &mut BitReader<'_>) -> Option<i64> {
+        let Word::Int(z) = read_word(r, &mut self.rice)? else {
+            return None;
+        };
+        let delta = self.prev_delta.wrapping_add(unzigzag(z));
+        self.prev = self.prev.wrapping_add(delta);
+        self.prev_delta = delta;
+        Some(self.prev)
+    }
+}
+
+/// `v` as an integer at `scale` decimals, if that round-trips exactly.
+fn scaled(v: f64, scale: u32) -> Option<i64> {
+    let p = POW10[scale as usize];
+    let s = (v * p).round();
+    if s.abs() >= EXACT_LIMIT {
+        return None;
+    }
+    // Compare through the integer, as the decoder will see it (so -0.0 is not "0").
+    let s = s as i64;
+    (unscaled(s, scale).to_bits() == v.to_bits()).then_some(s)
+}
+
+fn unscaled(s: i64, scale: u32) -> f64 {
+    s as f64 / POW10[scale as usize]
+}
+
+/// Encoder/decoder state of one value stream. NaN stands for an absent value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValueCodec {
+    /// Decimal scale in force; `None` until the first scaled value.
+    scale: Option<u32>,
+    prev: i64,
+    rice: Adaptive,
+}
+
+impl ValueCodec {
+    pub fn encode(&mut self, w: &mut BitWriter, v: f64) {
+        if v.is_nan() {
+            write_escape(w, ESC_ABSENT);
+            return;
+        }
+        if let Some(scale) = self.scale {
+            if let Some(s) = scaled(v, scale) {
+                if let Some(delta) = s.checked_sub(self.prev) {
+                    write_int(w, &mut self.rice, zigzag(delta));
+                    self.prev = s;
+                    return;
+                }
+            }
+        }
+        let from = self.scale.unwrap_or(0);
+        match (from..=MAX_SCALE).find_map(|d| scaled(v, d).map(|s| (d, s))) {
+            Some((scale, s)) => {
+                write_escape(w, ESC_ABSOLUTE);
+                w.write(u64::from(scale), 4);
+                w.write(zigzag(s), 64);
+                self.scale = Some(scale);
+                self.prev = s;
+            }
+            None => {
+                write_escape(w, ESC_RAW);
+                w.write(v.to_bits(), 64);
+            }
+        }
+    }
+
+    pub fn decode(&mut self, r: &mut BitReader<'_>) -> Option<f64> {
+        match read_word(r, &mut self.rice)? {
+            Word::Int(z) => {
+                self.prev = self.prev.wrapping_add(unzigzag(z));
+                Some(unscaled(self.prev, self.scale?))
+            }
+            Word::Escape(ESC_ABSENT) => Some(f64::NAN),
+            Word::Escape(ESC_ABSOLUTE) => {
+                let scale = r.read(4)? as u32;
+                if scale > MAX_SCALE {
+                    return None;
+                }
+                self.prev = unzigzag(r.read(64)?);
+                self.scale = Some(scale);
+                Some(unscaled(self.prev, scale))
+            }
+            Word::Escape(_) => Some(f64::from_bits(r.read(64)?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn round_trip_values(values: &[f64]) -> u64 {
+        let mut w = BitWriter::default();
+        let mut enc = ValueCodec::default();
+        for &v in values {
+            enc.encode(&mut w, v);
+        }
+        let mut r = BitReader::new(w.bytes(), w.bit_len());
+        let mut dec = ValueCodec::default();
+        for &v in values {
+            let got = dec.decode(&mut r).expect("decodes");
+            assert!(
+                got.to_bits() == v.to_bits() || (got.is_nan() && v.is_nan()),
+                "{v} came back as {got}"
+            );
+        }
+        assert!(dec.decode(&mut r).is_none(), "nothing after the end");
+        w.bit_len()
+    }
+
+    #[test]
+    fn bits_round_trip() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let items: Vec<(u64, u32)> = (0..10_000)
+            .map(|_| {
+                let n = rng.random_range(0..=64u32);
+                let v: u64 = rng.random();
+                (if n == 64 { v } else { v & ((1u64 << n) - 1) }, n)
+            })
+            .collect();
+        let mut w = BitWriter::default();
+        for &(v, n) in &items {
+            w.write(v, n);
+        }
+        let mut r = BitReader::new(w.bytes(), w.bit_len());
+        for &(v, n) in &items {
+            assert_eq!(r.read(n), Some(v));
+        }
+        assert_eq!(r.read(1), None);
+    }
+
+    #[test]
+    fn edge_values_round_trip_exactly() {
+        round_trip_values(&[
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1 + 0.2,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            1e300,
+            -1e-300,
+            5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            123456789.123,
+            0.000001,
+            9_007_199_254_740_993.0,
+            55.67,
+            55.6,
+            55.675,
+            f64::NAN,
+            42.0,
+        ]);
+    }
+
+    #[test]
+    fn random_series_round_trip_exactly() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        for _ in 0..200 {
+            let len = rng.random_range(1..400);
+            let decimals = rng.random_range(0..8);
+            let mut level = rng.random_range(-1e6..1e6f64);
+            let values: Vec<f64> = (0..len)
+                .map(|_| {
+                    level += rng.random_range(-100.0..100.0);
+                    match rng.random_range(0..20) {
+                        0 => f64::NAN,
+                        1 => rng.random::<f64>() * 1e12,
+                        2 => 0.0, // counter reset
+                        _ => (level * POW10[decimals]).round() / POW10[decimals],
+                    }
+                })
+                .collect();
+            round_trip_values(&values);
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_with_irregular_intervals_and_gaps() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut ts = 1_757_853_005_123_456i64;
+        let mut stamps = vec![ts];
+        for _ in 0..5_000 {
+            ts += match rng.random_range(0..50) {
+                0 => rng.random_range(1..3_600_000_000), // a gap of up to an hour
+                1 => 1,
+                _ => 1_000_000 + rng.random_range(-2_000..2_000),
+            };
+            stamps.push(ts);
+        }
+        let mut w = BitWriter::default();
+        let mut enc = TimestampCodec::starting_at(stamps[0]);
+        for &t in &stamps[1..] {
+            enc.encode(&mut w, t);
+        }
+        let mut r = BitReader::new(w.bytes(), w.bit_len());
+        let mut dec = TimestampCodec::starting_at(stamps[0]);
+        for &t in &stamps[1..] {
+            assert_eq!(dec.decode(&mut r), Some(t));
+        }
+    }
+
+    #[test]
+    fn telemetry_like_series_are_small() {
+        // Bandwidth as the generator walks it: two decimals, steps of up to ±1.5.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let mut centi = 5_000i64;
+        let values: Vec<f64> = (0..3_600)
+            .map(|_| {
+                centi = (centi + rng.random_range(-150..=150)).clamp(0, 10_000);
+                centi as f64 / 100.0
+            })
+            .collect();
+        let bits = round_trip_values(&values);
+        let per_sample = bits as f64 / values.len() as f64;
+        assert!(per_sample < 10.0, "{per_sample} bits per sample");
+    }
+}

@@ -1,0 +1,627 @@
+//! The telemetry store: compressed history per switch, the newest sample of every series, and
+//! aggregates that never rescan history.
+//!
+//! Per switch, rows (one timestamp, one value per metric the switch reports) are appended to an
+//! open block, streaming-compressed (see [`codec`]); a block seals when it reaches
+//! [`BlockLimits`] and becomes immutable. Each block keeps min/max/sum/count per metric, so an
+//! aggregate over many blocks merges a few numbers per block and decodes at most the one block
+//! its window starts in. Retention drops whole blocks (as Prometheus's TSDB does): a sample
+//! lives between `--retention` and `--retention` + one block span (retention / 8).
+//!
+//! Per switch, timestamps strictly increase, as Prometheus demands by default: a sample at a
+//! timestamp already stored is a duplicate, an older one out of order; both are rejected and
+//! counted, which is what keeps a poll that sees the same tick twice from counting twice.
+//!
+//! Concurrency: one store thread is the only writer. Readers share the [`Store`] through a
+//! [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of
+//! [`WRITE_CHUNK_ROWS`], so a reader never waits for more than one chunk, and bumps the
+//! handle's generation after each change so readers can cache answers per generation.
+
+mod block;
+mod codec;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Receiver};
+
+pub use block::MetricAgg;
+use block::{Block, BlockView, OpenBlock};
+
+use crate::feed::{FeedBatch, RejectCounts, RejectReason};
+use crate::metric::{self, MetricKind};
+use crate::stats::IngestStats;
+use crate::timestamp::{self, Micros, MICROS_PER_SEC};
+
+/// One value at one time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub timestamp: Micros,
+    pub value: f64,
+}
+
+/// When an open block is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLimits {
+    pub max_rows: u32,
+    /// Largest time between a block's first and last row.
+    pub span: Micros,
+}
+
+impl BlockLimits {
+    /// Blocks of retention / 8 (between 10 s and 15 min), so expiry is fine-grained enough
+    /// and per-block overhead stays small.
+    pub fn for_retention(retention: Duration) -> BlockLimits {
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        BlockLimits {
+            max_rows: 4096,
+            span: (retention / 8).clamp(10 * MICROS_PER_SEC, 900 * MICROS_PER_SEC),
+        }
+    }
+}
+
+/// Names and kinds of the metrics seen so far.
+#[derive(Debug, Clone, Default)]
+pub struct MetricTable {
+    names: Vec<Arc<str>>,
+    kinds: Vec<MetricKind>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl MetricTable {
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&id) = self.index.get(name) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let id = self.names.len();
+        self.names.push(Arc::clone(&name));
+        self.kinds.push(metric::kind_of(&name));
+        self.index.insert(name, id);
+        id
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub fn name(&self, id: usize) -> &str {
+        &self.names[id]
+    }
+
+    pub fn kind(&self, id: usize) -> MetricKind {
+        self.kinds[id]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// History of one switch.
+#[derive(Debug, Default)]
+struct SwitchSeries {
+    /// Store metric id at each position of this switch's rows, in first-seen order.
+    metric_ids: Vec<usize>,
+    sealed: VecDeque<Block>,
+    open: Option<OpenBlock>,
+    /// Newest sample per position; survives expiry.
+    latest: Vec<Option<Sample>>,
+    /// Merged aggregates of the sealed blocks, per position.
+    sealed_agg: Vec<MetricAgg>,
+    /// Newest timestamp ever stored (dedupe survives expiry too).
+    newest: Option<Micros>,
+}
+
+impl SwitchSeries {
+    fn position(&self, metric_id: usize) -> Option<usize> {
+        self.metric_ids.iter().position(|&m| m == metric_id)
+    }
+
+    fn blocks(&self) -> impl Iterator<Item = BlockView<'_>> {
+        self.sealed
+            .iter()
+            .map(Block::view)
+            .chain(self.open.as_ref().map(OpenBlock::view))
+    }
+
+    fn seal_open(&mut self) {
+        if let Some(open) = self.open.take() {
+            let block = open.seal();
+            merge_into(&mut self.sealed_agg, block.view().aggs);
+            self.sealed.push_back(block);
+        }
+    }
+
+    /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`).
+    fn append(&mut self, ts: Micros, row: &[f64], limits: BlockLimits) {
+        let full = self.open.as_ref().is_some_and(|open| {
+            open.n_metrics() != row.len()
+                || open.rows >= limits.max_rows
+                || ts - open.first_ts > limits.span
+        });
+        if full {
+            self.seal_open();
+        }
+        match &mut self.open {
+            Some(open) => open.push(ts, row),
+            None => self.open = Some(OpenBlock::start(ts, row)),
+        }
+        self.latest.resize(row.len(), None);
+        for (latest, &value) in self.latest.iter_mut().zip(row) {
+            if !value.is_nan() {
+                *latest = Some(Sample {
+                    timestamp: ts,
+                    value,
+                });
+            }
+        }
+        self.newest = Some(ts);
+    }
+
+    /// Drops blocks whose last row is older than `cutoff`; returns the rows dropped.
+    fn evict_before(&mut self, cutoff: Micros) -> u64 {
+        let mut dropped = 0;
+        while self.sealed.front().is_some_and(|b| b.last_ts < cutoff) {
+            dropped += self.sealed.pop_front().map_or(0, |b| u64::from(b.rows));
+        }
+        if dropped > 0 {
+            self.sealed_agg.clear();
+            for block in &self.sealed {
+                merge_into(&mut self.sealed_agg, block.view().aggs);
+            }
+        }
+        if self.open.as_ref().is_some_and(|open| open.last_ts < cutoff) {
+            dropped += self.open.take().map_or(0, |open| u64::from(open.rows));
+        }
+        dropped
+    }
+
+    fn retained_agg(&self, position: usize) -> Option<MetricAgg> {
+        let mut agg = self
+            .sealed_agg
+            .get(position)
+            .copied()
+            .unwrap_or(MetricAgg::EMPTY);
+        if let Some(open_agg) = self
+            .open
+            .as_ref()
+            .and_then(|o| o.view().aggs.get(position).copied())
+        {
+            agg.merge(&open_agg);
+        }
+        agg.nonempty()
+    }
+
+    /// Aggregates of the rows at or after `cutoff`, for each of `positions`.
+    fn window_aggs(&self, cutoff: Micros, positions: &[Option<usize>]) -> Vec<MetricAgg> {
+        let mut out = vec![MetricAgg::EMPTY; positions.len()];
+        for block in self.blocks() {
+            if block.last_ts < cutoff {
+                continue;
+            }
+            if block.first_ts >= cutoff {
+                for (agg, pos) in out.iter_mut().zip(positions) {
+                    if let Some(block_agg) = pos.and_then(|p| block.aggs.get(p)) {
+                        agg.merge(block_agg);
+                    }
+                }
+                continue;
+            }
+            // The window starts inside this block: the one block ever decoded.
+            let decoded = block.for_each_row(|ts, row| {
+                if ts >= cutoff {
+                    for (agg, pos) in out.iter_mut().zip(positions) {
+                        if let Some(&v) = pos.and_then(|p| row.get(p)) {
+                            agg.add(v);
+                        }
+                    }
+                }
+                true
+            });
+            if decoded.is_err() {
+                log::error!(
+                    "corrupt block [{}, {}] skipped in an aggregate",
+                    block.first_ts,
+                    block.last_ts
+                );
+            }
+        }
+        out
+    }
+
+    /// Visits the samples of `position` in `[from, to]`, oldest first, until `visit` says stop.
+    fn history(
+        &self,
+        position: usize,
+        from: Micros,
+        to: Micros,
+        visit: &mut dyn FnMut(Sample) -> bool,
+    ) {
+        for block in self.blocks() {
+            if block.last_ts < from || position >= block.n_metrics {
+                continue;
+            }
+            if block.first_ts > to {
+                break;
+            }
+            let mut keep_going = true;
+            let decoded = block.for_each_row(|ts, row| {
+                if ts > to {
+                    return false;
+                }
+                if ts >= from && !row[position].is_nan() {
+                    keep_going = visit(Sample {
+                        timestamp: ts,
+                        value: row[position],
+                    });
+                }
+                keep_going
+            });
+            if decoded.is_err() {
+                log::error!(
+                    "corrupt block [{}, {}] skipped in a history query",
+                    block.first_ts,
+                    block.last_ts
+                );
+            }
+            if !keep_going {
+                break;
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.sealed.iter().map(Block::heap_bytes).sum::<usize>()
+            + self.open.as_ref().map_or(0, OpenBlock::heap_bytes)
+            + self.sealed.capacity() * std::mem::size_of::<Block>()
+    }
+}
+
+fn merge_into(target: &mut Vec<MetricAgg>, aggs: &[MetricAgg]) {
+    if target.len() < aggs.len() {
+        target.resize(aggs.len(), MetricAgg::EMPTY);
+    }
+    for (t, a) in target.iter_mut().zip(aggs) {
+        t.merge(a);
+    }
+}
+
+/// What one batch did to the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestOutcome {
+    pub accepted: u64,
+    pub rejected: RejectCounts,
+}
+
+/// All retained telemetry.
+#[derive(Debug)]
+pub struct Store {
+    metrics: MetricTable,
+    ids: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, usize>,
+    switches: Vec<SwitchSeries>,
+    limits: BlockLimits,
+    retained_rows: u64,
+    /// Reused row buffer (values per position).
+    row: Vec<f64>,
+}
+
+impl Store {
+    /// An empty store that knows the built-in metrics.
+    pub fn new(limits: BlockLimits) -> Store {
+        let mut metrics = MetricTable::default();
+        for name in metric::BUILTIN_METRICS {
+            metrics.intern(name);
+        }
+        Store {
+            metrics,
+            ids: Vec::new(),
+            index: HashMap::new(),
+            switches: Vec::new(),
+            limits,
+            retained_rows: 0,
+            row: Vec::new(),
+        }
+    }
+
+    /// Store metric ids for a batch's metric columns (registering new metrics).
+    pub fn register_metrics(&mut self, names: &[String]) -> Vec<usize> {
+        names.iter().map(|name| self.metrics.intern(name)).collect()
+    }
+
+    fn switch_or_insert(&mut self, switch_id: &str) -> usize {
+        if let Some(&idx) = self.index.get(switch_id) {
+            return idx;
+        }
+        let id: Arc<str> = Arc::from(switch_id);
+        let idx = self.ids.len();
+        self.ids.push(Arc::clone(&id));
+        self.index.insert(id, idx);
+        self.switches.push(SwitchSeries::default());
+        idx
+    }
+
+    /// Stores rows `range` of `batch`, whose columns are the store metrics `column_metric`.
+    pub fn ingest_rows(
+        &mut self,
+        batch: &FeedBatch,
+        range: std::ops::Range<usize>,
+        column_metric: &[usize],
+        outcome: &mut IngestOutcome,
+    ) {
+        let limits = self.limits;
+        let accepted_before = outcome.accepted;
+        let mut row = std::mem::take(&mut self.row);
+        for row_idx in range {
+            let ts = batch.timestamp(row_idx);
+            let idx = self.switch_or_insert(batch.switch_id(row_idx));
+            let switch = &mut self.switches[idx];
+            match switch.newest {
+                Some(newest) if ts == newest => {
+                    outcome.rejected.add(RejectReason::Duplicate, 1);
+                    continue;
+                }
+                Some(newest) if ts < newest => {
+                    outcome.rejected.add(RejectReason::OutOfOrder, 1);
+                    continue;
+                }
+                _ => {}
+            }
+            let values = batch.row_values(row_idx);
+            for (&metric_id, value) in column_metric.iter().zip(values) {
+                if !value.is_nan() && switch.position(metric_id).is_none() {
+                    switch.metric_ids.push(metric_id);
+                }
+            }
+            row.clear();
+            row.resize(switch.metric_ids.len(), f64::NAN);
+            for (&metric_id, &value) in column_metric.iter().zip(values) {
+                if let Some(pos) = switch.position(metric_id) {
+                    row[pos] = value;
+                }
+            }
+            switch.append(ts, &row, limits);
+            outcome.accepted += 1;
+        }
+        self.row = row;
+        self.retained_rows += outcome.accepted - accepted_before;
+    }
+
+    /// Stores a whole batch (tests and tools; the store thread goes chunk by chunk).
+    pub fn ingest(&mut self, batch: &FeedBatch) -> IngestOutcome {
+        let mut outcome = IngestOutcome::default();
+        let columns = self.register_metrics(&batch.metrics);
+        self.ingest_rows(batch, 0..batch.len(), &columns, &mut outcome);
+        outcome
+    }
+
+    /// Drops blocks of switches `range` entirely older than `cutoff`; returns rows dropped.
+    pub fn evict_range(&mut self, cutoff: Micros, range: std::ops::Range<usize>) -> u64 {
+        let end = range.end.min(self.switches.len());
+        let start = range.start.min(end);
+        let dropped: u64 = self.switches[start..end]
+            .iter_mut()
+            .map(|s| s.evict_before(cutoff))
+            .sum();
+        self.retained_rows -= dropped;
+        dropped
+    }
+
+    pub fn evict_before(&mut self, cutoff: Micros) -> u64 {
+        self.evict_range(cutoff, 0..self.switches.len())
+    }
+
+    pub fn metrics(&self) -> &MetricTable {
+        &self.metrics
+    }
+
+    pub fn n_switches(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn switch(&self, switch_id: &str) -> Option<usize> {
+        self.index.get(switch_id).copied()
+    }
+
+    /// Switch ids in first-seen order; the index is the switch number readers pass back.
+    pub fn switch_ids(&self) -> &[Arc<str>] {
+        &self.ids
+    }
+
+    /// Whether the switch ever reported this metric.
+    pub fn has_metric(&self, switch: usize, metric_id: usize) -> bool {
+        self.switches
+            .get(switch)
+            .is_some_and(|s| s.position(metric_id).is_some())
+    }
+
+    pub fn latest(&self, switch: usize, metric_id: usize) -> Option<Sample> {
+        let series = self.switches.get(switch)?;
+        series
+            .latest
+            .get(series.position(metric_id)?)
+            .copied()
+            .flatten()
+    }
+
+    /// Aggregate of every retained sample of a series.
+    pub fn retained_agg(&self, switch: usize, metric_id: usize) -> Option<MetricAgg> {
+        let series = self.switches.get(switch)?;
+        series.retained_agg(series.position(metric_id)?)
+    }
+
+    /// Aggregates of the samples at or after `cutoff`, one per metric in `metric_ids`.
+    pub fn window_aggs(
+        &self,
+        switch: usize,
+        metric_ids: &[Option<usize>],
+        cutoff: Micros,
+    ) -> Vec<Option<MetricAgg>> {
+        let Some(series) = self.switches.get(switch) else {
+            return vec![None; metric_ids.len()];
+        };
+        let positions: Vec<Option<usize>> = metric_ids
+            .iter()
+            .map(|m| m.and_then(|m| series.position(m)))
+            .collect();
+        series
+            .window_aggs(cutoff, &positions)
+            .into_iter()
+            .map(MetricAgg::nonempty)
+            .collect()
+    }
+
+    /// Visits the retained samples of a series in `[from, to]`, oldest first, until `visit`
+    /// returns false.
+    pub fn history(
+        &self,
+        switch: usize,
+        metric_id: usize,
+        from: Micros,
+        to: Micros,
+        visit: &mut dyn FnMut(Sample) -> bool,
+    ) {
+        if let Some(series) = self.switches.get(switch) {
+            if let Some(position) = series.position(metric_id) {
+                series.history(position, from, to, visit);
+            }
+        }
+    }
+
+    /// Rows (one timestamp per switch, all its metrics) currently retained.
+    pub fn retained_rows(&self) -> u64 {
+        self.retained_rows
+    }
+
+    /// Heap bytes held by compressed history (blocks and open blocks).
+    pub fn history_bytes(&self) -> usize {
+        self.switches.iter().map(SwitchSeries::heap_bytes).sum()
+    }
+}
+
+/// Rows applied per write-lock hold.
+pub const WRITE_CHUNK_ROWS: usize = 4096;
+/// Switches expired per write-lock hold.
+const EVICT_CHUNK_SWITCHES: usize = 65_536;
+
+/// The store shared between its writer thread and readers, plus a generation counter that
+/// changes after every change readers could see.
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: Arc<RwLock<Store>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl StoreHandle {
+    pub fn new(store: Store) -> StoreHandle {
+        StoreHandle {
+            store: Arc::new(RwLock::new(store)),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Read access. Hold it only to copy out what an answer needs, never while serializing
+    /// or writing a socket.
+    pub fn read(&self) -> RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Applies a batch chunk by chunk, releasing the lock between chunks.
+    pub fn apply(&self, batch: &FeedBatch) -> IngestOutcome {
+        let mut outcome = IngestOutcome::default();
+        let columns = self.write().register_metrics(&batch.metrics);
+        let mut start = 0;
+        while start < batch.len() {
+            let end = (start + WRITE_CHUNK_ROWS).min(batch.len());
+            self.write()
+                .ingest_rows(batch, start..end, &columns, &mut outcome);
+            start = end;
+        }
+        if outcome.accepted > 0 {
+            self.changed();
+        }
+        outcome
+    }
+
+    /// Expires blocks older than `cutoff`, a chunk of switches at a time.
+    pub fn expire(&self, cutoff: Micros) -> u64 {
+        let n = self.read().n_switches();
+        let mut dropped = 0;
+        let mut start = 0;
+        while start < n {
+            let end = (start + EVICT_CHUNK_SWITCHES).min(n);
+            dropped += self.write().evict_range(cutoff, start..end);
+            start = end;
+        }
+        if dropped > 0 {
+            self.changed();
+        }
+        dropped
+    }
+}
+
+/// Rows from one poll of one source.
+#[derive(Debug)]
+pub struct IngestBatch {
+    pub source: usize,
+    pub feed: FeedBatch,
+}
+
+/// How often the store expires old blocks when no batch arrives.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Starts the store thread: it applies batches from `batches` and expires blocks older than
+/// `retention`. It ends when `stop` fires or every sender of `batches` is gone.
+pub fn spawn(
+    handle: StoreHandle,
+    retention: Duration,
+    batches: Receiver<IngestBatch>,
+    stop: Receiver<()>,
+    stats: Arc<IngestStats>,
+) -> std::io::Result<JoinHandle<()>> {
+    let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    std::thread::Builder::new()
+        .name("store".to_string())
+        .spawn(move || loop {
+            select! {
+                recv(batches) -> msg => match msg {
+                    Ok(batch) => {
+                        let outcome = handle.apply(&batch.feed);
+                        stats.record_ingest(batch.source, &outcome);
+                    }
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => return,
+                default(IDLE_TICK) => {}
+            }
+            handle.expire(timestamp::now_micros().saturating_sub(retention));
+            stats.set_retained_rows(handle.read().retained_rows());
+        })
+}
+
+#[cfg(test)]
+mod tests;

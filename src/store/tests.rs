@@ -1,0 +1,305 @@
+use super::*;
+use rand::{Rng, SeedableRng};
+
+const S: i64 = MICROS_PER_SEC;
+
+const LIMITS: BlockLimits = BlockLimits {
+    max_rows: 64,
+    span: 600 * S,
+};
+
+fn batch(rows: &[(&str, Micros, [f64; 3])]) -> FeedBatch {
+    let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for (id, ts, values) in rows {
+        b.push_row(id, *ts, values);
+    }
+    b
+}
+
+const BW: usize = 0;
+const LAT: usize = 1;
+const ERR: usize = 2;
+
+#[test]
+fn builtin_metrics_have_fixed_ids() {
+    let store = Store::new(LIMITS);
+    assert_eq!(
+        (
+            store.metrics().id("bandwidth"),
+            store.metrics().id("latency"),
+            store.metrics().id("errors")
+        ),
+        (Some(BW), Some(LAT), Some(ERR))
+    );
+}
+
+#[test]
+fn duplicates_and_out_of_order_samples_are_not_stored() {
+    let mut store = Store::new(LIMITS);
+    let first = store.ingest(&batch(&[
+        ("s1", 10 * S, [50.0, 0.5, 3.0]),
+        ("s1", 11 * S, [51.0, 0.4, 2.0]),
+    ]));
+    assert_eq!(first.accepted, 2);
+    let again = store.ingest(&batch(&[
+        ("s1", 11 * S, [51.0, 0.4, 2.0]),
+        ("s1", 9 * S, [1.0, 1.0, 1.0]),
+    ]));
+    assert_eq!(again.accepted, 0);
+    assert_eq!(again.rejected.get(RejectReason::Duplicate), 1);
+    assert_eq!(again.rejected.get(RejectReason::OutOfOrder), 1);
+    assert_eq!(store.retained_agg(0, ERR).map(|a| a.sum), Some(5.0));
+    assert_eq!(
+        store.latest(0, ERR),
+        Some(Sample {
+            timestamp: 11 * S,
+            value: 2.0
+        })
+    );
+    assert_eq!(store.retained_rows(), 2);
+}
+
+#[test]
+fn absent_values_do_not_count() {
+    let mut store = Store::new(LIMITS);
+    store.ingest(&batch(&[
+        ("s1", S, [f64::NAN, 0.5, 1.0]),
+        ("s1", 2 * S, [40.0, f64::NAN, 1.0]),
+    ]));
+    assert_eq!(
+        store.retained_agg(0, BW).map(|a| (a.min, a.count)),
+        Some((40.0, 1))
+    );
+    assert_eq!(
+        store.latest(0, LAT),
+        Some(Sample {
+            timestamp: S,
+            value: 0.5
+        })
+    );
+}
+
+#[test]
+fn a_metric_that_appears_later_gets_its_own_position() {
+    let mut store = Store::new(LIMITS);
+    store.ingest(&batch(&[
+        ("s1", S, [1.0, 0.1, 0.0]),
+        ("s2", S, [2.0, 0.2, 0.0]),
+    ]));
+    let mut extra = FeedBatch::with_metrics(&["temperature"]);
+    extra.push_row("s1", 2 * S, &[41.5]);
+    assert_eq!(store.ingest(&extra).accepted, 1);
+    let temp = store.metrics().id("temperature").expect("registered");
+    assert_eq!(store.latest(0, temp).map(|s| s.value), Some(41.5));
+    assert!(!store.has_metric(1, temp), "s2 never reported temperature");
+    assert_eq!(store.retained_agg(0, temp).map(|a| a.count), Some(1));
+    // The row without bandwidth is still history for the other metrics.
+    assert_eq!(store.retained_agg(0, BW).map(|a| a.count), Some(1));
+    let mut seen = Vec::new();
+    store.history(0, temp, 0, 10 * S, &mut |s| {
+        seen.push(s);
+        true
+    });
+    assert_eq!(
+        seen,
+        [Sample {
+            timestamp: 2 * S,
+            value: 41.5
+        }]
+    );
+}
+
+/// A random, telemetry-like history for one switch: irregular intervals, gaps, absent values.
+fn random_rows(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<(Micros, [f64; 3])> {
+    let mut ts = 1_700_000_000 * S;
+    let mut bw = 5_000i64;
+    (0..n)
+        .map(|_| {
+            ts += if rng.random_bool(0.02) {
+                rng.random_range(10..300) * S
+            } else {
+                S + rng.random_range(-3_000..3_000)
+            };
+            bw = (bw + rng.random_range(-150..=150)).clamp(0, 10_000);
+            let row = [
+                if rng.random_bool(0.03) {
+                    f64::NAN
+                } else {
+                    bw as f64 / 100.0
+                },
+                f64::from(rng.random_range(10..=100)) / 100.0,
+                f64::from(if rng.random_bool(0.2) {
+                    rng.random_range(1..200)
+                } else {
+                    0
+                }),
+            ];
+            (ts, row)
+        })
+        .collect()
+}
+
+fn brute_agg(rows: &[(Micros, [f64; 3])], metric: usize, from: Micros) -> Option<MetricAgg> {
+    let mut agg = MetricAgg::EMPTY;
+    for (ts, values) in rows {
+        if *ts >= from {
+            agg.add(values[metric]);
+        }
+    }
+    agg.nonempty()
+}
+
+fn assert_agg_eq(got: Option<MetricAgg>, want: Option<MetricAgg>, what: &str) {
+    match (got, want) {
+        (None, None) => {}
+        (Some(g), Some(w)) => {
+            assert_eq!((g.min, g.max, g.count), (w.min, w.max, w.count), "{what}");
+            assert!(
+                (g.sum - w.sum).abs() <= 1e-9 * w.sum.abs().max(1.0),
+                "{what}: sum {} vs {}",
+                g.sum,
+                w.sum
+            );
+        }
+        _ => panic!("{what}: {got:?} vs {want:?}"),
+    }
+}
+
+#[test]
+fn windowed_and_retained_aggregates_match_brute_force() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let rows = random_rows(&mut rng, 2_000);
+    let mut store = Store::new(LIMITS);
+    let b = batch(
+        &rows
+            .iter()
+            .map(|(ts, v)| ("s", *ts, *v))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(store.ingest(&b).accepted, 2_000);
+    let first = rows[0].0;
+    let last = rows[rows.len() - 1].0;
+    for _ in 0..300 {
+        let cutoff = rng.random_range(first - 10 * S..last + 10 * S);
+        let got = store.window_aggs(0, &[Some(BW), Some(LAT), Some(ERR)], cutoff);
+        for metric in [BW, LAT, ERR] {
+            assert_agg_eq(
+                got[metric],
+                brute_agg(&rows, metric, cutoff),
+                &format!("metric {metric} from {cutoff}"),
+            );
+        }
+        // Totals of counts are exact.
+        if let (Some(g), Some(w)) = (got[ERR], brute_agg(&rows, ERR, cutoff)) {
+            assert_eq!(g.sum, w.sum);
+        }
+    }
+    for metric in [BW, LAT, ERR] {
+        assert_agg_eq(
+            store.retained_agg(0, metric),
+            brute_agg(&rows, metric, i64::MIN),
+            "retained",
+        );
+    }
+}
+
+#[test]
+fn expiry_drops_whole_blocks_only_when_entirely_older() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let rows = random_rows(&mut rng, 1_000);
+    let mut store = Store::new(LIMITS);
+    store.ingest(&batch(
+        &rows
+            .iter()
+            .map(|(ts, v)| ("s", *ts, *v))
+            .collect::<Vec<_>>(),
+    ));
+    let cutoff = rows[500].0;
+    let dropped = store.evict_before(cutoff);
+    assert!(dropped > 0 && dropped <= 500, "dropped {dropped}");
+    assert_eq!(store.retained_rows(), 1_000 - dropped);
+    // Every sample at or after the cutoff is still there, and at most one block before it.
+    let mut kept = Vec::new();
+    store.history(0, LAT, i64::MIN, i64::MAX, &mut |s| {
+        kept.push(s.timestamp);
+        true
+    });
+    assert_eq!(kept.len() as u64, 1_000 - dropped);
+    let older = kept.iter().filter(|&&t| t < cutoff).count();
+    assert!(
+        older < LIMITS.max_rows as usize,
+        "{older} rows older than the cutoff kept"
+    );
+    assert_eq!(kept.last(), Some(&rows[999].0));
+    assert_agg_eq(
+        store.retained_agg(0, ERR),
+        brute_agg(&rows[1_000 - kept.len()..], ERR, i64::MIN),
+        "after expiry",
+    );
+    // Everything goes once the cutoff passes the newest row; the newest sample is remembered.
+    store.evict_before(rows[999].0 + 1);
+    assert_eq!(store.retained_rows(), 0);
+    assert_eq!(store.retained_agg(0, BW), None);
+    assert_eq!(store.latest(0, LAT).map(|s| s.timestamp), Some(rows[999].0));
+    // A replay of an expired timestamp is still not stored again.
+    let replay = store.ingest(&batch(&[("s", rows[999].0, rows[999].1)]));
+    assert_eq!(replay.rejected.get(RejectReason::Duplicate), 1);
+}
+
+#[test]
+fn history_ranges_are_exact() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let rows = random_rows(&mut rng, 1_500);
+    let mut store = Store::new(LIMITS);
+    store.ingest(&batch(
+        &rows
+            .iter()
+            .map(|(ts, v)| ("s", *ts, *v))
+            .collect::<Vec<_>>(),
+    ));
+    for _ in 0..200 {
+        let a = rng.random_range(rows[0].0 - S..rows[1_499].0 + S);
+        let b = rng.random_range(a..rows[1_499].0 + 2 * S);
+        let mut got = Vec::new();
+        store.history(0, BW, a, b, &mut |s| {
+            got.push(s);
+            true
+        });
+        let want: Vec<Sample> = rows
+            .iter()
+            .filter(|(ts, v)| *ts >= a && *ts <= b && !v[BW].is_nan())
+            .map(|(ts, v)| Sample {
+                timestamp: *ts,
+                value: v[BW],
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+    // Stopping early stops.
+    let mut n = 0;
+    store.history(0, LAT, i64::MIN, i64::MAX, &mut |_| {
+        n += 1;
+        n < 10
+    });
+    assert_eq!(n, 10);
+}
+
+#[test]
+fn many_switches_through_the_handle() {
+    let handle = StoreHandle::new(Store::new(LIMITS));
+    let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for i in 0..10_000 {
+        b.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
+    }
+    let generation = handle.generation();
+    let outcome = handle.apply(&b);
+    assert_eq!(outcome.accepted, 10_000);
+    assert!(handle.generation() > generation);
+    let store = handle.read();
+    assert_eq!(store.n_switches(), 10_000);
+    assert_eq!(store.switch("switch9999"), Some(9_999));
+    assert_eq!(store.retained_rows(), 10_000);
+    drop(store);
+    assert_eq!(handle.expire(2 * S), 10_000);
+    assert_eq!(handle.read().retained_rows(), 0);
+}
