@@ -5,5 +5,6 @@ mod util;
 
 mod api;
 mod generator;
+mod history;
 mod ingest;
 mod resilience;

@@ -18,6 +18,14 @@ pub fn parse_instant(text: &str, now: Micros) -> Result<Micros, String> {
     if let Ok(ts) = timestamp::parse_rfc3339(text) {
         return Ok(ts);
     }
+    // An unencoded `+00:00` in a URL arrives as ` 00:00` (form encoding): read it as meant.
+    if let Some((time, offset)) = text.rsplit_once(' ') {
+        if offset.len() == 5 && offset.as_bytes()[2] == b':' {
+            if let Ok(ts) = timestamp::parse_rfc3339(&format!("{time}+{offset}")) {
+                return Ok(ts);
+            }
+        }
+    }
     match humantime::parse_duration(text) {
         Ok(ago) => Ok(now.saturating_sub(micros(ago))),
         Err(_) => Err(format!(
