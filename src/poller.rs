@@ -187,6 +187,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+        let due = next_poll;
         next_poll += config.interval;
         match poll_once(&agent, config) {
             Ok(batch) => {
@@ -206,6 +207,8 @@ fn run(
                 let message = IngestBatch {
                     source,
                     feed: batch,
+                    due,
+                    interval: config.interval,
                 };
                 select! {
                     send(batches, message) -> sent => if sent.is_err() { return },
@@ -220,7 +223,11 @@ fn run(
         }
         let now = Instant::now();
         if next_poll < now {
-            // A slow poll (timeout, huge feed): poll again now rather than in a burst.
+            // A slow poll (timeout, huge feed): poll again now rather than in a burst; the
+            // slots that passed meanwhile are polls that did not happen on time.
+            let behind =
+                now.duration_since(next_poll).as_secs_f64() / config.interval.as_secs_f64();
+            stats.polls_missed(source, behind.floor() as u64);
             next_poll = now;
         }
     }

@@ -133,6 +133,41 @@ pub struct SourceStats {
     /// Rows the last successful poll delivered to the store (before dedupe).
     pub last_rows: u64,
     pub rows_accepted: u64,
+    /// Polls whose rows were queryable before the next poll was due.
+    pub polls_on_time: u64,
+    /// Polls queryable only after the next was due, and poll slots skipped while behind.
+    pub polls_late: u64,
+    /// From a poll's due time to its rows being queryable, over the last polls.
+    pub poll_to_queryable_ms: PollLatency,
+}
+
+/// Percentiles of the last [`LATENCY_WINDOW`] poll-to-queryable latencies, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollLatency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    #[serde(skip)]
+    recent_us: std::collections::VecDeque<u64>,
+}
+
+/// How many recent polls the latency percentiles cover.
+pub const LATENCY_WINDOW: usize = 1024;
+
+impl PollLatency {
+    fn record(&mut self, latency: Duration) {
+        if self.recent_us.len() == LATENCY_WINDOW {
+            self.recent_us.pop_front();
+        }
+        self.recent_us
+            .push_back(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        let mut sorted: Vec<u64> = self.recent_us.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        self.p50 = at(0.5);
+        self.p99 = at(0.99);
+        self.max = at(1.0);
+    }
 }
 
 fn optional_timestamp<S: serde::Serializer>(ts: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
@@ -212,6 +247,22 @@ impl IngestStats {
             s.consecutive_failures += 1;
             s.last_error = Some(error);
         });
+    }
+
+    /// A poll's rows became queryable `since_due` after the poll was due.
+    pub fn record_poll_timing(&self, source: usize, since_due: Duration, interval: Duration) {
+        self.with_source(source, |s| {
+            if since_due <= interval {
+                s.polls_on_time += 1;
+            } else {
+                s.polls_late += 1;
+            }
+            s.poll_to_queryable_ms.record(since_due);
+        });
+    }
+
+    pub fn polls_missed(&self, source: usize, slots: u64) {
+        self.with_source(source, |s| s.polls_late += slots);
     }
 
     pub fn record_ingest(&self, source: usize, outcome: &IngestOutcome) {

@@ -57,6 +57,10 @@ impl Proc {
         Proc { child, addr, logs }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -118,6 +118,11 @@ impl Block {
     pub fn heap_bytes(&self) -> usize {
         self.bits.len() + self.aggs.len() * std::mem::size_of::<MetricAgg>()
     }
+
+    /// Size of the compressed stream.
+    pub fn stream_bytes(&self) -> usize {
+        self.bits.len()
+    }
 }
 
 /// The block rows are appended to.
@@ -134,12 +139,14 @@ pub struct OpenBlock {
 
 impl OpenBlock {
     /// A block whose first row is (`ts`, `values`); `values.len()` fixes its metric count.
-    pub fn start(ts: Micros, values: &[f64]) -> OpenBlock {
+    /// `expected_bytes` (the previous block's size) sizes the stream once, so it does not grow
+    /// by doubling and leave freed buffers behind in the allocator.
+    pub fn start(ts: Micros, values: &[f64], expected_bytes: usize) -> OpenBlock {
         let mut block = OpenBlock {
             first_ts: ts,
             last_ts: ts,
             rows: 0,
-            bits: BitWriter::default(),
+            bits: BitWriter::with_capacity(expected_bytes + expected_bytes / 8),
             ts_codec: TimestampCodec::starting_at(ts),
             codecs: vec![ValueCodec::default(); values.len()],
             aggs: vec![MetricAgg::EMPTY; values.len()],
@@ -183,7 +190,7 @@ impl OpenBlock {
 
     /// Heap bytes this block holds (capacity, as the allocator sees it).
     pub fn heap_bytes(&self) -> usize {
-        self.bits.bytes().len()
+        self.bits.capacity()
             + self.codecs.len() * std::mem::size_of::<ValueCodec>()
             + self.aggs.len() * std::mem::size_of::<MetricAgg>()
     }
@@ -219,7 +226,7 @@ mod tests {
                 )
             })
             .collect();
-        let mut open = OpenBlock::start(rows[0].0, &rows[0].1);
+        let mut open = OpenBlock::start(rows[0].0, &rows[0].1, 0);
         for (ts, values) in &rows[1..] {
             open.push(*ts, values);
         }

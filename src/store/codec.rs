@@ -33,6 +33,17 @@ pub struct BitWriter {
 }
 
 impl BitWriter {
+    pub fn with_capacity(bytes: usize) -> BitWriter {
+        BitWriter {
+            bytes: Vec::with_capacity(bytes),
+            bit_len: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Writes the low `n` bits of `value` (`n` ≤ 64).
     pub fn write(&mut self, value: u64, n: u32) {
         let mut remaining = n;
@@ -93,35 +104,51 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    /// The 64 bits from the current position, zero past the end of the bytes; at least 57
+    /// of them are real when the position is inside the stream.
+    #[inline]
+    fn peek64(&self) -> u64 {
+        let byte = (self.pos / 8) as usize;
+        let word = match self.bytes.get(byte..byte + 8) {
+            Some(eight) => u64::from_be_bytes(eight.try_into().unwrap_or([0; 8])),
+            None => {
+                let mut buf = [0u8; 8];
+                let tail = self.bytes.get(byte..).unwrap_or(&[]);
+                buf[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(buf)
+            }
+        };
+        word << (self.pos % 8)
+    }
+
+    #[inline]
     pub fn read(&mut self, n: u32) -> Option<u64> {
         if self.pos + u64::from(n) > self.end {
             return None;
         }
-        let mut value = 0u64;
-        let mut remaining = n;
-        while remaining > 0 {
-            let byte = self.bytes[(self.pos / 8) as usize];
-            let used = (self.pos % 8) as u32;
-            let avail = 8 - used;
-            let take = avail.min(remaining);
-            let chunk = (u64::from(byte) >> (avail - take)) & ((1u64 << take) - 1);
-            value = (value << take) | chunk;
-            remaining -= take;
-            self.pos += u64::from(take);
+        if n == 0 {
+            return Some(0);
         }
+        if n > 56 {
+            let high = self.read(n - 32)?;
+            let low = self.read(32)?;
+            return Some((high << 32) | low);
+        }
+        let value = self.peek64() >> (64 - n);
+        self.pos += u64::from(n);
         Some(value)
     }
 
-    /// Counts one-bits up to `limit`, consuming the terminating zero when there is one.
+    /// Counts one-bits up to `limit` (< 57), consuming the terminating zero when there is one.
+    #[inline]
     fn read_unary(&mut self, limit: u32) -> Option<u32> {
-        let mut count = 0;
-        while count < limit {
-            if self.read(1)? == 0 {
-                return Some(count);
-            }
-            count += 1;
+        let ones = (!self.peek64()).leading_zeros().min(limit);
+        let consumed = u64::from(ones) + u64::from(ones < limit);
+        if self.pos + consumed > self.end {
+            return None;
         }
-        Some(count)
+        self.pos += consumed;
+        Some(ones)
     }
 }
 
@@ -181,6 +208,24 @@ fn write_escape(w: &mut BitWriter, kind: u64) {
 
 fn read_word(r: &mut BitReader<'_>, state: &mut Adaptive) -> Option<Word> {
     let k = state.k();
+    // Fast path: quotient, terminator and remainder all inside one 57-bit peek.
+    let word = r.peek64();
+    let ones = (!word).leading_zeros();
+    if ones < ESCAPE_RUN && ones + 1 + k <= 57 {
+        let used = u64::from(ones + 1 + k);
+        if r.pos + used > r.end {
+            return None;
+        }
+        let remainder = if k == 0 {
+            0
+        } else {
+            (word << (ones + 1)) >> (64 - k)
+        };
+        r.pos += used;
+        let value = (u64::from(ones) << k) | remainder;
+        state.update(value);
+        return Some(Word::Int(value));
+    }
     let quotient = r.read_unary(ESCAPE_RUN)?;
     if quotient < ESCAPE_RUN {
         let value = (u64::from(quotient) << k) | r.read(k)?;

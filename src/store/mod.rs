@@ -152,7 +152,10 @@ impl SwitchSeries {
         }
         match &mut self.open {
             Some(open) => open.push(ts, row),
-            None => self.open = Some(OpenBlock::start(ts, row)),
+            None => {
+                let expected = self.sealed.back().map_or(0, Block::stream_bytes);
+                self.open = Some(OpenBlock::start(ts, row, expected));
+            }
         }
         self.latest.resize(row.len(), None);
         for (latest, &value) in self.latest.iter_mut().zip(row) {
@@ -589,6 +592,10 @@ impl StoreHandle {
 pub struct IngestBatch {
     pub source: usize,
     pub feed: FeedBatch,
+    /// When the poll was due to start; the poll is on time if its rows are queryable before
+    /// `due + interval`, when the next one is due.
+    pub due: std::time::Instant,
+    pub interval: Duration,
 }
 
 /// How often the store expires old blocks when no batch arrives.
@@ -612,6 +619,7 @@ pub fn spawn(
                     Ok(batch) => {
                         let outcome = handle.apply(&batch.feed);
                         stats.record_ingest(batch.source, &outcome);
+                        stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
                     }
                     Err(_) => return,
                 },

@@ -1,0 +1,681 @@
+//! The benchmark: `cargo bench --bench fabric [-- SECTION… ] [--quick] [--json PATH]`.
+//!
+//! Sections: `http` (wrk against the API vs a bare tiny_http server with the same body size
+//! and worker count), `load` (wrk on /get at 100k switches: stale answers and on-time polls
+//! under load), `ingest` (10k/100k/1M switches at 1 s: on-time polls, poll-to-queryable
+//! latency, CPU per million rows, all switches fresh), `memory` (RSS growth per retained sample
+//! after a simulated hour of 10k switches) and `window` (aggregate over 1m vs 1h).
+//! Every throughput figure is paired with a baseline measured in the same run; the machine is
+//! shared and noisy, so compare ratios, not absolute numbers. Needs `wrk` (Debian package).
+
+#[path = "../tests/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fabric_telemetry::feed::{self, Freshness};
+use fabric_telemetry::generator::Fabric;
+use fabric_telemetry::store::{BlockLimits, Store};
+use fabric_telemetry::timestamp::{self, MICROS_PER_SEC};
+use serde_json::{json, Value};
+
+struct Options {
+    sections: Vec<String>,
+    quick: bool,
+    json_path: String,
+}
+
+fn options() -> Options {
+    let mut sections = Vec::new();
+    let mut quick = false;
+    let mut json_path = "target/bench-results.json".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--json" => json_path = args.next().unwrap_or(json_path),
+            "--bench" => {}
+            other if !other.starts_with('-') => sections.push(other.to_string()),
+            _ => {}
+        }
+    }
+    if sections.is_empty() {
+        sections = ["http", "load", "ingest", "memory", "window"]
+            .map(String::from)
+            .to_vec();
+    }
+    Options {
+        sections,
+        quick,
+        json_path,
+    }
+}
+
+/// One line of the report.
+struct Figure {
+    section: &'static str,
+    name: String,
+    value: f64,
+    unit: &'static str,
+    baseline: Option<f64>,
+    note: String,
+}
+
+#[derive(Default)]
+struct Report(Vec<Figure>);
+
+impl Report {
+    fn add(
+        &mut self,
+        section: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> &mut Figure {
+        let figure = Figure {
+            section,
+            name: name.into(),
+            value,
+            unit,
+            baseline: None,
+            note: String::new(),
+        };
+        println!(
+            "  {:<8} {:<52} {:>14.3} {}",
+            figure.section, figure.name, figure.value, figure.unit
+        );
+        self.0.push(figure);
+        self.0.last_mut().expect("just pushed")
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Array(
+            self.0
+                .iter()
+                .map(|f| {
+                    json!({
+                        "section": f.section, "name": f.name, "value": f.value, "unit": f.unit,
+                        "baseline": f.baseline, "ratio": f.baseline.map(|b| f.value / b), "note": f.note,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn print_table(&self) {
+        println!(
+            "\n{:<8} {:<52} {:>14} {:<8} {:>14} {:>7}  note",
+            "section", "figure", "value", "unit", "baseline", "ratio"
+        );
+        for f in &self.0 {
+            let (baseline, ratio) = match f.baseline {
+                Some(b) => (format!("{b:.3}"), format!("{:.3}", f.value / b)),
+                None => (String::new(), String::new()),
+            };
+            println!(
+                "{:<8} {:<52} {:>14.3} {:<8} {:>14} {:>7}  {}",
+                f.section, f.name, f.value, f.unit, baseline, ratio, f.note
+            );
+        }
+    }
+}
+
+impl Figure {
+    fn baseline(&mut self, baseline: f64) -> &mut Figure {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    fn note(&mut self, note: impl Into<String>) -> &mut Figure {
+        self.note = note.into();
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// wrk and the baseline server
+
+#[derive(Debug, Clone, Copy, Default)]
+struct WrkResult {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    requests: u64,
+}
+
+fn parse_ms(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * factor
+}
+
+fn wrk(url: &str, script: Option<&str>, seconds: u64) -> WrkResult {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t2",
+        "-c64",
+        &format!("-d{seconds}s"),
+        "--latency",
+        "--timeout",
+        "5s",
+    ]);
+    if let Some(script) = script {
+        command.args(["-s", script]);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut result = WrkResult::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", v] => result.p50_ms = parse_ms(v),
+            ["99%", v] => result.p99_ms = parse_ms(v),
+            ["Requests/sec:", v] => result.requests_per_sec = v.parse().unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", v] => result.non_2xx = v.parse().unwrap_or(0),
+            [n, "requests", "in", ..] => result.requests = n.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    result
+}
+
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A bare tiny_http server answering `body_len` bytes of JSON to everything, with `workers`
+/// threads: the floor our server's overhead is measured against.
+struct Baseline {
+    server: Arc<tiny_http::Server>,
+    workers: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Baseline {
+    fn start(body_len: usize, workers: usize) -> Baseline {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("baseline binds"));
+        let addr = server.server_addr().to_ip().expect("ip listener");
+        let mut body = vec![b' '; body_len.max(2)];
+        body[0] = b'{';
+        body[body_len.max(2) - 1] = b'}';
+        let body = Arc::new(body);
+        let workers = (0..workers)
+            .map(|_| {
+                let server = Arc::clone(&server);
+                let body = Arc::clone(&body);
+                std::thread::spawn(move || {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"application/json"[..],
+                    )
+                    .expect("header");
+                    while let Ok(request) = server.recv() {
+                        let len = body.len();
+                        let reader = Cursor::new(Shared(Arc::clone(&body)));
+                        let response = tiny_http::Response::new(
+                            200.into(),
+                            vec![header.clone()],
+                            reader,
+                            Some(len),
+                            None,
+                        );
+                        let _ = request.respond(response);
+                    }
+                })
+            })
+            .collect();
+        Baseline {
+            server,
+            workers,
+            addr,
+        }
+    }
+
+    fn stop(self) {
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn random_get_script(n_switches: usize) -> String {
+    let path = std::env::temp_dir().join(format!("fabric-bench-get-{n_switches}.lua"));
+    let script = format!(
+        "math.randomseed(42)\nrequest = function()\n  return wrk.format(\"GET\", \"/telemetry/get?switch_id=switch\" .. math.random(1, {n_switches}) .. \"&metric=bandwidth\")\nend\n"
+    );
+    std::fs::write(&path, script).expect("write wrk script");
+    path.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// processes
+
+fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat are utime and stime in USER_HZ (100 on Linux).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_bytes(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn system(n_switches: usize, extra_server_args: &[&str]) -> (util::Proc, util::Proc) {
+    let generator = util::Proc::start(
+        util::generator_bin(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--switches",
+            &n_switches.to_string(),
+            "--log-level",
+            "info",
+        ],
+    );
+    let source = generator.url("/counters");
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--source",
+        &source,
+        "--log-level",
+        "info",
+    ];
+    args.extend_from_slice(extra_server_args);
+    let server = util::Proc::start(util::server_bin(), &args);
+    (generator, server)
+}
+
+fn source_stats(server: &util::Proc) -> Value {
+    util::stats(server)["ingest"]["sources"][0].clone()
+}
+
+fn wait_for_rows(server: &util::Proc, rows: u64) {
+    util::wait_for("the first polls to land", Duration::from_secs(120), || {
+        (util::stats(server)["ingest"]["rows_accepted"].as_u64()? >= rows).then_some(())
+    });
+}
+
+/// (status, entries) of /list: entries counted without parsing a huge body into a tree.
+fn list_fresh(server: &util::Proc) -> (u16, usize) {
+    let answer = util::get(&server.url("/telemetry/list?metric=bandwidth"));
+    (answer.status, answer.body.matches("\"timestamp\"").count())
+}
+
+// ---------------------------------------------------------------------------------------
+// sections
+
+fn http_section(report: &mut Report, quick: bool) {
+    let n = 10_000;
+    let seconds = if quick { 3 } else { 8 };
+    let workers = 4;
+    let (_generator, server) = system(n, &["--workers", "4"]);
+    wait_for_rows(&server, n as u64 * 2);
+    let get_script = random_get_script(n);
+    let cases: [(&str, String, Option<&str>); 3] = [
+        (
+            "/telemetry/get (random switch of 10k)",
+            server.url("/"),
+            Some(&get_script),
+        ),
+        (
+            "/telemetry/list?metric=bandwidth (10k)",
+            server.url("/telemetry/list?metric=bandwidth"),
+            None,
+        ),
+        (
+            "/telemetry/aggregate (10k)",
+            server.url("/telemetry/aggregate"),
+            None,
+        ),
+    ];
+    for (name, url, script) in cases {
+        let sample_url = if script.is_some() {
+            server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")
+        } else {
+            url.clone()
+        };
+        let body_len = util::get(&sample_url).body.len();
+        let baseline = Baseline::start(body_len, workers);
+        let base = wrk(&format!("http://{}/", baseline.addr), script, seconds);
+        baseline.stop();
+        let ours = wrk(&url, script, seconds);
+        report
+            .add(
+                "http",
+                format!("{name} req/s"),
+                ours.requests_per_sec,
+                "req/s",
+            )
+            .baseline(base.requests_per_sec)
+            .note(format!(
+                "body {body_len} B; baseline = bare tiny_http, same body size, {workers} workers"
+            ));
+        report
+            .add("http", format!("{name} p50"), ours.p50_ms, "ms")
+            .baseline(base.p50_ms);
+        report
+            .add("http", format!("{name} p99"), ours.p99_ms, "ms")
+            .baseline(base.p99_ms);
+        report
+            .add(
+                "http",
+                format!("{name} non-2xx answers"),
+                ours.non_2xx as f64,
+                "count",
+            )
+            .note(format!("of {} requests", ours.requests));
+    }
+}
+
+fn load_section(report: &mut Report, quick: bool) {
+    let n = 100_000;
+    let seconds = if quick { 5 } else { 15 };
+    let (_generator, server) = system(n, &["--workers", "4"]);
+    wait_for_rows(&server, n as u64 * 2);
+    let before = source_stats(&server);
+    let ours = wrk(&server.url("/"), Some(&random_get_script(n)), seconds);
+    let after = source_stats(&server);
+    let delta = |key: &str| after[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
+    report.add(
+        "load",
+        "/get at full speed, 100k switches: req/s",
+        ours.requests_per_sec,
+        "req/s",
+    );
+    report
+        .add(
+            "load",
+            "/get at full speed, 100k switches: stale (503) answers",
+            ours.non_2xx as f64,
+            "count",
+        )
+        .note(format!("of {} requests", ours.requests));
+    let on_time = delta("polls_on_time");
+    let late = delta("polls_late");
+    report
+        .add(
+            "load",
+            "polls on time during the load",
+            on_time as f64 / (on_time + late).max(1) as f64,
+            "fraction",
+        )
+        .note(format!("{on_time} on time, {late} late"));
+}
+
+fn ingest_section(report: &mut Report, quick: bool) {
+    let sizes: &[usize] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    for &n in sizes {
+        let seconds = if quick {
+            10
+        } else if n >= 1_000_000 {
+            30
+        } else {
+            20
+        };
+        let (generator, server) = system(n, &["--retention", "5m"]);
+        wait_for_rows(&server, n as u64 * 2);
+        let before = source_stats(&server);
+        let rows_before = util::stats(&server)["ingest"]["rows_accepted"]
+            .as_u64()
+            .unwrap_or(0);
+        let (server_cpu, generator_cpu) = (cpu_seconds(server.pid()), cpu_seconds(generator.pid()));
+        std::thread::sleep(Duration::from_secs(seconds));
+        let after = source_stats(&server);
+        let rows = util::stats(&server)["ingest"]["rows_accepted"]
+            .as_u64()
+            .unwrap_or(0)
+            - rows_before;
+        let server_cpu = cpu_seconds(server.pid()) - server_cpu;
+        let generator_cpu = cpu_seconds(generator.pid()) - generator_cpu;
+        let delta =
+            |key: &str| after[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
+        let (on_time, late) = (delta("polls_on_time"), delta("polls_late"));
+        let label = format!("{}k switches", n / 1000);
+        report
+            .add(
+                "ingest",
+                format!("{label}: polls on time"),
+                on_time as f64 / (on_time + late).max(1) as f64,
+                "fraction",
+            )
+            .note(format!("{on_time} on time, {late} late, over {seconds} s"));
+        let latency = &after["poll_to_queryable_ms"];
+        report.add(
+            "ingest",
+            format!("{label}: poll-to-queryable p50"),
+            latency["p50"].as_f64().unwrap_or(f64::NAN),
+            "ms",
+        );
+        report.add(
+            "ingest",
+            format!("{label}: poll-to-queryable p99"),
+            latency["p99"].as_f64().unwrap_or(f64::NAN),
+            "ms",
+        );
+        let millions = rows as f64 / 1e6;
+        report
+            .add(
+                "ingest",
+                format!("{label}: server CPU per million rows"),
+                server_cpu / millions,
+                "cpu-s",
+            )
+            .note(format!("{rows} rows in {seconds} s"));
+        report.add(
+            "ingest",
+            format!("{label}: generator CPU per million rows"),
+            generator_cpu / millions,
+            "cpu-s",
+        );
+        let (status, fresh) = list_fresh(&server);
+        report
+            .add(
+                "ingest",
+                format!("{label}: switches fresh in /list"),
+                fresh as f64,
+                "switches",
+            )
+            .baseline(n as f64)
+            .note(format!("status {status}"));
+        report.add(
+            "ingest",
+            format!("{label}: server RSS"),
+            rss_bytes(&server.pid().to_string()) as f64 / 1e6,
+            "MB",
+        );
+    }
+}
+
+/// A simulated hour of 10k switches pushed through a store at full speed; returns the store.
+fn memory_section(report: &mut Report, quick: bool) -> (Store, i64) {
+    let n = 10_000;
+    let ticks = if quick { 900 } else { 3600 };
+    let mut fabric = Fabric::new(n, Some(1));
+    let mut csv = Vec::new();
+    let start = timestamp::now_micros() - ticks * MICROS_PER_SEC;
+    let rss_before = rss_bytes("self");
+    let mut store = Store::new(BlockLimits::for_retention(Duration::from_secs(3600)));
+    let started = Instant::now();
+    let mut ts = start;
+    for tick in 0..ticks {
+        fabric.tick();
+        // Real ticks wander by some hundreds of microseconds; so do these.
+        ts = start + tick * MICROS_PER_SEC + (tick * 7919 % 600) - 300;
+        fabric.render_csv(ts, &mut csv);
+        let batch = feed::parse_feed(
+            csv.as_slice(),
+            Freshness {
+                now: ts,
+                max_age: 3 * MICROS_PER_SEC,
+            },
+        );
+        store.ingest(&batch);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss_after = rss_bytes("self");
+    let samples = store.retained_rows() * 3;
+    let grown = rss_after.saturating_sub(rss_before) as f64;
+    report
+        .add(
+            "memory",
+            "bytes per retained sample (RSS growth)",
+            grown / samples as f64,
+            "B",
+        )
+        .baseline(16.0)
+        .note(format!(
+            "{} switches × {ticks} s × 3 metrics = {samples} samples; baseline = f64 + timestamp",
+            n
+        ));
+    report
+        .add(
+            "memory",
+            "bytes per retained sample (history heap)",
+            store.history_bytes() as f64 / samples as f64,
+            "B",
+        )
+        .baseline(16.0);
+    report.add(
+        "memory",
+        "bytes per retained row (RSS growth)",
+        grown / store.retained_rows() as f64,
+        "B",
+    );
+    report
+        .add(
+            "memory",
+            "ingest rate, parse + store, one thread",
+            store.retained_rows() as f64 / elapsed / 1e6,
+            "M rows/s",
+        )
+        .note("CSV rendered by the generator, parsed, stored");
+    (store, ts)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn window_section(report: &mut Report, store: &Store, last_ts: i64) {
+    let metrics = [
+        store.metrics().id("latency"),
+        store.metrics().id("bandwidth"),
+        store.metrics().id("errors"),
+    ];
+    let time_window = |window_s: i64| {
+        let runs: Vec<f64> = (0..15)
+            .map(|_| {
+                let started = Instant::now();
+                let mut total = 0.0;
+                for switch in 0..store.n_switches() {
+                    let aggs =
+                        store.window_aggs(switch, &metrics, last_ts - window_s * MICROS_PER_SEC);
+                    total += aggs[2].map_or(0.0, |a| a.sum);
+                }
+                std::hint::black_box(total);
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        median(runs)
+    };
+    let one_minute = time_window(60);
+    let one_hour = time_window(3600);
+    report
+        .add(
+            "window",
+            "aggregate window=1m, 10k switches (median of 15)",
+            one_minute,
+            "ms",
+        )
+        .note("store only, no HTTP");
+    report
+        .add(
+            "window",
+            "aggregate window=1h, 10k switches (median of 15)",
+            one_hour,
+            "ms",
+        )
+        .baseline(one_minute)
+        .note("ratio = cost of 1h over 1m; target ≤ 2");
+}
+
+fn main() {
+    let options = options();
+    let mut report = Report::default();
+    println!(
+        "fabric-telemetry benchmark: sections {:?}{}",
+        options.sections,
+        if options.quick { " (quick)" } else { "" }
+    );
+    let wants = |s: &str| options.sections.iter().any(|x| x == s);
+    if wants("http") {
+        http_section(&mut report, options.quick);
+    }
+    if wants("load") {
+        load_section(&mut report, options.quick);
+    }
+    if wants("ingest") {
+        ingest_section(&mut report, options.quick);
+    }
+    if wants("memory") || wants("window") {
+        let (store, last_ts) = memory_section(&mut report, options.quick);
+        if wants("window") {
+            window_section(&mut report, &store, last_ts);
+        }
+    }
+    report.print_table();
+    let json = report.to_json();
+    if let Some(dir) = std::path::Path::new(&options.json_path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(
+        &options.json_path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        Ok(()) => println!("\nJSON: {}", options.json_path),
+        Err(e) => eprintln!("cannot write {}: {e}", options.json_path),
+    }
+}
