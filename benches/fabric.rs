@@ -9,7 +9,6 @@
 //! shared and noisy, so compare ratios, not absolute numbers. Needs `wrk` (Debian package).
 
 #[path = "../tests/util.rs"]
-#[allow(dead_code)]
 mod util;
 
 use std::io::Cursor;
