@@ -99,6 +99,12 @@ impl RejectCounts {
         self.0[reason.index()] += n;
     }
 
+    pub fn merge(&mut self, other: &RejectCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine += theirs;
+        }
+    }
+
     pub fn get(&self, reason: RejectReason) -> u64 {
         self.0[reason.index()]
     }
@@ -335,81 +341,115 @@ fn show(raw: &[u8]) -> String {
     }
 }
 
-/// Reads a whole feed from `reader`, validating every row against `freshness`.
-pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
-    let mut batch = FeedBatch::default();
-    let layout = match csv.byte_headers() {
-        Ok(header) if header.is_empty() => {
-            batch.error = Some(FeedError::BadHeader("empty feed".to_string()));
-            return batch;
-        }
-        Ok(header) => match layout_from_header(header) {
-            Ok((layout, names)) => {
-                batch.metrics = names;
-                layout
+/// Reads a feed as it streams in: the header first, then accepted rows in batches, so a
+/// large feed can be stored while the rest of it is still arriving and being parsed.
+pub struct FeedParser<R: Read> {
+    csv: csv::Reader<R>,
+    layout: Layout,
+    metrics: Vec<String>,
+    freshness: Freshness,
+    record: csv::ByteRecord,
+    line: u64,
+    /// One timestamp string per tick is the common case: parse each distinct one once.
+    last_ts: Option<(Vec<u8>, Result<Micros, ()>)>,
+    done: bool,
+}
+
+impl<R: Read> FeedParser<R> {
+    /// Reads the header; an unusable one is an error for the whole feed.
+    pub fn new(reader: R, freshness: Freshness) -> Result<FeedParser<R>, FeedError> {
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let (layout, metrics) = match csv.byte_headers() {
+            Ok(header) if header.is_empty() => {
+                return Err(FeedError::BadHeader("empty feed".to_string()))
             }
-            Err(why) => {
-                batch.error = Some(FeedError::BadHeader(why));
-                return batch;
-            }
-        },
-        Err(e) => {
-            batch.error = Some(FeedError::Read(e.to_string()));
-            return batch;
+            Ok(header) => layout_from_header(header).map_err(FeedError::BadHeader)?,
+            Err(e) => return Err(FeedError::Read(e.to_string())),
+        };
+        Ok(FeedParser {
+            csv,
+            layout,
+            metrics,
+            freshness,
+            record: csv::ByteRecord::new(),
+            line: 1,
+            last_ts: None,
+            done: false,
+        })
+    }
+
+    /// The next up to `max_rows` accepted rows (with the rows rejected on the way), or
+    /// `None` once the feed is exhausted. A read error ends the feed and is set on the batch.
+    pub fn next_batch(&mut self, max_rows: usize) -> Option<FeedBatch> {
+        if self.done {
+            return None;
         }
-    };
-    // One timestamp string per tick is the common case: parse each distinct one once.
-    let mut last_ts: Option<(Vec<u8>, Result<Micros, ()>)> = None;
-    let mut record = csv::ByteRecord::new();
-    let mut line = 1u64;
-    loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                batch.error = Some(FeedError::Read(e.to_string()));
-                break;
+        let mut batch = FeedBatch {
+            metrics: self.metrics.clone(),
+            ..FeedBatch::default()
+        };
+        while batch.len() < max_rows {
+            match self.csv.read_byte_record(&mut self.record) {
+                Ok(true) => self.accept_or_reject(&mut batch),
+                Ok(false) => {
+                    self.done = true;
+                    break;
+                }
+                Err(e) => {
+                    batch.error = Some(FeedError::Read(e.to_string()));
+                    self.done = true;
+                    break;
+                }
             }
         }
-        line += 1;
+        let said_something =
+            !batch.is_empty() || batch.rejected.total() > 0 || batch.error.is_some();
+        said_something.then_some(batch)
+    }
+
+    fn accept_or_reject(&mut self, batch: &mut FeedBatch) {
+        self.line += 1;
+        let line = self.line;
+        let layout = &self.layout;
+        let freshness = self.freshness;
+        let record = &self.record;
         if record.len() != layout.n_columns {
             let n = record.len();
             batch.reject(RejectReason::FieldCount, line, || {
                 format!("{n} fields, header has {}", layout.n_columns)
             });
-            continue;
+            return;
         }
         let Some(switch_id) = parse_switch_id(&record[layout.switch_id]) else {
             let raw = &record[layout.switch_id];
             batch.reject(RejectReason::BadSwitchId, line, || show(raw));
-            continue;
+            return;
         };
         let raw_ts = &record[layout.timestamp];
-        let parsed_ts = match &last_ts {
+        let parsed_ts = match &self.last_ts {
             Some((text, parsed)) if text.as_slice() == raw_ts => *parsed,
             _ => {
                 let parsed = std::str::from_utf8(raw_ts)
                     .map_err(|_| ())
                     .and_then(|t| timestamp::parse_rfc3339(t).map_err(|_| ()));
-                last_ts = Some((raw_ts.to_vec(), parsed));
+                self.last_ts = Some((raw_ts.to_vec(), parsed));
                 parsed
             }
         };
         let Ok(ts) = parsed_ts else {
             batch.reject(RejectReason::BadTimestamp, line, || show(raw_ts));
-            continue;
+            return;
         };
         if let Err(reason) = freshness.check(ts) {
             let age_s = (freshness.now - ts) as f64 / 1e6;
             batch.reject(reason, line, || {
                 format!("{} ({age_s:.3} s old)", show(raw_ts))
             });
-            continue;
+            return;
         }
         let start = batch.values.len();
         let mut failure = None;
@@ -430,13 +470,29 @@ pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
             let name = batch.metrics.get(metric_idx).cloned().unwrap_or_default();
             let raw = record[column].to_vec();
             batch.reject(reason, line, || format!("{name}={}", show(&raw)));
-            continue;
+            return;
         }
         batch.ids.push_str(switch_id);
         batch.id_ends.push(batch.ids.len());
         batch.timestamps.push(ts);
     }
-    batch
+}
+
+/// Reads a whole feed from `reader` into one batch, validating every row against `freshness`.
+pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
+    match FeedParser::new(reader, freshness) {
+        Err(e) => FeedBatch {
+            error: Some(e),
+            ..FeedBatch::default()
+        },
+        Ok(mut parser) => {
+            let metrics = parser.metrics.clone();
+            parser.next_batch(usize::MAX).unwrap_or(FeedBatch {
+                metrics,
+                ..FeedBatch::default()
+            })
+        }
+    }
 }
 
 /// Appends the header line.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-use crate::feed::{self, FeedBatch, FeedError, Freshness};
+use crate::feed::{FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample};
 use crate::logging::RateLimiter;
 use crate::stats::IngestStats;
 use crate::store::IngestBatch;
@@ -64,8 +64,29 @@ fn agent_for(config: &PollerConfig) -> ureq::Agent {
         .into()
 }
 
-/// Fetches and parses one poll of the feed.
-pub fn poll_once(agent: &ureq::Agent, config: &PollerConfig) -> Result<FeedBatch, PollError> {
+/// Rows per batch handed to the store while the rest of a feed is still being read, so
+/// parsing and storing a large feed overlap.
+pub const CHUNK_ROWS: usize = 65_536;
+
+/// What one poll amounted to.
+#[derive(Debug, Default)]
+pub struct PollSummary {
+    /// Rows accepted by the parser (the store may still reject duplicates).
+    pub rows: u64,
+    pub rejected: RejectCounts,
+    /// The first rejected row, for the log.
+    pub example: Option<RejectExample>,
+    /// The body stopped early; the complete rows before the cut were delivered.
+    pub cut_short: Option<FeedError>,
+}
+
+/// Fetches one poll of the feed, handing its rows to `deliver` in chunks as they are
+/// parsed. `deliver` returns false to abandon the poll (shutdown).
+pub fn poll_once(
+    agent: &ureq::Agent,
+    config: &PollerConfig,
+    deliver: &mut dyn FnMut(FeedBatch) -> bool,
+) -> Result<PollSummary, PollError> {
     let response = agent.get(&config.url).call().map_err(PollError::Request)?;
     let freshness = Freshness {
         now: timestamp::now_micros(),
@@ -76,16 +97,22 @@ pub fn poll_once(agent: &ureq::Agent, config: &PollerConfig) -> Result<FeedBatch
         .into_with_config()
         .limit(config.max_body_bytes)
         .reader();
-    let mut batch = feed::parse_feed(reader, freshness);
-    if let Some(FeedError::BadHeader(_)) = &batch.error {
-        return Err(PollError::Feed(
-            batch
-                .error
-                .take()
-                .unwrap_or(FeedError::BadHeader(String::new())),
-        ));
+    let mut parser = FeedParser::new(reader, freshness).map_err(PollError::Feed)?;
+    let mut summary = PollSummary::default();
+    while let Some(mut batch) = parser.next_batch(CHUNK_ROWS) {
+        summary.rows += batch.len() as u64;
+        summary.rejected.merge(&batch.rejected);
+        if summary.example.is_none() {
+            summary.example = batch.examples.first().cloned();
+        }
+        if let Some(error) = batch.error.take() {
+            summary.cut_short = Some(error);
+        }
+        if !deliver(batch) {
+            break;
+        }
     }
-    Ok(batch)
+    Ok(summary)
 }
 
 /// Per-source logging state: failures and rejected rows, each rate-limited.
@@ -122,21 +149,21 @@ impl SourceLog {
         }
     }
 
-    fn rejected(&mut self, batch: &FeedBatch) {
-        if batch.rejected.total() == 0 {
+    fn rejected(&mut self, summary: &PollSummary) {
+        if summary.rejected.total() == 0 {
             return;
         }
         let Some(held_back) = self.rejects.allow(Instant::now()) else {
             return;
         };
-        let counts: Vec<String> = batch
+        let counts: Vec<String> = summary
             .rejected
             .nonzero()
             .map(|(reason, n)| format!("{reason}: {n}"))
             .collect();
-        let example = batch
-            .examples
-            .first()
+        let example = summary
+            .example
+            .as_ref()
             .map(|e| format!("; e.g. line {}: {} {}", e.line, e.reason, e.detail))
             .unwrap_or_default();
         let more = if held_back > 0 {
@@ -147,8 +174,8 @@ impl SourceLog {
         log::warn!(
             "{}: rejected {} of {} rows ({}){example}{more}",
             self.url,
-            batch.rejected.total(),
-            batch.rejected.total() + batch.len() as u64,
+            summary.rejected.total(),
+            summary.rejected.total() + summary.rows,
             counts.join(", ")
         );
     }
@@ -189,29 +216,37 @@ fn run(
         }
         let due = next_poll;
         next_poll += config.interval;
-        match poll_once(&agent, config) {
-            Ok(batch) => {
-                let cut_short = batch.error.as_ref().map(ToString::to_string);
+        let message = |feed: FeedBatch, last: bool| IngestBatch {
+            source,
+            feed,
+            due,
+            interval: config.interval,
+            last,
+        };
+        let mut stopping = false;
+        let mut deliver = |feed: FeedBatch| {
+            select! {
+                send(batches, message(feed, false)) -> sent => sent.is_ok(),
+                recv(stop) -> _ => { stopping = true; false },
+            }
+        };
+        let outcome = poll_once(&agent, config, &mut deliver);
+        if stopping {
+            return;
+        }
+        match outcome {
+            Ok(summary) => {
+                let cut_short = summary.cut_short.as_ref().map(ToString::to_string);
                 match &cut_short {
                     Some(why) => log.failed(why),
                     None => log.succeeded(),
                 }
-                log.rejected(&batch);
-                stats.add_rejected(&batch.rejected);
-                stats.poll_succeeded(
-                    source,
-                    batch.len() as u64,
-                    timestamp::now_micros(),
-                    cut_short,
-                );
-                let message = IngestBatch {
-                    source,
-                    feed: batch,
-                    due,
-                    interval: config.interval,
-                };
+                log.rejected(&summary);
+                stats.add_rejected(&summary.rejected);
+                stats.poll_succeeded(source, summary.rows, timestamp::now_micros(), cut_short);
+                // Marks the poll complete: the store times it once every chunk is queryable.
                 select! {
-                    send(batches, message) -> sent => if sent.is_err() { return },
+                    send(batches, message(FeedBatch::default(), true)) -> sent => if sent.is_err() { return },
                     recv(stop) -> _ => return,
                 }
             }

@@ -139,6 +139,45 @@ pub struct SourceStats {
     pub polls_late: u64,
     /// From a poll's due time to its rows being queryable, over the last polls.
     pub poll_to_queryable_ms: PollLatency,
+    /// The same latency since start, as cumulative counts per upper bound (a Prometheus
+    /// histogram): `[[le_ms, count], …]`, the last bound infinite (`null`).
+    pub poll_to_queryable_histogram: LatencyHistogram,
+}
+
+/// Upper bounds of the poll latency histogram, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 17] = [
+    5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0,
+    1500.0, 2000.0, 5000.0,
+];
+
+/// Cumulative counts per bucket of [`LATENCY_BUCKETS_MS`] plus +Inf.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram {
+    counts: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let first = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&le| ms <= le)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        for count in &mut self.counts[first..] {
+            *count += 1;
+        }
+    }
+}
+
+impl Serialize for LatencyHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.counts.len()))?;
+        for (i, count) in self.counts.iter().enumerate() {
+            seq.serialize_element(&(LATENCY_BUCKETS_MS.get(i), count))?;
+        }
+        seq.end()
+    }
 }
 
 /// Percentiles of the last [`LATENCY_WINDOW`] poll-to-queryable latencies, in milliseconds.
@@ -258,6 +297,7 @@ impl IngestStats {
                 s.polls_late += 1;
             }
             s.poll_to_queryable_ms.record(since_due);
+            s.poll_to_queryable_histogram.record(since_due);
         });
     }
 

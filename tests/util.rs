@@ -276,6 +276,8 @@ pub fn get_with(agent: &ureq::Agent, url: &str) -> Answer {
         .to_string();
     let body = response
         .into_body()
+        .into_with_config()
+        .limit(1 << 30)
         .read_to_string()
         .unwrap_or_else(|e| panic!("GET {url} body: {e}"));
     Answer {

@@ -45,22 +45,29 @@ impl BitWriter {
     }
 
     /// Writes the low `n` bits of `value` (`n` ≤ 64).
+    #[inline]
     pub fn write(&mut self, value: u64, n: u32) {
-        let mut remaining = n;
-        while remaining > 0 {
-            let used = (self.bit_len % 8) as u32;
-            if used == 0 {
-                self.bytes.push(0);
-            }
-            let free = 8 - used;
-            let take = free.min(remaining);
-            let chunk = ((value >> (remaining - take)) & ((1u64 << take) - 1)) as u8;
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= chunk << (free - take);
-            }
-            remaining -= take;
-            self.bit_len += u64::from(take);
+        if n == 0 {
+            return;
         }
+        if n > 56 {
+            self.write(value >> 32, n - 32);
+            self.write(value & 0xffff_ffff, 32);
+            return;
+        }
+        let used = (self.bit_len % 8) as u32;
+        let value = value & ((1u64 << n) - 1);
+        // The partial last byte's bits, then the new ones, left-aligned in one register.
+        let mut register = value << (64 - used - n);
+        if used > 0 {
+            if let Some(last) = self.bytes.pop() {
+                register |= u64::from(last) << 56;
+            }
+        }
+        let n_bytes = (used + n).div_ceil(8) as usize;
+        self.bytes
+            .extend_from_slice(&register.to_be_bytes()[..n_bytes]);
+        self.bit_len += u64::from(n);
     }
 
     /// `count` one-bits then a zero.

@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
+use rustc_hash::FxHashMap;
 
 pub use block::MetricAgg;
 use block::{Block, BlockView, OpenBlock};
@@ -187,6 +188,14 @@ impl SwitchSeries {
         dropped
     }
 
+    /// When this switch's oldest block ends (the first moment it can expire).
+    fn oldest_block_end(&self) -> Option<Micros> {
+        self.sealed
+            .front()
+            .map(|b| b.last_ts)
+            .or_else(|| self.open.as_ref().map(|o| o.last_ts))
+    }
+
     fn retained_agg(&self, position: usize) -> Option<MetricAgg> {
         let mut agg = self
             .sealed_agg
@@ -309,12 +318,20 @@ pub struct IngestOutcome {
 pub struct Store {
     metrics: MetricTable,
     ids: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, usize>,
+    /// FxHash: every row of every poll looks its switch up here, and SipHash's protection
+    /// against hostile keys buys nothing for ids from the operator's own feeds.
+    index: FxHashMap<Arc<str>, usize>,
     switches: Vec<SwitchSeries>,
     limits: BlockLimits,
     retained_rows: u64,
     /// Reused row buffer (values per position).
     row: Vec<f64>,
+    /// The switch of the previous row: feeds list switches in the same order every poll, so
+    /// the next row is most likely the next switch (checked before hashing).
+    cursor: usize,
+    /// No block can expire before this time: the smallest last timestamp of any switch's
+    /// oldest block, as of the last expiry scan. New blocks end later, so it stays a bound.
+    next_expiry: Micros,
 }
 
 impl Store {
@@ -327,11 +344,13 @@ impl Store {
         Store {
             metrics,
             ids: Vec::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             switches: Vec::new(),
             limits,
             retained_rows: 0,
             row: Vec::new(),
+            cursor: usize::MAX,
+            next_expiry: i64::MIN,
         }
     }
 
@@ -341,7 +360,13 @@ impl Store {
     }
 
     fn switch_or_insert(&mut self, switch_id: &str) -> usize {
+        let next = self.cursor.wrapping_add(1);
+        if self.ids.get(next).is_some_and(|id| **id == *switch_id) {
+            self.cursor = next;
+            return next;
+        }
         if let Some(&idx) = self.index.get(switch_id) {
+            self.cursor = idx;
             return idx;
         }
         let id: Arc<str> = Arc::from(switch_id);
@@ -349,6 +374,7 @@ impl Store {
         self.ids.push(Arc::clone(&id));
         self.index.insert(id, idx);
         self.switches.push(SwitchSeries::default());
+        self.cursor = idx;
         idx
     }
 
@@ -392,6 +418,9 @@ impl Store {
                 }
             }
             switch.append(ts, &row, limits);
+            // Every block ends at or after its rows: keeps `next_expiry` a lower bound even
+            // for switches that appear after a scan of an empty store.
+            self.next_expiry = self.next_expiry.min(ts);
             outcome.accepted += 1;
         }
         self.row = row;
@@ -406,20 +435,33 @@ impl Store {
         outcome
     }
 
-    /// Drops blocks of switches `range` entirely older than `cutoff`; returns rows dropped.
-    pub fn evict_range(&mut self, cutoff: Micros, range: std::ops::Range<usize>) -> u64 {
-        let end = range.end.min(self.switches.len());
-        let start = range.start.min(end);
-        let dropped: u64 = self.switches[start..end]
-            .iter_mut()
-            .map(|s| s.evict_before(cutoff))
-            .sum();
-        self.retained_rows -= dropped;
-        dropped
+    /// Whether any block could be entirely older than `cutoff`.
+    pub fn may_expire(&self, cutoff: Micros) -> bool {
+        cutoff > self.next_expiry
     }
 
+    /// Drops blocks of switches `range` entirely older than `cutoff`; returns rows dropped and
+    /// the earliest time a block left in the range can expire.
+    fn evict_range(&mut self, cutoff: Micros, range: std::ops::Range<usize>) -> (u64, Micros) {
+        let end = range.end.min(self.switches.len());
+        let start = range.start.min(end);
+        let mut dropped = 0;
+        let mut next_expiry = i64::MAX;
+        for series in &mut self.switches[start..end] {
+            dropped += series.evict_before(cutoff);
+            if let Some(oldest_end) = series.oldest_block_end() {
+                next_expiry = next_expiry.min(oldest_end);
+            }
+        }
+        self.retained_rows -= dropped;
+        (dropped, next_expiry)
+    }
+
+    /// Drops every block entirely older than `cutoff`; returns the rows dropped.
     pub fn evict_before(&mut self, cutoff: Micros) -> u64 {
-        self.evict_range(cutoff, 0..self.switches.len())
+        let (dropped, next_expiry) = self.evict_range(cutoff, 0..self.switches.len());
+        self.next_expiry = next_expiry;
+        dropped
     }
 
     pub fn metrics(&self) -> &MetricTable {
@@ -570,16 +612,28 @@ impl StoreHandle {
         outcome
     }
 
-    /// Expires blocks older than `cutoff`, a chunk of switches at a time.
+    /// Expires blocks older than `cutoff`, a chunk of switches at a time; skips the scan
+    /// when no block can have expired yet.
     pub fn expire(&self, cutoff: Micros) -> u64 {
-        let n = self.read().n_switches();
+        let n = {
+            let store = self.read();
+            if !store.may_expire(cutoff) {
+                return 0;
+            }
+            store.n_switches()
+        };
         let mut dropped = 0;
+        let mut next_expiry = i64::MAX;
         let mut start = 0;
         while start < n {
             let end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            dropped += self.write().evict_range(cutoff, start..end);
+            let (chunk_dropped, chunk_next) = self.write().evict_range(cutoff, start..end);
+            dropped += chunk_dropped;
+            next_expiry = next_expiry.min(chunk_next);
             start = end;
         }
+        // Switches added during the scan have only new blocks: the bound still holds.
+        self.write().next_expiry = next_expiry;
         if dropped > 0 {
             self.changed();
         }
@@ -596,6 +650,8 @@ pub struct IngestBatch {
     /// `due + interval`, when the next one is due.
     pub due: std::time::Instant,
     pub interval: Duration,
+    /// The poll's final message: every chunk before it has been sent.
+    pub last: bool,
 }
 
 /// How often the store expires old blocks when no batch arrives.
@@ -617,9 +673,13 @@ pub fn spawn(
             select! {
                 recv(batches) -> msg => match msg {
                     Ok(batch) => {
-                        let outcome = handle.apply(&batch.feed);
-                        stats.record_ingest(batch.source, &outcome);
-                        stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
+                        if !batch.feed.is_empty() {
+                            let outcome = handle.apply(&batch.feed);
+                            stats.record_ingest(batch.source, &outcome);
+                        }
+                        if batch.last {
+                            stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
+                        }
                     }
                     Err(_) => return,
                 },

@@ -303,3 +303,20 @@ fn many_switches_through_the_handle() {
     assert_eq!(handle.expire(2 * S), 10_000);
     assert_eq!(handle.read().retained_rows(), 0);
 }
+
+#[test]
+fn expiry_scans_only_when_a_block_can_have_expired() {
+    let handle = StoreHandle::new(Store::new(LIMITS));
+    assert_eq!(handle.expire(100 * S), 0, "an empty store expires nothing");
+    handle.apply(&batch(&[
+        ("s1", 200 * S, [1.0, 0.1, 0.0]),
+        ("s1", 201 * S, [1.0, 0.1, 0.0]),
+    ]));
+    assert!(
+        handle.read().may_expire(202 * S),
+        "rows added after a scan of an empty store"
+    );
+    assert!(!handle.read().may_expire(200 * S));
+    assert_eq!(handle.expire(202 * S), 2);
+    assert_eq!(handle.read().retained_rows(), 0);
+}
