@@ -119,6 +119,10 @@ struct SwitchSeries {
     sealed_agg: Vec<MetricAgg>,
     /// Newest timestamp ever stored (dedupe survives expiry too).
     newest: Option<Micros>,
+    /// How much shorter than the span this switch's first block is. Switches that start
+    /// together would otherwise seal (and later expire) their blocks on the same poll, a
+    /// million at once; staggering the first block spreads every later boundary too.
+    first_block_shortening: Micros,
 }
 
 impl SwitchSeries {
@@ -134,6 +138,7 @@ impl SwitchSeries {
     }
 
     fn seal_open(&mut self) {
+        self.first_block_shortening = 0;
         if let Some(open) = self.open.take() {
             let block = open.seal();
             merge_into(&mut self.sealed_agg, block.view().aggs);
@@ -143,10 +148,11 @@ impl SwitchSeries {
 
     /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`).
     fn append(&mut self, ts: Micros, row: &[f64], limits: BlockLimits) {
+        let span = limits.span - self.first_block_shortening;
         let full = self.open.as_ref().is_some_and(|open| {
             open.n_metrics() != row.len()
                 || open.rows >= limits.max_rows
-                || ts - open.first_ts > limits.span
+                || ts - open.first_ts > span
         });
         if full {
             self.seal_open();
@@ -373,7 +379,10 @@ impl Store {
         let idx = self.ids.len();
         self.ids.push(Arc::clone(&id));
         self.index.insert(id, idx);
-        self.switches.push(SwitchSeries::default());
+        self.switches.push(SwitchSeries {
+            first_block_shortening: self.limits.span * (idx % 16) as i64 / 32,
+            ..SwitchSeries::default()
+        });
         self.cursor = idx;
         idx
     }
