@@ -4,7 +4,9 @@
 //! and worker count), `load` (wrk on /get at 100k switches: stale answers and on-time polls
 //! under load), `ingest` (10k/100k/1M switches at 1 s: on-time polls, poll-to-queryable
 //! latency, CPU per million rows, all switches fresh), `memory` (RSS growth per retained sample
-//! after a simulated hour of 10k switches) and `window` (aggregate over 1m vs 1h).
+//! after a simulated hour of 10k switches) and `window` (aggregate over 1m vs 1h); and, only
+//! when named, `soak [--switches N] [--minutes M]` (1M switches for 7 minutes by default,
+//! through block sealing and expiry).
 //! Every throughput figure is paired with a baseline measured in the same run; the machine is
 //! shared and noisy, so compare ratios, not absolute numbers. Needs `wrk` (Debian package).
 
@@ -28,16 +30,32 @@ struct Options {
     sections: Vec<String>,
     quick: bool,
     json_path: String,
+    /// For `soak`: fabric size and duration.
+    soak_switches: usize,
+    soak_minutes: u64,
 }
 
 fn options() -> Options {
     let mut sections = Vec::new();
     let mut quick = false;
     let mut json_path = "target/bench-results.json".to_string();
+    let (mut soak_switches, mut soak_minutes) = (1_000_000, 7);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--switches" => {
+                soak_switches = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(soak_switches)
+            }
+            "--minutes" => {
+                soak_minutes = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(soak_minutes)
+            }
             "--json" => json_path = args.next().unwrap_or(json_path),
             "--bench" => {}
             other if !other.starts_with('-') => sections.push(other.to_string()),
@@ -53,6 +71,8 @@ fn options() -> Options {
         sections,
         quick,
         json_path,
+        soak_switches,
+        soak_minutes,
     }
 }
 
@@ -708,6 +728,66 @@ fn window_section(report: &mut Report, store: &Store, last_ts: i64) {
         .note("ratio = cost of 1h over 1m; target ≤ 2");
 }
 
+/// Ingest for minutes, through block sealing and expiry: `soak [--switches N] [--minutes M]`
+/// (default 1M switches, 7 minutes, `--retention 5m`). Prints a line every 30 s.
+fn soak_section(report: &mut Report, n: usize, minutes: u64) {
+    let (_generator, server) = system(n, &["--retention", "5m"]);
+    wait_for_rows(&server, n as u64);
+    let first = source_stats(&server);
+    let started = Instant::now();
+    let mut rss_max = 0u64;
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        std::thread::sleep(Duration::from_secs(30));
+        let s = source_stats(&server);
+        let rss = rss_bytes(&server.pid().to_string());
+        rss_max = rss_max.max(rss);
+        println!(
+            "  soak     t={:>4}s on_time={} late={} p99={} ms rss={} MB",
+            started.elapsed().as_secs(),
+            s["polls_on_time"],
+            s["polls_late"],
+            s["poll_to_queryable_ms"]["p99"],
+            rss / 1_000_000
+        );
+    }
+    let last = source_stats(&server);
+    let delta = |key: &str| last[key].as_u64().unwrap_or(0) - first[key].as_u64().unwrap_or(0);
+    let (on_time, late) = (delta("polls_on_time"), delta("polls_late"));
+    let label = format!("{}k switches, {minutes} min, retention 5m", n / 1000);
+    report
+        .add(
+            "soak",
+            format!("{label}: polls on time"),
+            on_time as f64 / (on_time + late).max(1) as f64,
+            "fraction",
+        )
+        .note(format!(
+            "{on_time} on time, {late} late, after the first poll"
+        ));
+    report.add(
+        "soak",
+        format!("{label}: poll-to-queryable p99 (≤)"),
+        histogram_quantile(&first, &last, 0.99),
+        "ms",
+    );
+    report.add(
+        "soak",
+        format!("{label}: peak server RSS"),
+        rss_max as f64 / 1e6,
+        "MB",
+    );
+    let (status, fresh) = list_fresh(&server);
+    report
+        .add(
+            "soak",
+            format!("{label}: switches fresh in /list at the end"),
+            fresh as f64,
+            "switches",
+        )
+        .baseline(n as f64)
+        .note(format!("status {status}"));
+}
+
 fn main() {
     let options = options();
     let mut report = Report::default();
@@ -725,6 +805,9 @@ fn main() {
     }
     if wants("ingest") {
         ingest_section(&mut report, options.quick);
+    }
+    if wants("soak") {
+        soak_section(&mut report, options.soak_switches, options.soak_minutes);
     }
     if wants("memory") || wants("window") {
         let (store, last_ts) = memory_section(&mut report, options.quick);

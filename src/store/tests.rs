@@ -139,6 +139,16 @@ fn random_rows(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<(Micros, [f64; 3])
         .collect()
 }
 
+/// A store holding `n` random rows of switch "s" (all accepted), the rows, and the rng.
+fn random_store(seed: u64, n: usize) -> (rand::rngs::StdRng, Vec<(Micros, [f64; 3])>, Store) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rows = random_rows(&mut rng, n);
+    let mut store = Store::new(LIMITS);
+    let all: Vec<_> = rows.iter().map(|(ts, v)| ("s", *ts, *v)).collect();
+    assert_eq!(store.ingest(&batch(&all)).accepted, n as u64);
+    (rng, rows, store)
+}
+
 fn brute_agg(rows: &[(Micros, [f64; 3])], metric: usize, from: Micros) -> Option<MetricAgg> {
     let mut agg = MetricAgg::EMPTY;
     for (ts, values) in rows {
@@ -167,16 +177,7 @@ fn assert_agg_eq(got: Option<MetricAgg>, want: Option<MetricAgg>, what: &str) {
 
 #[test]
 fn windowed_and_retained_aggregates_match_brute_force() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let rows = random_rows(&mut rng, 2_000);
-    let mut store = Store::new(LIMITS);
-    let b = batch(
-        &rows
-            .iter()
-            .map(|(ts, v)| ("s", *ts, *v))
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(store.ingest(&b).accepted, 2_000);
+    let (mut rng, rows, store) = random_store(5, 2_000);
     let first = rows[0].0;
     let last = rows[rows.len() - 1].0;
     for _ in 0..300 {
@@ -205,15 +206,7 @@ fn windowed_and_retained_aggregates_match_brute_force() {
 
 #[test]
 fn expiry_drops_whole_blocks_only_when_entirely_older() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-    let rows = random_rows(&mut rng, 1_000);
-    let mut store = Store::new(LIMITS);
-    store.ingest(&batch(
-        &rows
-            .iter()
-            .map(|(ts, v)| ("s", *ts, *v))
-            .collect::<Vec<_>>(),
-    ));
+    let (_, rows, mut store) = random_store(6, 1_000);
     let cutoff = rows[500].0;
     let dropped = store.evict_before(cutoff);
     assert!(dropped > 0 && dropped <= 500, "dropped {dropped}");
@@ -248,15 +241,7 @@ fn expiry_drops_whole_blocks_only_when_entirely_older() {
 
 #[test]
 fn history_ranges_are_exact() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let rows = random_rows(&mut rng, 1_500);
-    let mut store = Store::new(LIMITS);
-    store.ingest(&batch(
-        &rows
-            .iter()
-            .map(|(ts, v)| ("s", *ts, *v))
-            .collect::<Vec<_>>(),
-    ));
+    let (mut rng, rows, store) = random_store(7, 1_500);
     for _ in 0..200 {
         let a = rng.random_range(rows[0].0 - S..rows[1_499].0 + S);
         let b = rng.random_range(a..rows[1_499].0 + 2 * S);
