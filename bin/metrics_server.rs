@@ -1,9 +1,10 @@
-//! `metrics-server`: parses flags and runs the server; see `fabric_telemetry::server`.
+//! `metrics-server`: parses flags and runs the server until SIGTERM/SIGINT; see
+//! `fabric_telemetry::server`.
 
 use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
-use fabric_telemetry::{logging, server::MetricsServer};
+use fabric_telemetry::{logging, server::MetricsServer, signals};
 
 fn main() -> ExitCode {
     let (config, log_level) = match config::parse_server_args(std::env::args_os().skip(1)) {
@@ -22,20 +23,32 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log_level);
-    match MetricsServer::start(&config) {
-        Ok(server) => {
-            log::info!(
-                "metrics-server listening on http://{} polling {}",
-                server.local_addr(),
-                server.sources().join(", ")
-            );
-            server.wait();
-            ExitCode::SUCCESS
-        }
+    // Before any thread exists, so every thread inherits the mask.
+    if let Err(e) = signals::block_termination() {
+        log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
+    }
+    let server = match MetricsServer::start(&config) {
+        Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
             eprintln!("metrics-server: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "metrics-server listening on http://{} polling {}",
+        server.local_addr(),
+        server.sources().join(", ")
+    );
+    match signals::wait_for_termination() {
+        Ok(signal) => log::info!("{signal}: finishing requests in flight and stopping"),
+        Err(e) => {
+            log::error!("cannot wait for signals ({e}); running until killed");
+            server.wait();
+            return ExitCode::FAILURE;
         }
     }
+    server.shutdown();
+    log::info!("metrics-server stopped cleanly");
+    ExitCode::SUCCESS
 }

@@ -1,11 +1,11 @@
-//! `telemetry-generator`: parses flags and serves the simulated feed; see
-//! `fabric_telemetry::generator_http`.
+//! `telemetry-generator`: parses flags and serves the simulated feed until SIGTERM/SIGINT;
+//! see `fabric_telemetry::generator_http`.
 
 use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
 use fabric_telemetry::generator_http::GeneratorService;
-use fabric_telemetry::logging;
+use fabric_telemetry::{logging, signals};
 
 fn main() -> ExitCode {
     let (config, log_level) = match config::parse_generator_args(std::env::args_os().skip(1)) {
@@ -24,21 +24,32 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log_level);
-    match GeneratorService::start(&config) {
-        Ok(service) => {
-            log::info!(
-                "telemetry-generator listening on http://{}/counters ({} switches every {})",
-                service.local_addr(),
-                config.n_switches,
-                humantime::format_duration(config.interval)
-            );
-            service.wait();
-            ExitCode::SUCCESS
-        }
+    if let Err(e) = signals::block_termination() {
+        log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
+    }
+    let service = match GeneratorService::start(&config) {
+        Ok(service) => service,
         Err(e) => {
             log::error!("{e}");
             eprintln!("telemetry-generator: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "telemetry-generator listening on http://{}/counters ({} switches every {})",
+        service.local_addr(),
+        config.n_switches,
+        humantime::format_duration(config.interval)
+    );
+    match signals::wait_for_termination() {
+        Ok(signal) => log::info!("{signal}: stopping"),
+        Err(e) => {
+            log::error!("cannot wait for signals ({e}); running until killed");
+            service.wait();
+            return ExitCode::FAILURE;
         }
     }
+    service.shutdown();
+    log::info!("telemetry-generator stopped cleanly");
+    ExitCode::SUCCESS
 }

@@ -15,7 +15,7 @@
 //! - [`api`], [`query`]: routing, handlers, error mapping, query strings.
 //! - [`stats`]: request and ingest counters.
 //! - [`http`]: the tiny_http worker pool both programs use.
-//! - [`config`], [`logging`], [`server`]: flags, logs, wiring.
+//! - [`config`], [`logging`], [`server`], [`signals`]: flags, logs, wiring, clean shutdown.
 
 pub mod api;
 pub mod config;
@@ -28,6 +28,8 @@ pub mod metric;
 pub mod poller;
 pub mod query;
 pub mod server;
+pub mod signals;
+
 pub mod stats;
 pub mod store;
 pub mod timestamp;

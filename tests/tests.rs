@@ -7,4 +7,5 @@ mod api;
 mod generator;
 mod history;
 mod ingest;
+mod lifecycle;
 mod resilience;

@@ -263,6 +263,16 @@ impl Api {
 
     fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
         let (path, raw_query) = head.path_and_query();
+        if path == "/healthz" || path == "/readyz" {
+            if !head.is_read() {
+                return (None, Err(ApiError::MethodNotAllowed));
+            }
+            let reply = match path {
+                "/healthz" => json_reply(&serde_json::json!({ "status": "ok" })),
+                _ => self.readiness(),
+            };
+            return (None, reply);
+        }
         let endpoint = match path {
             "/telemetry/get" => Endpoint::GetMetric,
             "/telemetry/list" => Endpoint::ListMetrics,
@@ -291,6 +301,37 @@ impl Api {
             Endpoint::History => self.history(&query),
         };
         (Some(endpoint), result)
+    }
+
+    /// Ready when a source has been polled successfully and the newest sample is fresh.
+    fn readiness(&self) -> Result<Reply, ApiError> {
+        let sources = self.ingest.sources();
+        let polled = sources.iter().filter(|s| s.last_success.is_some()).count();
+        if polled == 0 {
+            return Err(ApiError::NoData(
+                "not ready: no source has been polled successfully yet".to_string(),
+            ));
+        }
+        let now = timestamp::now_micros();
+        match self.store.read().newest_timestamp() {
+            None => Err(ApiError::NoData(
+                "not ready: polls succeeded but no sample was accepted yet".to_string(),
+            )),
+            Some(newest) if now - newest > self.max_age => Err(stale(
+                format!(
+                    "not ready: the newest sample is {:.3} s old (max age {} s)",
+                    seconds(now - newest),
+                    seconds(self.max_age)
+                ),
+                now - newest,
+            )),
+            Some(newest) => json_reply(&serde_json::json!({
+                "status": "ready",
+                "newest_sample_age_seconds": seconds(now - newest),
+                "sources_polled": polled,
+                "sources": sources.len(),
+            })),
+        }
     }
 
     fn get_metric(&self, query: &Query) -> Result<Reply, ApiError> {

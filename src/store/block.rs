@@ -146,7 +146,7 @@ impl OpenBlock {
             first_ts: ts,
             last_ts: ts,
             rows: 0,
-            bits: BitWriter::with_capacity(expected_bytes + expected_bytes / 8),
+            bits: BitWriter::with_expected_size(expected_bytes + expected_bytes / 8),
             ts_codec: TimestampCodec::starting_at(ts),
             codecs: vec![ValueCodec::default(); values.len()],
             aggs: vec![MetricAgg::EMPTY; values.len()],

@@ -30,13 +30,19 @@ const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
 pub struct BitWriter {
     bytes: Vec<u8>,
     bit_len: u64,
+    /// Bytes to add when full (0: let `Vec` double). Growing by a fraction of the expected
+    /// size bounds both the unused tail and the number of reallocations.
+    growth_step: usize,
 }
 
 impl BitWriter {
-    pub fn with_capacity(bytes: usize) -> BitWriter {
+    /// A writer expecting about `expected_bytes`, allocated a quarter at a time.
+    pub fn with_expected_size(expected_bytes: usize) -> BitWriter {
+        let step = expected_bytes / 4;
         BitWriter {
-            bytes: Vec::with_capacity(bytes),
+            bytes: Vec::with_capacity(step),
             bit_len: 0,
+            growth_step: step,
         }
     }
 
@@ -65,6 +71,9 @@ impl BitWriter {
             }
         }
         let n_bytes = (used + n).div_ceil(8) as usize;
+        if self.growth_step > 0 && self.bytes.len() + n_bytes > self.bytes.capacity() {
+            self.bytes.reserve_exact(self.growth_step.max(n_bytes));
+        }
         self.bytes
             .extend_from_slice(&register.to_be_bytes()[..n_bytes]);
         self.bit_len += u64::from(n);

@@ -142,6 +142,11 @@ impl SwitchSeries {
         if let Some(open) = self.open.take() {
             let block = open.seal();
             merge_into(&mut self.sealed_agg, block.view().aggs);
+            // A switch holds about retention / span blocks at a time; grow by two slots
+            // rather than doubling (which leaves up to half the slots empty, per switch).
+            if self.sealed.len() == self.sealed.capacity() {
+                self.sealed.reserve_exact(2);
+            }
             self.sealed.push_back(block);
         }
     }
@@ -338,6 +343,8 @@ pub struct Store {
     /// No block can expire before this time: the smallest last timestamp of any switch's
     /// oldest block, as of the last expiry scan. New blocks end later, so it stays a bound.
     next_expiry: Micros,
+    /// Newest sample timestamp of any switch.
+    newest: Option<Micros>,
 }
 
 impl Store {
@@ -357,6 +364,7 @@ impl Store {
             row: Vec::new(),
             cursor: usize::MAX,
             next_expiry: i64::MIN,
+            newest: None,
         }
     }
 
@@ -430,6 +438,7 @@ impl Store {
             // Every block ends at or after its rows: keeps `next_expiry` a lower bound even
             // for switches that appear after a scan of an empty store.
             self.next_expiry = self.next_expiry.min(ts);
+            self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
             outcome.accepted += 1;
         }
         self.row = row;
@@ -548,6 +557,11 @@ impl Store {
                 series.history(position, from, to, visit);
             }
         }
+    }
+
+    /// The newest sample timestamp of any switch, if any was ever stored.
+    pub fn newest_timestamp(&self) -> Option<Micros> {
+        self.newest
     }
 
     /// Rows (one timestamp per switch, all its metrics) currently retained.

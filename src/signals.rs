@@ -1,0 +1,61 @@
+//! Termination signals without an async runtime or signal handlers: SIGTERM and SIGINT are
+//! blocked in every thread (the mask is inherited, so call [`block_termination`] before
+//! spawning any) and one thread takes them synchronously with `sigwait`, so shutdown runs as
+//! ordinary code on an ordinary thread.
+
+use std::fmt;
+
+/// A signal that asks the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Term,
+    Interrupt,
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Termination::Term => "SIGTERM",
+            Termination::Interrupt => "SIGINT",
+        })
+    }
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset adds valid signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread and every thread it spawns afterwards.
+pub fn block_termination() -> std::io::Result<()> {
+    let set = termination_set();
+    // SAFETY: a valid, initialised signal set; the old mask is not needed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (both must be blocked, see [`block_termination`]).
+pub fn wait_for_termination() -> std::io::Result<Termination> {
+    let set = termination_set();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: a valid signal set and a pointer to a live c_int.
+    let rc = unsafe { libc::sigwait(&set, &mut signal) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(if signal == libc::SIGINT {
+        Termination::Interrupt
+    } else {
+        Termination::Term
+    })
+}

@@ -1,0 +1,84 @@
+//! Health endpoints and clean shutdown on SIGTERM/SIGINT.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{self, FakeFeed, FeedReply};
+
+#[test]
+fn readyz_follows_the_data_and_healthz_the_process() {
+    let feed = FakeFeed::start();
+    feed.set(|_| FeedReply::Status(500));
+    let server = util::server(&[&feed.url], &["--max-age", "1s"]);
+    let health = util::get(&server.url("/healthz"));
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (200, r#"{"status":"ok"}"#)
+    );
+    let not_ready = util::get(&server.url("/readyz"));
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.json()["error"]
+        .as_str()
+        .expect("reason")
+        .contains("no source has been polled"));
+    feed.serve_fresh(&["switch1,1,0.1,0,{ts}"]);
+    let ready = util::wait_for_status(&server.url("/readyz"), 200).json();
+    assert_eq!(ready["status"], "ready");
+    feed.set(|_| FeedReply::Status(500));
+    let stale = util::wait_for_status(&server.url("/readyz"), 503).json();
+    assert!(
+        stale["error"].as_str().expect("reason").contains("s old"),
+        "{stale}"
+    );
+    assert_eq!(util::get(&server.url("/healthz")).status, 200);
+    feed.serve_fresh(&["switch1,2,0.1,0,{ts}"]);
+    util::wait_for_status(&server.url("/readyz"), 200);
+}
+
+fn signal(proc: &util::Proc, signal: libc::c_int) {
+    // SAFETY: sending a signal to a child process this test started and still owns.
+    let rc = unsafe { libc::kill(proc.pid() as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+fn wait_exit(proc: &mut util::Proc) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = proc.try_wait() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,1,0.1,0,{ts}"]);
+    let mut server = util::server(&[&feed.url], &[]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    signal(&server, libc::SIGTERM);
+    let status = wait_exit(&mut server);
+    assert_eq!(status.code(), Some(0));
+    util::wait_for("the clean-stop log line", Duration::from_secs(5), || {
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("stopped cleanly"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn sigint_stops_the_generator_cleanly() {
+    let mut generator = util::generator(&[]);
+    assert_eq!(util::get(&generator.url("/counters")).status, 200);
+    signal(&generator, libc::SIGINT);
+    assert_eq!(wait_exit(&mut generator).code(), Some(0));
+}
