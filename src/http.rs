@@ -26,6 +26,8 @@ pub struct RequestHead {
     pub url: String,
     /// Total length of header names and values.
     pub header_bytes: usize,
+    /// The `Accept` header, if any.
+    pub accept: Option<String>,
 }
 
 impl RequestHead {
@@ -34,6 +36,7 @@ impl RequestHead {
             method: "GET".to_string(),
             url: url.to_string(),
             header_bytes: 0,
+            accept: None,
         }
     }
 
@@ -269,10 +272,16 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
         .iter()
         .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len())
         .sum();
+    let accept = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Accept"))
+        .map(|h| h.value.as_str().to_string());
     RequestHead {
         method: request.method().as_str().to_string(),
         url: request.url().to_string(),
         header_bytes,
+        accept,
     }
 }
 

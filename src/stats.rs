@@ -64,13 +64,30 @@ impl Latency {
     }
 }
 
+/// Upper bounds of the request duration histogram, in seconds.
+pub const DURATION_BUCKETS_S: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Answers of one route: counts by status and a duration histogram.
+#[derive(Debug, Clone, Default)]
+pub struct RouteStats {
+    pub by_status: std::collections::BTreeMap<u16, u64>,
+    /// Per bucket of [`DURATION_BUCKETS_S`] plus +Inf, not cumulative.
+    pub duration_buckets: [u64; DURATION_BUCKETS_S.len() + 1],
+    pub duration_sum: f64,
+    pub count: u64,
+}
+
 /// API request counters. `requests` counts a request when it arrives (so a stats answer
 /// includes itself); `errors` and latency are recorded when the answer is ready.
 pub struct ApiStats {
     started: Instant,
+    started_at: Micros,
     requests: AtomicU64,
     errors: AtomicU64,
     latency: [Mutex<Latency>; Endpoint::ALL.len()],
+    routes: Mutex<std::collections::BTreeMap<&'static str, RouteStats>>,
 }
 
 impl Default for ApiStats {
@@ -83,9 +100,11 @@ impl ApiStats {
     pub fn new() -> ApiStats {
         ApiStats {
             started: Instant::now(),
+            started_at: timestamp::now_micros(),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: Default::default(),
+            routes: Mutex::default(),
         }
     }
 
@@ -93,10 +112,30 @@ impl ApiStats {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a finished request; `endpoint` is `None` for paths that are not endpoints.
-    pub fn request_finished(&self, endpoint: Option<Endpoint>, status: u16, elapsed: Duration) {
+    /// Records a finished request: `route` names it for `/metrics`; `endpoint` is the
+    /// original's latency entry, `None` for paths that have none.
+    pub fn request_finished(
+        &self,
+        route: &'static str,
+        endpoint: Option<Endpoint>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         if status >= 400 {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = routes.entry(route).or_default();
+            *stats.by_status.entry(status).or_default() += 1;
+            let seconds = elapsed.as_secs_f64();
+            let bucket = DURATION_BUCKETS_S
+                .iter()
+                .position(|&le| seconds <= le)
+                .unwrap_or(DURATION_BUCKETS_S.len());
+            stats.duration_buckets[bucket] += 1;
+            stats.duration_sum += seconds;
+            stats.count += 1;
         }
         if let Some(endpoint) = endpoint {
             let mut latency = match self.latency[endpoint as usize].lock() {
@@ -109,6 +148,21 @@ impl ApiStats {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// When the server started (wall clock).
+    pub fn started_at(&self) -> Micros {
+        self.started_at
+    }
+
+    /// A copy of the per-route counters.
+    pub fn routes(&self) -> Vec<(&'static str, RouteStats)> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     fn latency_of(&self, endpoint: Endpoint) -> Latency {
@@ -154,11 +208,32 @@ pub const LATENCY_BUCKETS_MS: [f64; 17] = [
 #[derive(Debug, Clone, Default)]
 pub struct LatencyHistogram {
     counts: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_ms: f64,
 }
 
 impl LatencyHistogram {
+    /// (upper bound in ms, cumulative count) per bucket; the last bound is infinite.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.counts.iter().enumerate().map(|(i, &c)| {
+            (
+                LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY),
+                c,
+            )
+        })
+    }
+
+    /// Sum is not tracked; the count is the +Inf bucket.
+    pub fn count(&self) -> u64 {
+        self.counts[LATENCY_BUCKETS_MS.len()]
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ms / 1000.0
+    }
+
     fn record(&mut self, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
+        self.sum_ms += ms;
         let first = LATENCY_BUCKETS_MS
             .iter()
             .position(|&le| ms <= le)
@@ -255,6 +330,14 @@ impl IngestStats {
         for (reason, n) in counts.nonzero() {
             self.rejected[reason.index()].fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    pub fn rows_accepted(&self) -> u64 {
+        self.rows_accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn retained_rows(&self) -> u64 {
+        self.retained_rows.load(Ordering::Relaxed)
     }
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {

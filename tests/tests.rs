@@ -8,4 +8,5 @@ mod generator;
 mod history;
 mod ingest;
 mod lifecycle;
+mod prometheus;
 mod resilience;

@@ -8,6 +8,7 @@
 
 mod cache;
 pub mod history;
+pub mod metrics;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -263,13 +264,14 @@ impl Api {
 
     fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
         let (path, raw_query) = head.path_and_query();
-        if path == "/healthz" || path == "/readyz" {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
             if !head.is_read() {
                 return (None, Err(ApiError::MethodNotAllowed));
             }
             let reply = match path {
                 "/healthz" => json_reply(&serde_json::json!({ "status": "ok" })),
-                _ => self.readiness(),
+                "/readyz" => self.readiness(),
+                _ => Ok(self.prometheus(head.accept.as_deref())),
             };
             return (None, reply);
         }
@@ -301,6 +303,24 @@ impl Api {
             Endpoint::History => self.history(&query),
         };
         (Some(endpoint), result)
+    }
+
+    /// The Prometheus exposition; copied out under the read lock, rendered after.
+    fn prometheus(&self, accept: Option<&str>) -> Reply {
+        let now = timestamp::now_micros();
+        let telemetry = metrics::collect(&self.store.read(), now, self.max_age);
+        let openmetrics = metrics::wants_openmetrics(accept);
+        let body = metrics::render(&telemetry, &self.stats, &self.ingest, now, openmetrics);
+        Reply {
+            status: 200,
+            content_type: if openmetrics {
+                metrics::OPENMETRICS
+            } else {
+                metrics::TEXT
+            },
+            headers: Vec::new(),
+            body: ReplyBody::Owned(body.into_bytes()),
+        }
     }
 
     /// Ready when a source has been polled successfully and the newest sample is fresh.
@@ -601,6 +621,21 @@ impl Api {
     }
 }
 
+/// The `route` label of a path in `/metrics` (a fixed set, so clients cannot mint series).
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/telemetry/get" => "get_metric",
+        "/telemetry/list" => "list_metrics",
+        "/telemetry/aggregate" => "aggregate_metrics",
+        "/telemetry/stats" => "stats",
+        "/telemetry/history" => "history",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
 fn bucket_json(bucket: &Bucket, kind: MetricKind) -> HistoryBucket {
     HistoryBucket {
         timestamp: Timestamp(bucket.start),
@@ -632,8 +667,9 @@ impl http::Handler for Api {
                 }
             },
         };
+        let route = route_label(head.path_and_query().0);
         self.stats
-            .request_finished(endpoint, reply.status, started.elapsed());
+            .request_finished(route, endpoint, reply.status, started.elapsed());
         reply
     }
 }

@@ -119,6 +119,9 @@ struct SwitchSeries {
     sealed_agg: Vec<MetricAgg>,
     /// Newest timestamp ever stored (dedupe survives expiry too).
     newest: Option<Micros>,
+    /// Per position: the sum of every value ever stored, for count metrics (a Prometheus
+    /// counter: never decreases, unaffected by expiry).
+    totals: Vec<f64>,
     /// How much shorter than the span this switch's first block is. Switches that start
     /// together would otherwise seal (and later expire) their blocks on the same poll, a
     /// million at once; staggering the first block spreads every later boundary too.
@@ -435,6 +438,17 @@ impl Store {
                 }
             }
             switch.append(ts, &row, limits);
+            switch.totals.resize(row.len(), 0.0);
+            for ((total, &value), &metric_id) in switch
+                .totals
+                .iter_mut()
+                .zip(row.iter())
+                .zip(&switch.metric_ids)
+            {
+                if !value.is_nan() && self.metrics.kind(metric_id) == MetricKind::Count {
+                    *total += value;
+                }
+            }
             // Every block ends at or after its rows: keeps `next_expiry` a lower bound even
             // for switches that appear after a scan of an empty store.
             self.next_expiry = self.next_expiry.min(ts);
@@ -513,6 +527,12 @@ impl Store {
             .get(series.position(metric_id)?)
             .copied()
             .flatten()
+    }
+
+    /// Sum of every value a count metric ever stored for a switch (since start).
+    pub fn count_total(&self, switch: usize, metric_id: usize) -> Option<f64> {
+        let series = self.switches.get(switch)?;
+        series.totals.get(series.position(metric_id)?).copied()
     }
 
     /// Aggregate of every retained sample of a series.

@@ -1,0 +1,406 @@
+//! `GET /metrics`: fresh telemetry and the server's own health in the Prometheus text
+//! exposition format (0.0.4), or OpenMetrics 1.0 when the scraper's `Accept` asks for it.
+//!
+//! Telemetry: `fabric_switch_bandwidth_gbps` (as the API gives it), `fabric_switch_latency_seconds`
+//! (the API's milliseconds / 1000: Prometheus wants base units), `fabric_switch_interval_errors`
+//! (errors in the feed's last interval), and `fabric_switch_errors_total` (a counter: every
+//! error stored since the server started, for `rate()`). Other feed columns become
+//! `fabric_switch_<name>`. Stale series (newest sample older than `--max-age`) are left out.
+
+use std::fmt::Write;
+
+use crate::feed::RejectReason;
+use crate::metric::MetricKind;
+use crate::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
+use crate::store::Store;
+use crate::timestamp::Micros;
+
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether the scraper asked for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+struct Exposition {
+    out: String,
+    openmetrics: bool,
+}
+
+/// `a-b.c` → `a_b_c`: what a Prometheus metric name may hold.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape_label(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn number(value: f64, out: &mut String) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if value == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+impl Exposition {
+    /// HELP and TYPE of a family. OpenMetrics names a counter family without `_total`.
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let family = match (kind, self.openmetrics) {
+            (Kind::Counter, true) => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = writeln!(self.out, "# TYPE {family} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(key);
+                self.out.push_str("=\"");
+                escape_label(val, &mut self.out);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        number(value, &mut self.out);
+        self.out.push('\n');
+    }
+
+    /// Buckets as (upper bound, cumulative count), the last bound infinite.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) {
+        let bucket_name = format!("{name}_bucket");
+        for &(le, count) in buckets {
+            let bound = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                format!("{le}")
+            };
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &bound));
+            self.sample(&bucket_name, &with_le, count as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        let count = buckets.last().map_or(0, |b| b.1);
+        self.sample(&format!("{name}_count"), labels, count as f64);
+    }
+}
+
+/// One metric family of telemetry: a value per switch.
+struct Family {
+    name: String,
+    help: String,
+    kind: Kind,
+    samples: Vec<(std::sync::Arc<str>, f64)>,
+}
+
+/// Telemetry series, copied out under the store's read lock.
+pub struct Telemetry {
+    families: Vec<Family>,
+    switches: usize,
+    retained_rows: u64,
+    newest: Option<Micros>,
+}
+
+fn help_for(name: &str) -> String {
+    match name {
+        "bandwidth" => "Bandwidth of the switch in Gb/s (newest fresh sample)".to_string(),
+        "latency" => "Latency of the switch in seconds (newest fresh sample)".to_string(),
+        "errors" => "Errors the switch reported for the feed's last interval (newest fresh sample)"
+            .to_string(),
+        other => format!("Feed column {other} (newest fresh sample)"),
+    }
+}
+
+fn family_name(name: &str) -> String {
+    match name {
+        "bandwidth" => "fabric_switch_bandwidth_gbps".to_string(),
+        "latency" => "fabric_switch_latency_seconds".to_string(),
+        other => format!("fabric_switch_{}", sanitize(other)),
+    }
+}
+
+/// Copies the fresh newest samples (and count totals) out of the store.
+pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
+    let mut families = Vec::new();
+    for metric_id in 0..store.metrics().len() {
+        let name = store.metrics().name(metric_id).to_string();
+        let kind = store.metrics().kind(metric_id);
+        // The feed gives latency in milliseconds; Prometheus's base unit is the second.
+        let scale = if name == "latency" { 1e-3 } else { 1.0 };
+        let mut fresh = Vec::new();
+        let mut totals = Vec::new();
+        for (switch, id) in store.switch_ids().iter().enumerate() {
+            if let Some(sample) = store.latest(switch, metric_id) {
+                if now - sample.timestamp <= max_age {
+                    fresh.push((std::sync::Arc::clone(id), sample.value * scale));
+                    if kind == MetricKind::Count {
+                        totals.push((
+                            std::sync::Arc::clone(id),
+                            store.count_total(switch, metric_id).unwrap_or(0.0),
+                        ));
+                    }
+                }
+            }
+        }
+        let family = family_name(&name);
+        if kind == MetricKind::Count {
+            families.push(Family {
+                name: format!("{family}_total"),
+                help: format!("Sum of {name} over every sample stored since the server started"),
+                kind: Kind::Counter,
+                samples: totals,
+            });
+            // The per-interval value needs its own family name: OpenMetrics names the
+            // counter's family without `_total`.
+            let gauge = format!("fabric_switch_interval_{}", sanitize(&name));
+            families.push(Family {
+                name: gauge,
+                help: help_for(&name),
+                kind: Kind::Gauge,
+                samples: fresh,
+            });
+        } else {
+            families.push(Family {
+                name: family,
+                help: help_for(&name),
+                kind: Kind::Gauge,
+                samples: fresh,
+            });
+        }
+    }
+    Telemetry {
+        families,
+        switches: store.n_switches(),
+        retained_rows: store.retained_rows(),
+        newest: store.newest_timestamp(),
+    }
+}
+
+/// The whole exposition.
+pub fn render(
+    telemetry: &Telemetry,
+    api: &ApiStats,
+    ingest: &IngestStats,
+    now: Micros,
+    openmetrics: bool,
+) -> String {
+    let mut x = Exposition {
+        out: String::with_capacity(
+            4096 + telemetry
+                .families
+                .iter()
+                .map(|f| f.samples.len() * 48)
+                .sum::<usize>(),
+        ),
+        openmetrics,
+    };
+    for family in &telemetry.families {
+        x.family(&family.name, family.kind, &family.help);
+        for (switch, value) in &family.samples {
+            x.sample(&family.name, &[("switch", switch)], *value);
+        }
+    }
+
+    x.family(
+        "fabric_switches",
+        Kind::Gauge,
+        "Switches seen since the server started",
+    );
+    x.sample("fabric_switches", &[], telemetry.switches as f64);
+    x.family(
+        "fabric_retained_rows",
+        Kind::Gauge,
+        "Rows (one timestamp per switch, all its metrics) in retained history",
+    );
+    x.sample("fabric_retained_rows", &[], telemetry.retained_rows as f64);
+    if let Some(newest) = telemetry.newest {
+        x.family(
+            "fabric_newest_sample_age_seconds",
+            Kind::Gauge,
+            "Age of the newest stored sample",
+        );
+        x.sample(
+            "fabric_newest_sample_age_seconds",
+            &[],
+            (now - newest) as f64 / 1e6,
+        );
+    }
+    x.family(
+        "fabric_rows_accepted_total",
+        Kind::Counter,
+        "Feed rows stored",
+    );
+    x.sample(
+        "fabric_rows_accepted_total",
+        &[],
+        ingest.rows_accepted() as f64,
+    );
+    x.family(
+        "fabric_rows_rejected_total",
+        Kind::Counter,
+        "Feed rows rejected, by reason",
+    );
+    for reason in RejectReason::ALL {
+        x.sample(
+            "fabric_rows_rejected_total",
+            &[("reason", reason.name())],
+            ingest.rejected(reason) as f64,
+        );
+    }
+
+    let sources = ingest.sources();
+    x.family(
+        "fabric_polls_total",
+        Kind::Counter,
+        "Polls of each feed source, by outcome",
+    );
+    for s in &sources {
+        x.sample(
+            "fabric_polls_total",
+            &[("source", &s.url), ("outcome", "ok")],
+            s.polls_ok as f64,
+        );
+        x.sample(
+            "fabric_polls_total",
+            &[("source", &s.url), ("outcome", "failed")],
+            s.polls_failed as f64,
+        );
+    }
+    x.family(
+        "fabric_polls_late_total",
+        Kind::Counter,
+        "Polls whose rows were not queryable before the next poll was due",
+    );
+    for s in &sources {
+        x.sample(
+            "fabric_polls_late_total",
+            &[("source", &s.url)],
+            s.polls_late as f64,
+        );
+    }
+    x.family(
+        "fabric_poll_to_queryable_seconds",
+        Kind::Histogram,
+        "Time from a poll being due to its rows being queryable",
+    );
+    for s in &sources {
+        let h = &s.poll_to_queryable_histogram;
+        let buckets: Vec<(f64, u64)> = h.cumulative().map(|(le, c)| (le / 1000.0, c)).collect();
+        x.histogram(
+            "fabric_poll_to_queryable_seconds",
+            &[("source", &s.url)],
+            &buckets,
+            h.sum_seconds(),
+        );
+    }
+
+    let routes = api.routes();
+    x.family(
+        "fabric_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by route and status code",
+    );
+    for (route, stats) in &routes {
+        for (status, count) in &stats.by_status {
+            x.sample(
+                "fabric_http_requests_total",
+                &[("route", route), ("code", &status.to_string())],
+                *count as f64,
+            );
+        }
+    }
+    x.family(
+        "fabric_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to build an answer, by route",
+    );
+    for (route, stats) in &routes {
+        let mut cumulative = 0;
+        let buckets: Vec<(f64, u64)> = stats
+            .duration_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                cumulative += c;
+                (
+                    DURATION_BUCKETS_S.get(i).copied().unwrap_or(f64::INFINITY),
+                    cumulative,
+                )
+            })
+            .collect();
+        x.histogram(
+            "fabric_http_request_duration_seconds",
+            &[("route", route)],
+            &buckets,
+            stats.duration_sum,
+        );
+    }
+    x.family(
+        "fabric_start_time_seconds",
+        Kind::Gauge,
+        "When the server started, seconds since the Unix epoch",
+    );
+    x.sample(
+        "fabric_start_time_seconds",
+        &[],
+        api.started_at() as f64 / 1e6,
+    );
+    if openmetrics {
+        x.out.push_str("# EOF\n");
+    }
+    x.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_escaped() {
+        assert_eq!(sanitize("temp-C.1"), "temp_c_1");
+        let mut out = String::new();
+        escape_label("a\"b\\c\nd", &mut out);
+        assert_eq!(out, "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,228 @@
+//! `/metrics` against the real tools: `promtool check metrics`, and a real Prometheus that
+//! scrapes the server. Both come from Debian's `prometheus` package. Without it these tests
+//! say so and skip, so `cargo test` stays green on a fresh machine; `.ci/run` installs it and
+//! sets FABRIC_REQUIRE_TOOLS=1, which turns a missing tool into a failure.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{self, FakeFeed, FeedReply};
+
+/// The tool's path, or `None` (after saying so) when it is not installed.
+fn tool(name: &str) -> Option<&'static str> {
+    let path: &'static str = match name {
+        "promtool" => "/usr/bin/promtool",
+        _ => "/usr/bin/prometheus",
+    };
+    if std::path::Path::new(path).exists() {
+        return Some(path);
+    }
+    if std::env::var_os("FABRIC_REQUIRE_TOOLS").is_some() {
+        panic!("{name} is required (FABRIC_REQUIRE_TOOLS is set) but {path} does not exist");
+    }
+    eprintln!("SKIPPED: {name} is not installed (apt-get install prometheus); .ci/run installs it");
+    None
+}
+
+/// A server polling a feed of two switches with constant values (so a scrape and a query
+/// at different moments see the same numbers).
+fn server_with_constant_feed() -> (FakeFeed, util::Proc) {
+    let feed = FakeFeed::start();
+    feed.set(|_| {
+        FeedReply::Csv(format!(
+            "switch_id,bandwidth,latency,errors,timestamp,temp-C\nswitch1,72.34,0.45,3,{ts},41.5\nleaf \"01\",11.2,0.67,0,{ts},40\n",
+            ts = util::ts(0)
+        ))
+    });
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for_status(&server.url("/readyz"), 200);
+    for path in [
+        "/telemetry/get?switch_id=switch1&metric=bandwidth",
+        "/nope",
+        "/telemetry/list?metric=latency",
+    ] {
+        util::get(&server.url(path));
+    }
+    (feed, server)
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let (_feed, server) = server_with_constant_feed();
+    let text = util::get(&server.url("/metrics"));
+    assert_eq!(text.status, 200);
+    assert!(
+        text.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        text.content_type
+    );
+    assert!(
+        text.body
+            .contains("fabric_switch_bandwidth_gbps{switch=\"switch1\"} 72.34\n"),
+        "{}",
+        text.body
+    );
+    assert!(text
+        .body
+        .contains("fabric_switch_latency_seconds{switch=\"switch1\"} 0.00045"));
+    assert!(text
+        .body
+        .contains("fabric_switch_interval_errors{switch=\"leaf \\\"01\\\"\"} 0\n"));
+    assert!(text
+        .body
+        .contains("fabric_switch_temp_c{switch=\"switch1\"} 41.5\n"));
+    assert!(text
+        .body
+        .contains("fabric_http_requests_total{route=\"other\",code=\"404\"} 1\n"));
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.body.as_bytes())
+        .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn openmetrics_when_asked() {
+    let (_feed, server) = server_with_constant_feed();
+    let response = util::client()
+        .get(&server.url("/metrics"))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .call()
+        .expect("GET /metrics");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let body = response.into_body().read_to_string().expect("body");
+    assert!(body.ends_with("# EOF\n"));
+    assert!(body.contains("# TYPE fabric_switch_errors counter\n"));
+    let mut families: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    let n = families.len();
+    families.sort_unstable();
+    families.dedup();
+    assert_eq!(families.len(), n, "a family is declared twice");
+}
+
+/// Kills the Prometheus it holds and removes its data directory.
+struct PrometheusGuard {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for PrometheusGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn query(prometheus: &str, promql: &str) -> Option<f64> {
+    let url = format!(
+        "{prometheus}/api/v1/query?query={}",
+        promql
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace(' ', "%20")
+    );
+    let answer = util::get(&url);
+    let json = answer.json();
+    let value = json["data"]["result"].get(0)?["value"][1]
+        .as_str()?
+        .to_string();
+    value.parse().ok()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_server() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let (_feed, server) = server_with_constant_feed();
+    let dir = std::env::temp_dir().join(format!("fabric-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: fabric\n    static_configs:\n      - targets: ['{}']\n",
+        server.addr
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let child = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let _guard = PrometheusGuard { child, dir };
+    let base = format!("http://127.0.0.1:{port}");
+    util::wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+        let ok = util::client()
+            .get(&format!("{base}/-/ready"))
+            .call()
+            .ok()?
+            .status()
+            .as_u16()
+            == 200;
+        ok.then_some(())
+    });
+    util::wait_for("up == 1", Duration::from_secs(30), || {
+        (query(&base, "up{job=\"fabric\"}")? == 1.0).then_some(())
+    });
+    let scraped = util::wait_for("the bandwidth series", Duration::from_secs(30), || {
+        query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}")
+    });
+    let get = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")).json();
+    assert_eq!(Some(scraped), get["value"].as_f64());
+    let latency =
+        query(&base, "fabric_switch_latency_seconds{switch=\"switch1\"}").expect("latency series");
+    let get_latency =
+        util::get(&server.url("/telemetry/get?switch_id=switch1&metric=latency")).json();
+    let ms = get_latency["value"].as_f64().expect("ms");
+    assert!(
+        (latency * 1000.0 - ms).abs() < 1e-12,
+        "{latency} s vs {ms} ms"
+    );
+    let errors =
+        query(&base, "fabric_switch_interval_errors{switch=\"switch1\"}").expect("errors series");
+    assert_eq!(errors, 3.0);
+}
