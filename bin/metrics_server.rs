@@ -7,8 +7,8 @@ use fabric_telemetry::config::{self, Command};
 use fabric_telemetry::{logging, server::MetricsServer, signals};
 
 fn main() -> ExitCode {
-    let (config, log_level) = match config::parse_server_args(std::env::args_os().skip(1)) {
-        Ok(Command::Run { config, log_level }) => (config, log_level),
+    let (config, log) = match config::parse_server_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run { config, log }) => (config, log),
         Ok(Command::Help) => {
             print!("{}", config::SERVER_HELP);
             return ExitCode::SUCCESS;
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(log_level);
+    logging::init(log);
     // Before any thread exists, so every thread inherits the mask.
     if let Err(e) = signals::block_termination() {
         log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");

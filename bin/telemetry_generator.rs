@@ -8,8 +8,8 @@ use fabric_telemetry::generator_http::GeneratorService;
 use fabric_telemetry::{logging, signals};
 
 fn main() -> ExitCode {
-    let (config, log_level) = match config::parse_generator_args(std::env::args_os().skip(1)) {
-        Ok(Command::Run { config, log_level }) => (config, log_level),
+    let (config, log) = match config::parse_generator_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run { config, log }) => (config, log),
         Ok(Command::Help) => {
             print!("{}", config::GENERATOR_HELP);
             return ExitCode::SUCCESS;
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(log_level);
+    logging::init(log);
     if let Err(e) = signals::block_termination() {
         log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
     }

@@ -6,15 +6,13 @@ use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
-use log::LevelFilter;
-
 use crate::generator_http::{FaultMode, GeneratorConfig};
-use crate::logging;
+use crate::logging::{self, LogFormat, LogSettings};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command<C> {
-    Run { config: C, log_level: LevelFilter },
+    Run { config: C, log: LogSettings },
     Help,
     Version,
 }
@@ -94,6 +92,7 @@ FLAGS:
   --retention DUR          history older than this is dropped (default 1h)
   --workers N              API worker threads (default 4)
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
+  --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
   -h, --help               print this help
   -V, --version            print the version
@@ -117,6 +116,7 @@ FLAGS:
   --fault-delay DUR        how long a 'slow' answer waits (default 10s)
   --fault-stale-by DUR     how old 'stale' timestamps are (default 60s)
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
+  --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   -h, --help               print this help
   -V, --version            print the version
 
@@ -217,7 +217,7 @@ pub fn parse_server_args(
     use lexopt::Arg::Long;
     let mut config = ServerConfig::default();
     let mut sources = Vec::new();
-    let mut log_level = LevelFilter::Info;
+    let mut log = LogSettings::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -249,8 +249,14 @@ pub fn parse_server_args(
             Long("workers") => config.workers = number("--workers", parser.value()?, 1..=1024)?,
             Long("log-level") => {
                 let value = text("--log-level", parser.value()?)?;
-                log_level =
+                log.level =
                     logging::parse_level(&value).map_err(|why| invalid("--log-level", why))?;
+            }
+            Long("log-format") => {
+                let value = text("--log-format", parser.value()?)?;
+                log.format = value
+                    .parse::<LogFormat>()
+                    .map_err(|why| invalid("--log-format", why))?;
             }
             Long("demo") => config.demo = true,
             other => return Err(other.unexpected().into()),
@@ -259,7 +265,7 @@ pub fn parse_server_args(
     if !sources.is_empty() {
         config.sources = sources;
     }
-    Ok(Command::Run { config, log_level })
+    Ok(Command::Run { config, log })
 }
 
 /// Parses the generator's flags (without the program name).
@@ -268,7 +274,7 @@ pub fn parse_generator_args(
 ) -> Result<Command<GeneratorConfig>, ConfigError> {
     use lexopt::Arg::Long;
     let mut config = GeneratorConfig::default();
-    let mut log_level = LevelFilter::Info;
+    let mut log = LogSettings::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -301,13 +307,19 @@ pub fn parse_generator_args(
             }
             Long("log-level") => {
                 let value = text("--log-level", parser.value()?)?;
-                log_level =
+                log.level =
                     logging::parse_level(&value).map_err(|why| invalid("--log-level", why))?;
+            }
+            Long("log-format") => {
+                let value = text("--log-format", parser.value()?)?;
+                log.format = value
+                    .parse::<LogFormat>()
+                    .map_err(|why| invalid("--log-format", why))?;
             }
             other => return Err(other.unexpected().into()),
         }
     }
-    Ok(Command::Run { config, log_level })
+    Ok(Command::Run { config, log })
 }
 
 #[cfg(test)]

@@ -134,13 +134,14 @@ impl SourceLog {
             } else {
                 String::new()
             };
-            log::warn!("poll of {} failed: {error}{more}", self.url);
+            log::warn!(source = self.url.as_str(); "poll of {} failed: {error}{more}", self.url);
         }
     }
 
     fn succeeded(&mut self) {
         if let Some((since, count)) = self.failing_since.take() {
             log::info!(
+                source = self.url.as_str(), failed_polls = count;
                 "source {} recovered after {count} failed polls over {:.1} s",
                 self.url,
                 since.elapsed().as_secs_f64()
@@ -172,6 +173,7 @@ impl SourceLog {
             String::new()
         };
         log::warn!(
+            source = self.url.as_str(), rejected = summary.rejected.total();
             "{}: rejected {} of {} rows ({}){example}{more}",
             self.url,
             summary.rejected.total(),

@@ -82,3 +82,31 @@ fn sigint_stops_the_generator_cleanly() {
     signal(&generator, libc::SIGINT);
     assert_eq!(wait_exit(&mut generator).code(), Some(0));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dead = format!("http://127.0.0.1:{port}/counters");
+    let server = util::server(&[&dead], &["--log-format", "json", "--log-level", "info"]);
+    // A failing source logs a warning with the source as a structured field.
+    let lines = util::wait_for("a poll warning", Duration::from_secs(10), || {
+        let logs = server.logs();
+        logs.iter().any(|l| l.contains("\"WARN\"")).then_some(logs)
+    });
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(value[key].is_string(), "{key} missing in {line}");
+        }
+    }
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("\"WARN\""))
+        .expect("warning");
+    let value: serde_json::Value = serde_json::from_str(warning).expect("json");
+    assert_eq!(value["fields"]["source"], dead.as_str(), "{warning}");
+}
