@@ -4,6 +4,7 @@
 mod util;
 
 mod api;
+mod deploy;
 mod generator;
 mod history;
 mod ingest;
