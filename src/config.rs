@@ -94,6 +94,7 @@ FLAGS:
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
+  --config PATH            read flags from a TOML file (keys are flag names); flags override it
   -h, --help               print this help
   -V, --version            print the version
 
@@ -117,6 +118,7 @@ FLAGS:
   --fault-stale-by DUR     how old 'stale' timestamps are (default 60s)
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
+  --config PATH            read flags from a TOML file (keys are flag names); flags override it
   -h, --help               print this help
   -V, --version            print the version
 
@@ -201,6 +203,167 @@ pub fn check_source(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The flags a server config file may set (its keys are the flag names).
+const SERVER_KEYS: [&str; 12] = [
+    "listen",
+    "source",
+    "poll-interval",
+    "poll-timeout",
+    "connect-timeout",
+    "max-feed-bytes",
+    "max-age",
+    "retention",
+    "workers",
+    "log-level",
+    "log-format",
+    "demo",
+];
+
+/// The flags a generator config file may set.
+const GENERATOR_KEYS: [&str; 11] = [
+    "listen",
+    "switches",
+    "interval",
+    "seed",
+    "workers",
+    "fault-rate",
+    "fault-modes",
+    "fault-delay",
+    "fault-stale-by",
+    "log-level",
+    "log-format",
+];
+
+/// Flags that take no value: `true` sets them, `false` leaves them unset.
+const SWITCH_KEYS: [&str; 1] = ["demo"];
+
+/// The `--config PATH` (or `--config=PATH`) of a command line, if any.
+fn config_path(args: &[OsString]) -> Option<OsString> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            return None;
+        }
+        if arg == "--config" {
+            return iter.next().cloned();
+        }
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--config=")) {
+            return Some(path.into());
+        }
+    }
+    None
+}
+
+fn toml_scalar(key: &str, value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        other => Err(format!(
+            "{key}: expected a string or a number, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// A TOML config file as the equivalent flags: each key is a flag name, each value its value;
+/// arrays repeat the flag (`source`) or join with commas (`fault-modes`).
+pub fn file_args(text: &str, keys: &[&str]) -> Result<Vec<OsString>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut args = Vec::new();
+    for (key, value) in &table {
+        if !keys.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown key {key:?} (keys are the flag names: {})",
+                keys.join(", ")
+            ));
+        }
+        let flag = format!("--{key}");
+        match value {
+            toml::Value::Boolean(on) if SWITCH_KEYS.contains(&key.as_str()) => {
+                if *on {
+                    args.push(flag.into());
+                }
+            }
+            toml::Value::Array(items) if key == "fault-modes" => {
+                let modes: Result<Vec<String>, String> =
+                    items.iter().map(|v| toml_scalar(key, v)).collect();
+                args.push(flag.into());
+                args.push(modes?.join(",").into());
+            }
+            toml::Value::Array(items) => {
+                for item in items {
+                    args.push(flag.clone().into());
+                    args.push(toml_scalar(key, item)?.into());
+                }
+            }
+            scalar => {
+                args.push(flag.into());
+                args.push(toml_scalar(key, scalar)?.into());
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn read_config_file(path: &OsString, keys: &[&str]) -> Result<Vec<OsString>, ConfigError> {
+    let shown = std::path::Path::new(path).display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {shown}: {e}")))?;
+    file_args(&text, keys).map_err(|why| ConfigError(format!("config file {shown}: {why}")))
+}
+
+fn in_file(path: &OsString, e: ConfigError) -> ConfigError {
+    ConfigError(format!(
+        "config file {}: {e}",
+        std::path::Path::new(path).display()
+    ))
+}
+
+/// Parses the metrics server's command line: defaults, then `--config` file, then flags.
+pub fn parse_server_args(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Command<ServerConfig>, ConfigError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let (config, log) = match config_path(&args) {
+        Some(path) => {
+            let from_file = read_config_file(&path, &SERVER_KEYS)?;
+            match parse_server_flags(ServerConfig::default(), LogSettings::default(), from_file)
+                .map_err(|e| in_file(&path, e))?
+            {
+                Command::Run { config, log } => (config, log),
+                other => return Ok(other),
+            }
+        }
+        None => (ServerConfig::default(), LogSettings::default()),
+    };
+    parse_server_flags(config, log, args)
+}
+
+/// Parses the generator's command line: defaults, then `--config` file, then flags.
+pub fn parse_generator_args(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Command<GeneratorConfig>, ConfigError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let (config, log) = match config_path(&args) {
+        Some(path) => {
+            let from_file = read_config_file(&path, &GENERATOR_KEYS)?;
+            match parse_generator_flags(
+                GeneratorConfig::default(),
+                LogSettings::default(),
+                from_file,
+            )
+            .map_err(|e| in_file(&path, e))?
+            {
+                Command::Run { config, log } => (config, log),
+                other => return Ok(other),
+            }
+        }
+        None => (GeneratorConfig::default(), LogSettings::default()),
+    };
+    parse_generator_flags(config, log, args)
+}
+
 fn version_or_help<C>(arg: &lexopt::Arg<'_>) -> Option<Command<C>> {
     use lexopt::Arg::{Long, Short};
     match arg {
@@ -210,14 +373,14 @@ fn version_or_help<C>(arg: &lexopt::Arg<'_>) -> Option<Command<C>> {
     }
 }
 
-/// Parses the metrics server's flags (without the program name).
-pub fn parse_server_args(
+/// Parses the metrics server's flags over `config` and `log`.
+fn parse_server_flags(
+    mut config: ServerConfig,
+    mut log: LogSettings,
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<Command<ServerConfig>, ConfigError> {
     use lexopt::Arg::Long;
-    let mut config = ServerConfig::default();
     let mut sources = Vec::new();
-    let mut log = LogSettings::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -225,6 +388,10 @@ pub fn parse_server_args(
         }
         match arg {
             Long("listen") => config.listen = text("--listen", parser.value()?)?,
+            // Read before the flags (see `config_file`); the flags then override the file.
+            Long("config") => {
+                parser.value()?;
+            }
             Long("source") => {
                 let url = text("--source", parser.value()?)?;
                 check_source(&url).map_err(|why| invalid("--source", why))?;
@@ -268,13 +435,13 @@ pub fn parse_server_args(
     Ok(Command::Run { config, log })
 }
 
-/// Parses the generator's flags (without the program name).
-pub fn parse_generator_args(
+/// Parses the generator's flags over `config` and `log`.
+fn parse_generator_flags(
+    mut config: GeneratorConfig,
+    mut log: LogSettings,
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<Command<GeneratorConfig>, ConfigError> {
     use lexopt::Arg::Long;
-    let mut config = GeneratorConfig::default();
-    let mut log = LogSettings::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -282,6 +449,10 @@ pub fn parse_generator_args(
         }
         match arg {
             Long("listen") => config.listen = text("--listen", parser.value()?)?,
+            // Read before the flags (see `config_file`); the flags then override the file.
+            Long("config") => {
+                parser.value()?;
+            }
             Long("switches") => {
                 config.n_switches = number("--switches", parser.value()?, 1..=10_000_000)?
             }
@@ -423,6 +594,82 @@ mod tests {
         assert!(generator(&["--switches", "-3"]).is_err());
         assert_eq!(parse_generator_args(args(&["--help"])), Ok(Command::Help));
         assert_eq!(parse_generator_args(args(&["-V"])), Ok(Command::Version));
+    }
+
+    #[test]
+    fn config_files_mirror_flags_and_flags_override_them() {
+        let dir = std::env::temp_dir().join(format!("fabric-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("server.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nsource = [\"http://a:1/counters\", \"http://b:2/counters\"]\n\
+             poll-interval = \"2s\"\nworkers = 6\nmax-feed-bytes = \"64MiB\"\ndemo = false\nlog-format = \"json\"\n",
+        )
+        .expect("write");
+        let path_arg = path.display().to_string();
+        let from_file = server(&["--config", &path_arg]).expect("valid file");
+        assert_eq!(from_file.listen, "127.0.0.1:9999");
+        assert_eq!(
+            from_file.sources,
+            ["http://a:1/counters", "http://b:2/counters"]
+        );
+        assert_eq!(from_file.poll_interval, Duration::from_secs(2));
+        assert_eq!(from_file.workers, 6);
+        assert_eq!(from_file.max_feed_bytes, 64 << 20);
+        assert!(!from_file.demo);
+        let overridden = server(&[
+            "--workers",
+            "2",
+            &format!("--config={path_arg}"),
+            "--source",
+            "http://c:3/counters",
+        ])
+        .expect("valid");
+        assert_eq!(overridden.workers, 2, "flags win over the file");
+        assert_eq!(
+            overridden.sources,
+            ["http://c:3/counters"],
+            "flag sources replace the file's"
+        );
+        assert_eq!(
+            overridden.listen, "127.0.0.1:9999",
+            "the rest still comes from the file"
+        );
+        match parse_server_args(args(&["--config", &path_arg])) {
+            Ok(Command::Run { log, .. }) => assert_eq!(log.format, LogFormat::Json),
+            other => panic!("{other:?}"),
+        }
+        for (text, fragment) in [
+            ("listen = 5\nbogus = 1\n", "unknown key \"bogus\""),
+            ("workers = \"many\"\n", "--workers"),
+            ("listen = [\n", "TOML parse error"),
+            ("source = true\n", "expected a string"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let err = server(&["--config", &path_arg]).expect_err(text);
+            assert!(
+                err.contains("config file") && (err.contains(fragment) || fragment == "TOML"),
+                "{text}: {err}"
+            );
+        }
+        let err = server(&["--config", "/nonexistent/fabric.toml"]).expect_err("missing file");
+        assert!(err.contains("cannot read config file"), "{err}");
+        let gen_path = dir.join("generator.toml");
+        std::fs::write(
+            &gen_path,
+            "switches = 500\nfault-modes = [\"500\", \"stale\"]\nfault-rate = 0.25\n",
+        )
+        .expect("write");
+        let generator_config =
+            generator(&["--config", &gen_path.display().to_string()]).expect("valid");
+        assert_eq!(generator_config.n_switches, 500);
+        assert_eq!(
+            generator_config.faults.modes,
+            [FaultMode::ServerError, FaultMode::Stale]
+        );
+        assert_eq!(generator_config.faults.rate, 0.25);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -98,3 +98,23 @@ fn systemd_units_verify() {
         );
     }
 }
+
+#[test]
+fn the_example_config_files_are_valid() {
+    use fabric_telemetry::config::{
+        parse_generator_args, parse_server_args, Command, ServerConfig,
+    };
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let server = parse_server_args([format!("--config={dir}/deploy/metrics-server.toml").into()]);
+    let Ok(Command::Run { config, .. }) = server else {
+        panic!("{server:?}")
+    };
+    // The example spells out the defaults.
+    assert_eq!(config, ServerConfig::default());
+    let generator =
+        parse_generator_args([format!("--config={dir}/deploy/telemetry-generator.toml").into()]);
+    let Ok(Command::Run { config, .. }) = generator else {
+        panic!("{generator:?}")
+    };
+    assert_eq!(config.n_switches, 1000);
+}
