@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Also run a generator in-process, listening where the first source points.
     pub demo: bool,
+    /// Push every accepted sample to this Prometheus remote-write receiver.
+    pub remote_write: Option<String>,
 }
 
 pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             retention: Duration::from_secs(3600),
             workers: 4,
             demo: false,
+            remote_write: None,
         }
     }
 }
@@ -94,6 +97,7 @@ FLAGS:
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
+    --remote-write URL       push every accepted sample to a Prometheus remote-write receiver
   --config PATH            read flags from a TOML file (keys are flag names); flags override it
   -h, --help               print this help
   -V, --version            print the version
@@ -204,7 +208,8 @@ pub fn check_source(url: &str) -> Result<(), String> {
 }
 
 /// The flags a server config file may set (its keys are the flag names).
-const SERVER_KEYS: [&str; 12] = [
+const SERVER_KEYS: [&str; 13] = [
+    "remote-write",
     "listen",
     "source",
     "poll-interval",
@@ -426,6 +431,11 @@ fn parse_server_flags(
                     .map_err(|why| invalid("--log-format", why))?;
             }
             Long("demo") => config.demo = true,
+            Long("remote-write") => {
+                let url = text("--remote-write", parser.value()?)?;
+                check_source(&url).map_err(|why| invalid("--remote-write", why))?;
+                config.remote_write = Some(url);
+            }
             other => return Err(other.unexpected().into()),
         }
     }

@@ -14,6 +14,7 @@
 //! - [`store`]: history, dedupe, retention, window aggregates; publishes views.
 //! - [`api`], [`query`]: routing, handlers, error mapping, query strings.
 //! - [`stats`]: request and ingest counters.
+//! - [`remote_write`]: pushes accepted samples to a Prometheus remote-write receiver.
 //! - [`http`]: the tiny_http worker pool both programs use.
 //! - [`config`], [`logging`], [`server`], [`signals`]: flags, logs, wiring, clean shutdown.
 
@@ -27,6 +28,8 @@ pub mod logging;
 pub mod metric;
 pub mod poller;
 pub mod query;
+pub mod remote_write;
+
 pub mod server;
 pub mod signals;
 

@@ -14,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::generator_http::{GeneratorConfig, GeneratorService};
 use crate::http::{self, HttpError, HttpServer};
 use crate::poller::{self, PollerConfig};
+use crate::remote_write::RemoteWriter;
 use crate::stats::{ApiStats, IngestStats};
 use crate::store::{self, BlockLimits, Store, StoreHandle};
 
@@ -51,6 +52,7 @@ pub struct MetricsServer {
     threads: Vec<JoinHandle<()>>,
     demo: Option<GeneratorService>,
     sources: Vec<String>,
+    remote: Option<RemoteWriter>,
 }
 
 /// Starts the demo generator where `source` points; returns it and the URL that reaches it
@@ -92,7 +94,18 @@ impl MetricsServer {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (batches, batches_rx) = crossbeam_channel::bounded(2 * sources.len().max(1));
         let store = StoreHandle::new(Store::new(BlockLimits::for_retention(config.retention)));
-        let ingest = Arc::new(IngestStats::new(&sources));
+        let remote = match &config.remote_write {
+            Some(url) => {
+                Some(RemoteWriter::start(url, stop_rx.clone()).map_err(StartError::Thread)?)
+            }
+            None => None,
+        };
+        let ingest = Arc::new(IngestStats::with_remote_write(
+            &sources,
+            remote
+                .as_ref()
+                .map(|r| (r.url.clone(), Arc::clone(&r.stats))),
+        ));
         let mut threads = Vec::new();
         threads.push(
             store::spawn(
@@ -101,6 +114,7 @@ impl MetricsServer {
                 batches_rx,
                 stop_rx.clone(),
                 Arc::clone(&ingest),
+                remote.as_ref().map(|r| r.queue.clone()),
             )
             .map_err(StartError::Thread)?,
         );
@@ -131,6 +145,7 @@ impl MetricsServer {
             threads,
             demo,
             sources,
+            remote,
         })
     }
 
@@ -156,6 +171,9 @@ impl MetricsServer {
         drop(self.stop);
         for thread in self.threads {
             let _ = thread.join();
+        }
+        if let Some(remote) = self.remote {
+            remote.join();
         }
         if let Some(generator) = self.demo {
             generator.shutdown();

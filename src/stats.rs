@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::feed::{RejectCounts, RejectReason};
+use crate::remote_write::{RemoteWriteReport, RemoteWriteStats};
 use crate::store::IngestOutcome;
 use crate::timestamp::{self, Micros};
 
@@ -293,6 +294,8 @@ fn optional_timestamp<S: serde::Serializer>(ts: &Option<Micros>, s: S) -> Result
 
 /// Ingest counters: rows accepted, rows rejected by reason, and per-source poll health.
 pub struct IngestStats {
+    /// The remote-write receiver and its counters, when `--remote-write` is set.
+    remote_write: Option<(String, std::sync::Arc<RemoteWriteStats>)>,
     rows_accepted: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
     retained_rows: AtomicU64,
@@ -301,7 +304,15 @@ pub struct IngestStats {
 
 impl IngestStats {
     pub fn new(source_urls: &[String]) -> IngestStats {
+        IngestStats::with_remote_write(source_urls, None)
+    }
+
+    pub fn with_remote_write(
+        source_urls: &[String],
+        remote_write: Option<(String, std::sync::Arc<RemoteWriteStats>)>,
+    ) -> IngestStats {
         IngestStats {
+            remote_write,
             rows_accepted: AtomicU64::new(0),
             rejected: Default::default(),
             retained_rows: AtomicU64::new(0),
@@ -330,6 +341,13 @@ impl IngestStats {
         for (reason, n) in counts.nonzero() {
             self.rejected[reason.index()].fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Remote-write counters, if remote write is on.
+    pub fn remote_write(&self) -> Option<RemoteWriteReport> {
+        self.remote_write
+            .as_ref()
+            .map(|(url, stats)| stats.report(url))
     }
 
     pub fn rows_accepted(&self) -> u64 {
@@ -437,6 +455,8 @@ pub struct IngestReport {
     pub rows_rejected: serde_json::Map<String, serde_json::Value>,
     pub retained_rows: u64,
     pub sources: Vec<SourceStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWriteReport>,
 }
 
 /// The `/telemetry/stats` body: the original's shape first, extras after.
@@ -485,6 +505,7 @@ pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
             rows_rejected,
             retained_rows: ingest.retained_rows.load(Ordering::Relaxed),
             sources: ingest.sources(),
+            remote_write: ingest.remote_write(),
         },
     }
 }

@@ -131,16 +131,86 @@ fn openmetrics_when_asked() {
     assert_eq!(families.len(), n, "a family is declared twice");
 }
 
-/// Kills the Prometheus it holds and removes its data directory.
-struct PrometheusGuard {
-    child: Child,
+/// A Prometheus run by the test on loopback; killed (and its data removed) when dropped.
+struct Prometheus {
+    binary: &'static str,
+    child: Option<Child>,
     dir: std::path::PathBuf,
+    port: u16,
+    extra: Vec<String>,
 }
 
-impl Drop for PrometheusGuard {
+impl Prometheus {
+    /// Starts Prometheus with `scrape_config` (YAML under `scrape_configs:`, may be empty)
+    /// and `extra` flags, and waits until it is ready.
+    fn start(binary: &'static str, name: &str, scrape_config: &str, extra: &[&str]) -> Prometheus {
+        let dir =
+            std::env::temp_dir().join(format!("fabric-prometheus-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let config = format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:{scrape_config}\n");
+        std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let mut prometheus = Prometheus {
+            binary,
+            child: None,
+            dir,
+            port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        prometheus.restart();
+        prometheus
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts on the same port and data directory, and waits until ready.
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(self.binary)
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        self.child = Some(child);
+        let base = self.base();
+        util::wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+            let ok = util::client()
+                .get(&format!("{base}/-/ready"))
+                .call()
+                .ok()?
+                .status()
+                .as_u16()
+                == 200;
+            ok.then_some(())
+        });
+    }
+}
+
+impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -164,47 +234,16 @@ fn query(prometheus: &str, promql: &str) -> Option<f64> {
 
 #[test]
 fn a_real_prometheus_scrapes_the_server() {
-    let Some(prometheus) = tool("prometheus") else {
+    let Some(binary) = tool("prometheus") else {
         return;
     };
     let (_feed, server) = server_with_constant_feed();
-    let dir = std::env::temp_dir().join(format!("fabric-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: fabric\n    static_configs:\n      - targets: ['{}']\n",
+    let scrape = format!(
+        "\n  - job_name: fabric\n    static_configs:\n      - targets: ['{}']",
         server.addr
     );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(prometheus)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let _guard = PrometheusGuard { child, dir };
-    let base = format!("http://127.0.0.1:{port}");
-    util::wait_for("Prometheus to be ready", Duration::from_secs(30), || {
-        let ok = util::client()
-            .get(&format!("{base}/-/ready"))
-            .call()
-            .ok()?
-            .status()
-            .as_u16()
-            == 200;
-        ok.then_some(())
-    });
+    let prometheus = Prometheus::start(binary, "scrape", &scrape, &[]);
+    let base = prometheus.base();
     util::wait_for("up == 1", Duration::from_secs(30), || {
         (query(&base, "up{job=\"fabric\"}")? == 1.0).then_some(())
     });
@@ -225,4 +264,75 @@ fn a_real_prometheus_scrapes_the_server() {
     let errors =
         query(&base, "fabric_switch_interval_errors{switch=\"switch1\"}").expect("errors series");
     assert_eq!(errors, 3.0);
+}
+
+fn remote_write_stat(server: &util::Proc, key: &str) -> u64 {
+    util::stats(server)["ingest"]["remote_write"][key]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
+    let Some(binary) = tool("prometheus") else {
+        return;
+    };
+    let mut receiver = Prometheus::start(
+        binary,
+        "receiver",
+        " []",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let base = receiver.base();
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}"]);
+    let write_url = format!("{base}/api/v1/write");
+    let server = util::server(&[&feed.url], &["--remote-write", &write_url]);
+    let pushed = util::wait_for(
+        "pushed samples in Prometheus",
+        Duration::from_secs(30),
+        || query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}"),
+    );
+    assert_eq!(pushed, 72.34);
+    assert_eq!(
+        query(&base, "fabric_switch_interval_errors{switch=\"switch1\"}"),
+        Some(3.0)
+    );
+    assert!(remote_write_stat(&server, "samples_sent") > 0);
+
+    // The receiver goes away: the server keeps serving and counts failures.
+    receiver.stop();
+    util::wait_for("failed remote writes", Duration::from_secs(20), || {
+        (remote_write_stat(&server, "retries") >= 2).then_some(())
+    });
+    for _ in 0..3 {
+        let answer = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"));
+        assert_eq!(
+            answer.status, 200,
+            "the API answers while the receiver is down"
+        );
+    }
+    let down_since_ms = fabric_telemetry::timestamp::now_micros() / 1000;
+
+    // It comes back: delivery resumes with samples from after the outage began.
+    feed.serve_fresh(&["switch1,80.5,0.45,3,{ts}"]);
+    receiver.restart();
+    let resumed = util::wait_for(
+        "samples from after the outage",
+        Duration::from_secs(30),
+        || {
+            let v = query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}")?;
+            let newest = query(
+                &base,
+                "timestamp(fabric_switch_bandwidth_gbps{switch=\"switch1\"})",
+            )?;
+            ((newest * 1000.0) as i64 > down_since_ms).then_some(v)
+        },
+    );
+    assert_eq!(resumed, 80.5);
+    let stats = util::stats(&server)["ingest"]["remote_write"].clone();
+    assert!(
+        stats["requests_failed"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
 }

@@ -376,6 +376,34 @@ pub fn render(
             stats.duration_sum,
         );
     }
+    if let Some(remote) = ingest.remote_write() {
+        x.family(
+            "fabric_remote_write_samples_total",
+            Kind::Counter,
+            "Samples for the remote-write receiver, by outcome",
+        );
+        for (outcome, n) in [
+            ("sent", remote.samples_sent),
+            ("dropped", remote.samples_dropped),
+            ("rejected", remote.samples_rejected),
+        ] {
+            x.sample(
+                "fabric_remote_write_samples_total",
+                &[("receiver", &remote.url), ("outcome", outcome)],
+                n as f64,
+            );
+        }
+        x.family(
+            "fabric_remote_write_retries_total",
+            Kind::Counter,
+            "Remote-write requests retried after a failure",
+        );
+        x.sample(
+            "fabric_remote_write_retries_total",
+            &[("receiver", &remote.url)],
+            remote.retries as f64,
+        );
+    }
     x.family(
         "fabric_start_time_seconds",
         Kind::Gauge,

@@ -34,6 +34,7 @@ use block::{Block, BlockView, OpenBlock};
 
 use crate::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::metric::{self, MetricKind};
+use crate::remote_write::{Accepted, RemoteWriteQueue};
 use crate::stats::IngestStats;
 use crate::timestamp::{self, Micros, MICROS_PER_SEC};
 
@@ -325,6 +326,8 @@ fn merge_into(target: &mut Vec<MetricAgg>, aggs: &[MetricAgg]) {
 pub struct IngestOutcome {
     pub accepted: u64,
     pub rejected: RejectCounts,
+    /// Indices of the accepted rows in the batch (for remote write).
+    pub accepted_rows: Vec<u32>,
 }
 
 /// All retained telemetry.
@@ -454,6 +457,7 @@ impl Store {
             self.next_expiry = self.next_expiry.min(ts);
             self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
             outcome.accepted += 1;
+            outcome.accepted_rows.push(row_idx as u32);
         }
         self.row = row;
         self.retained_rows += outcome.accepted - accepted_before;
@@ -708,6 +712,7 @@ pub fn spawn(
     batches: Receiver<IngestBatch>,
     stop: Receiver<()>,
     stats: Arc<IngestStats>,
+    remote: Option<RemoteWriteQueue>,
 ) -> std::io::Result<JoinHandle<()>> {
     let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
     std::thread::Builder::new()
@@ -716,9 +721,16 @@ pub fn spawn(
             select! {
                 recv(batches) -> msg => match msg {
                     Ok(batch) => {
-                        if !batch.feed.is_empty() {
-                            let outcome = handle.apply(&batch.feed);
+                                                if !batch.feed.is_empty() {
+                            let mut outcome = handle.apply(&batch.feed);
                             stats.record_ingest(batch.source, &outcome);
+                            if let Some(remote) = &remote {
+                                // Never waits: a full queue drops (and counts) the batch.
+                                remote.offer(Accepted {
+                                    feed: Arc::new(batch.feed),
+                                    rows: std::mem::take(&mut outcome.accepted_rows),
+                                });
+                            }
                         }
                         if batch.last {
                             stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);

@@ -1,0 +1,408 @@
+//! Prometheus remote write 1.0: every accepted sample is pushed to a receiver (Prometheus with
+//! `--web.enable-remote-write-receiver`, Thanos, Mimir, VictoriaMetrics, …) as a snappy-
+//! compressed protobuf `WriteRequest`, in batches, with retries and exponential backoff.
+//!
+//! The store thread hands over each applied batch (shared, not copied) through a bounded
+//! channel and never waits: when the queue is full the batch is dropped and counted. A down
+//! receiver therefore costs memory up to the queue bound and nothing else; ingest and queries
+//! go on. Series names and units are those of `/metrics` (latency in seconds).
+//!
+//! The protobuf is written by hand: the schema is five small messages, and code generation
+//! would need `protoc` at build time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde::Serialize;
+
+use crate::feed::FeedBatch;
+use crate::metric::{self, MetricKind};
+
+/// Samples per request (Prometheus's own default for `max_samples_per_send`).
+pub const MAX_SAMPLES_PER_SEND: usize = 2_000;
+/// Batches (one poll chunk each, up to 64k rows) the queue holds before dropping.
+pub const QUEUE_BATCHES: usize = 64;
+/// A partial send waits at most this long for more samples.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Rows of one applied batch that the store accepted.
+pub struct Accepted {
+    pub feed: Arc<FeedBatch>,
+    pub rows: Vec<u32>,
+}
+
+/// Counters, shown in `/telemetry/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct RemoteWriteStats {
+    pub samples_sent: AtomicU64,
+    /// Dropped because the queue was full (receiver down or slow for long).
+    pub samples_dropped: AtomicU64,
+    /// Refused by the receiver for good (4xx other than 429).
+    pub samples_rejected: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A copy of the counters for JSON.
+#[derive(Debug, Serialize)]
+pub struct RemoteWriteReport {
+    pub url: String,
+    pub samples_sent: u64,
+    pub samples_dropped: u64,
+    pub samples_rejected: u64,
+    pub requests_failed: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+}
+
+impl RemoteWriteStats {
+    pub fn report(&self, url: &str) -> RemoteWriteReport {
+        RemoteWriteReport {
+            url: url.to_string(),
+            samples_sent: self.samples_sent.load(Ordering::Relaxed),
+            samples_dropped: self.samples_dropped.load(Ordering::Relaxed),
+            samples_rejected: self.samples_rejected.load(Ordering::Relaxed),
+            requests_failed: self.requests_failed.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// The store thread's end: hands batches over without ever blocking.
+#[derive(Clone)]
+pub struct RemoteWriteQueue {
+    sender: Sender<Accepted>,
+    stats: Arc<RemoteWriteStats>,
+}
+
+/// Samples in the accepted rows of a batch.
+fn sample_count(accepted: &Accepted) -> u64 {
+    accepted
+        .rows
+        .iter()
+        .map(|&r| {
+            accepted
+                .feed
+                .row_values(r as usize)
+                .iter()
+                .filter(|v| !v.is_nan())
+                .count() as u64
+        })
+        .sum()
+}
+
+impl RemoteWriteQueue {
+    pub fn offer(&self, accepted: Accepted) {
+        if accepted.rows.is_empty() {
+            return;
+        }
+        match self.sender.try_send(accepted) {
+            Ok(()) => {}
+            Err(TrySendError::Full(dropped) | TrySendError::Disconnected(dropped)) => {
+                self.stats
+                    .samples_dropped
+                    .fetch_add(sample_count(&dropped), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// ---- protobuf (prometheus/prompb: WriteRequest, TimeSeries, Label, Sample) ----
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_len_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// One `TimeSeries` with a single sample; labels must come sorted by name.
+fn put_series(
+    out: &mut Vec<u8>,
+    labels: &[(&str, &str)],
+    value: f64,
+    timestamp_ms: i64,
+    scratch: &mut Vec<u8>,
+) {
+    scratch.clear();
+    let mut label = Vec::new();
+    for (name, val) in labels {
+        label.clear();
+        put_len_field(&mut label, 1, name.as_bytes());
+        put_len_field(&mut label, 2, val.as_bytes());
+        put_len_field(scratch, 1, &label);
+    }
+    let mut sample = Vec::with_capacity(20);
+    put_varint(&mut sample, (1 << 3) | 1);
+    sample.extend_from_slice(&value.to_le_bytes());
+    put_varint(&mut sample, 2 << 3);
+    put_varint(&mut sample, timestamp_ms as u64);
+    put_len_field(scratch, 2, &sample);
+    put_len_field(out, 1, scratch);
+}
+
+/// The series name and scale of a feed column (as in `/metrics`).
+pub fn series_name(column: &str) -> (String, f64) {
+    let sanitized: String = column
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match (column, metric::kind_of(column)) {
+        ("bandwidth", _) => ("fabric_switch_bandwidth_gbps".to_string(), 1.0),
+        ("latency", _) => ("fabric_switch_latency_seconds".to_string(), 1e-3),
+        (_, MetricKind::Count) => (format!("fabric_switch_interval_{sanitized}"), 1.0),
+        (_, MetricKind::Gauge) => (format!("fabric_switch_{sanitized}"), 1.0),
+    }
+}
+
+/// A `WriteRequest` body (before compression) for some accepted rows; returns it and the
+/// number of samples in it.
+pub fn encode_rows(feed: &FeedBatch, rows: &[u32]) -> (Vec<u8>, usize) {
+    let names: Vec<(String, f64)> = feed.metrics.iter().map(|m| series_name(m)).collect();
+    let mut out = Vec::with_capacity(rows.len() * names.len() * 64);
+    let mut scratch = Vec::new();
+    let mut samples = 0;
+    for &row in rows {
+        let row = row as usize;
+        let switch = feed.switch_id(row);
+        let timestamp_ms = feed.timestamp(row).div_euclid(1000);
+        for ((name, scale), &value) in names.iter().zip(feed.row_values(row)) {
+            if value.is_nan() {
+                continue;
+            }
+            put_series(
+                &mut out,
+                &[("__name__", name), ("switch", switch)],
+                value * scale,
+                timestamp_ms,
+                &mut scratch,
+            );
+            samples += 1;
+        }
+    }
+    (out, samples)
+}
+
+/// How a send ended.
+enum Sent {
+    Ok,
+    /// Worth retrying: network error, 5xx, 429.
+    Retry(String),
+    /// The receiver refuses this data for good.
+    Rejected(String),
+}
+
+fn send(agent: &ureq::Agent, url: &str, body: &[u8]) -> Sent {
+    let compressed = match snap::raw::Encoder::new().compress_vec(body) {
+        Ok(c) => c,
+        Err(e) => return Sent::Rejected(format!("snappy: {e}")),
+    };
+    let result = agent
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .send(&compressed[..]);
+    match result {
+        Ok(response) if response.status().is_success() => Sent::Ok,
+        Ok(response) => {
+            let status = response.status().as_u16();
+            if status == 429 || status >= 500 {
+                Sent::Retry(format!("receiver answered {status}"))
+            } else {
+                Sent::Rejected(format!("receiver answered {status}"))
+            }
+        }
+        Err(e) => Sent::Retry(e.to_string()),
+    }
+}
+
+/// The running remote writer.
+pub struct RemoteWriter {
+    pub queue: RemoteWriteQueue,
+    pub stats: Arc<RemoteWriteStats>,
+    pub url: String,
+    thread: JoinHandle<()>,
+}
+
+impl RemoteWriter {
+    /// Starts the sender thread for `url`; it ends when `stop` fires or the queue is dropped.
+    pub fn start(url: &str, stop: Receiver<()>) -> std::io::Result<RemoteWriter> {
+        let (sender, receiver) = crossbeam_channel::bounded(QUEUE_BATCHES);
+        let stats = Arc::new(RemoteWriteStats::default());
+        let queue = RemoteWriteQueue {
+            sender,
+            stats: Arc::clone(&stats),
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_connect(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let thread_stats = Arc::clone(&stats);
+        let thread_url = url.to_string();
+        let thread = std::thread::Builder::new()
+            .name("remote-write".to_string())
+            .spawn(move || run(&agent, &thread_url, &receiver, &stop, &thread_stats))?;
+        Ok(RemoteWriter {
+            queue,
+            stats,
+            url: url.to_string(),
+            thread,
+        })
+    }
+
+    pub fn join(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+/// Sends `body` until it is delivered or refused, backing off between tries; gives up early
+/// only when `stop` fires. Returns false when stopping.
+fn deliver(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &[u8],
+    samples: usize,
+    stop: &Receiver<()>,
+    stats: &RemoteWriteStats,
+) -> bool {
+    let mut backoff = BACKOFF_MIN;
+    let mut logged = false;
+    loop {
+        match send(agent, url, body) {
+            Sent::Ok => {
+                stats
+                    .samples_sent
+                    .fetch_add(samples as u64, Ordering::Relaxed);
+                if logged {
+                    log::info!(receiver = url; "remote write to {url} recovered");
+                }
+                return true;
+            }
+            Sent::Rejected(why) => {
+                stats
+                    .samples_rejected
+                    .fetch_add(samples as u64, Ordering::Relaxed);
+                stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(receiver = url; "remote write to {url} refused {samples} samples: {why}");
+                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                return true;
+            }
+            Sent::Retry(why) => {
+                stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                if !logged {
+                    log::warn!(receiver = url; "remote write to {url} failed, retrying with backoff: {why}");
+                    logged = true;
+                }
+                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                match stop.recv_timeout(backoff) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return false,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+fn run(
+    agent: &ureq::Agent,
+    url: &str,
+    queue: &Receiver<Accepted>,
+    stop: &Receiver<()>,
+    stats: &RemoteWriteStats,
+) {
+    let mut pending: Vec<(Arc<FeedBatch>, Vec<u32>)> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut oldest: Option<Instant> = None;
+    loop {
+        let wait = oldest.map_or(Duration::from_secs(1), |t| {
+            FLUSH_AFTER.saturating_sub(t.elapsed())
+        });
+        crossbeam_channel::select! {
+            recv(queue) -> msg => match msg {
+                Ok(accepted) => {
+                    pending_rows += accepted.rows.len();
+                    pending.push((accepted.feed, accepted.rows));
+                    oldest.get_or_insert_with(Instant::now);
+                }
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+            default(wait) => {}
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= FLUSH_AFTER);
+        if pending.is_empty() || (pending_rows * 3 < MAX_SAMPLES_PER_SEND && !due) {
+            continue;
+        }
+        for (feed, rows) in pending.drain(..) {
+            let per_row = feed.metrics.len().max(1);
+            for chunk in rows.chunks((MAX_SAMPLES_PER_SEND / per_row).max(1)) {
+                let (body, samples) = encode_rows(&feed, chunk);
+                if samples > 0 && !deliver(agent, url, &body, samples, stop, stats) {
+                    return;
+                }
+            }
+        }
+        pending_rows = 0;
+        oldest = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_fields() {
+        let mut out = Vec::new();
+        put_varint(&mut out, 300);
+        assert_eq!(out, [0xAC, 0x02]);
+        out.clear();
+        put_len_field(&mut out, 1, b"ab");
+        assert_eq!(out, [0x0A, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn a_row_becomes_one_series_per_present_value() {
+        let mut feed = FeedBatch::with_metrics(&["bandwidth", "latency", "errors"]);
+        feed.push_row("switch1", 1_700_000_000_123_456, &[72.34, f64::NAN, 3.0]);
+        let (body, samples) = encode_rows(&feed, &[0]);
+        assert_eq!(samples, 2);
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("fabric_switch_bandwidth_gbps")
+                && text.contains("fabric_switch_interval_errors")
+        );
+        assert!(!text.contains("latency"));
+        assert!(body.windows(8).any(|w| w == 72.34f64.to_le_bytes()));
+    }
+}
