@@ -258,11 +258,17 @@ fn read_word(r: &mut BitReader<'_>, state: &mut Adaptive) -> Option<Word> {
     }
 }
 
-/// Encoder/decoder state of one timestamp stream (delta of delta, microseconds).
+/// Encoder/decoder state of one timestamp stream (microseconds).
+///
+/// Each delta is coded against the stream's nominal interval rather than the previous delta:
+/// ticks are a fixed grid plus independent jitter, so `delta - nominal` has a third of the
+/// variance of a delta of deltas (2σ² against 6σ², about 0.8 bit less per row). A residual
+/// larger than half the nominal (a gap, a new poll interval) re-anchors the nominal to that
+/// delta, which costs what a delta of deltas would.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TimestampCodec {
     prev: i64,
-    prev_delta: i64,
+    nominal: i64,
     rice: Adaptive,
 }
 
@@ -274,24 +280,26 @@ impl TimestampCodec {
         }
     }
 
+    fn advance(&mut self, delta: i64) {
+        let residual = delta.wrapping_sub(self.nominal);
+        if residual.unsigned_abs() > self.nominal.unsigned_abs() / 2 {
+            self.nominal = delta;
+        }
+        self.prev = self.prev.wrapping_add(delta);
+    }
+
     pub fn encode(&mut self, w: &mut BitWriter, ts: i64) {
         let delta = ts.wrapping_sub(self.prev);
-        write_int(
-            w,
-            &mut self.rice,
-            zigzag(delta.wrapping_sub(self.prev_delta)),
-        );
-        self.prev = ts;
-        self.prev_delta = delta;
+        write_int(w, &mut self.rice, zigzag(delta.wrapping_sub(self.nominal)));
+        self.advance(delta);
     }
 
     pub fn decode(&mut self, r: &mut BitReader<'_>) -> Option<i64> {
         let Word::Int(z) = read_word(r, &mut self.rice)? else {
             return None;
         };
-        let delta = self.prev_delta.wrapping_add(unzigzag(z));
-        self.prev = self.prev.wrapping_add(delta);
-        self.prev_delta = delta;
+        let delta = self.nominal.wrapping_add(unzigzag(z));
+        self.advance(delta);
         Some(self.prev)
     }
 }
