@@ -40,12 +40,22 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.sources().join(", ")
     );
-    match signals::wait_for_termination() {
-        Ok(signal) => log::info!("{signal}: finishing requests in flight and stopping"),
-        Err(e) => {
-            log::error!("cannot wait for signals ({e}); running until killed");
-            server.wait();
-            return ExitCode::FAILURE;
+    loop {
+        match signals::wait_for_termination() {
+            Ok(signals::Termination::Hangup) => match server.reload_tokens() {
+                Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
+                Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
+                None => log::info!("SIGHUP: nothing to reload (no --auth-token-file)"),
+            },
+            Ok(signal) => {
+                log::info!("{signal}: finishing requests in flight and stopping");
+                break;
+            }
+            Err(e) => {
+                log::error!("cannot wait for signals ({e}); running until killed");
+                server.wait();
+                return ExitCode::FAILURE;
+            }
         }
     }
     server.shutdown();

@@ -41,12 +41,18 @@ fn main() -> ExitCode {
         config.n_switches,
         humantime::format_duration(config.interval)
     );
-    match signals::wait_for_termination() {
-        Ok(signal) => log::info!("{signal}: stopping"),
-        Err(e) => {
-            log::error!("cannot wait for signals ({e}); running until killed");
-            service.wait();
-            return ExitCode::FAILURE;
+    loop {
+        match signals::wait_for_termination() {
+            Ok(signals::Termination::Hangup) => log::info!("SIGHUP: nothing to reload"),
+            Ok(signal) => {
+                log::info!("{signal}: stopping");
+                break;
+            }
+            Err(e) => {
+                log::error!("cannot wait for signals ({e}); running until killed");
+                service.wait();
+                return ExitCode::FAILURE;
+            }
         }
     }
     service.shutdown();

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
+use crate::access;
 use crate::generator_http::{FaultMode, GeneratorConfig};
 use crate::logging::{self, LogFormat, LogSettings};
 
@@ -56,6 +57,12 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Push every accepted sample to this Prometheus remote-write receiver.
     pub remote_write: Option<String>,
+    /// Bearer tokens the API requires (one per line, plain or `sha256:<hex>`).
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Allow a non-loopback `--listen` without tokens.
+    pub insecure_no_auth: bool,
+    /// Requests per second per client (token, or address without auth), and the burst.
+    pub rate_limit: Option<(f64, f64)>,
 }
 
 pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
@@ -74,6 +81,9 @@ impl Default for ServerConfig {
             workers: 4,
             demo: false,
             remote_write: None,
+            auth_token_file: None,
+            insecure_no_auth: false,
+            rate_limit: None,
         }
     }
 }
@@ -97,7 +107,12 @@ FLAGS:
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
-    --remote-write URL       push every accepted sample to a Prometheus remote-write receiver
+      --remote-write URL       push every accepted sample to a Prometheus remote-write receiver
+  --auth-token-file PATH   require Authorization: Bearer <token>; one token per line, plain or
+                           sha256:<hex>; re-read on SIGHUP (/healthz stays open)
+  --insecure-no-auth       allow a non-loopback --listen without --auth-token-file
+  --rate-limit RATE        requests per client (token, or address): 200/s, 6000/m
+  --burst N                requests a client may send at once (default 2 s worth)
   --config PATH            read flags from a TOML file (keys are flag names); flags override it
   -h, --help               print this help
   -V, --version            print the version
@@ -208,8 +223,12 @@ pub fn check_source(url: &str) -> Result<(), String> {
 }
 
 /// The flags a server config file may set (its keys are the flag names).
-const SERVER_KEYS: [&str; 13] = [
+const SERVER_KEYS: [&str; 17] = [
     "remote-write",
+    "auth-token-file",
+    "insecure-no-auth",
+    "rate-limit",
+    "burst",
     "listen",
     "source",
     "poll-interval",
@@ -240,7 +259,7 @@ const GENERATOR_KEYS: [&str; 11] = [
 ];
 
 /// Flags that take no value: `true` sets them, `false` leaves them unset.
-const SWITCH_KEYS: [&str; 1] = ["demo"];
+const SWITCH_KEYS: [&str; 2] = ["demo", "insecure-no-auth"];
 
 /// The `--config PATH` (or `--config=PATH`) of a command line, if any.
 fn config_path(args: &[OsString]) -> Option<OsString> {
@@ -386,6 +405,7 @@ fn parse_server_flags(
 ) -> Result<Command<ServerConfig>, ConfigError> {
     use lexopt::Arg::Long;
     let mut sources = Vec::new();
+    let mut burst: Option<f64> = config.rate_limit.map(|(_, b)| b);
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -431,6 +451,18 @@ fn parse_server_flags(
                     .map_err(|why| invalid("--log-format", why))?;
             }
             Long("demo") => config.demo = true,
+            Long("auth-token-file") => config.auth_token_file = Some(parser.value()?.into()),
+            Long("insecure-no-auth") => config.insecure_no_auth = true,
+            Long("rate-limit") => {
+                let value = text("--rate-limit", parser.value()?)?;
+                let rate =
+                    access::parse_rate(&value).map_err(|why| invalid("--rate-limit", why))?;
+                config.rate_limit = Some((rate, burst.unwrap_or(2.0 * rate)));
+            }
+            Long("burst") => {
+                let value: f64 = number("--burst", parser.value()?, 1.0..=1e9)?;
+                burst = Some(value);
+            }
             Long("remote-write") => {
                 let url = text("--remote-write", parser.value()?)?;
                 check_source(&url).map_err(|why| invalid("--remote-write", why))?;
@@ -441,6 +473,11 @@ fn parse_server_flags(
     }
     if !sources.is_empty() {
         config.sources = sources;
+    }
+    match (&mut config.rate_limit, burst) {
+        (Some((_, b)), Some(burst)) => *b = burst,
+        (None, Some(_)) => return Err(invalid("--burst", "needs --rate-limit")),
+        _ => {}
     }
     Ok(Command::Run { config, log })
 }

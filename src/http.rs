@@ -28,6 +28,9 @@ pub struct RequestHead {
     pub header_bytes: usize,
     /// The `Accept` header, if any.
     pub accept: Option<String>,
+    /// The `Authorization` header, if any (never logged).
+    pub authorization: Option<String>,
+    pub remote_ip: Option<std::net::IpAddr>,
 }
 
 impl RequestHead {
@@ -37,6 +40,8 @@ impl RequestHead {
             url: url.to_string(),
             header_bytes: 0,
             accept: None,
+            authorization: None,
+            remote_ip: None,
         }
     }
 
@@ -272,16 +277,20 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
         .iter()
         .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len())
         .sum();
-    let accept = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Accept"))
-        .map(|h| h.value.as_str().to_string());
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
+    };
     RequestHead {
         method: request.method().as_str().to_string(),
         url: request.url().to_string(),
         header_bytes,
-        accept,
+        accept: header("Accept"),
+        authorization: header("Authorization"),
+        remote_ip: request.remote_addr().map(|a| a.ip()),
     }
 }
 

@@ -13,12 +13,15 @@
 //! - [`poller`]: fetch → parse → batch, one thread per source.
 //! - [`store`]: history, dedupe, retention, window aggregates; publishes views.
 //! - [`api`], [`query`]: routing, handlers, error mapping, query strings.
+//! - [`access`]: bearer tokens and per-client rate limits.
 //! - [`stats`]: request and ingest counters.
 //! - [`remote_write`]: pushes accepted samples to a Prometheus remote-write receiver.
 //! - [`http`]: the tiny_http worker pool both programs use.
 //! - [`config`], [`logging`], [`server`], [`signals`]: flags, logs, wiring, clean shutdown.
 
+pub mod access;
 pub mod api;
+
 pub mod config;
 pub mod feed;
 pub mod generator;

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
+use crate::access::{Auth, RateLimiter};
 use crate::api::Api;
 use crate::config::ServerConfig;
 use crate::generator_http::{GeneratorConfig, GeneratorService};
@@ -22,6 +23,8 @@ use crate::store::{self, BlockLimits, Store, StoreHandle};
 #[derive(Debug)]
 pub enum StartError {
     Http(HttpError),
+    /// Unsafe or unusable access settings.
+    Access(String),
     Demo(String),
     Thread(std::io::Error),
 }
@@ -30,6 +33,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Http(e) => write!(f, "{e}"),
+            StartError::Access(why) => write!(f, "{why}"),
             StartError::Demo(why) => write!(f, "cannot start the demo generator: {why}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
         }
@@ -53,6 +57,23 @@ pub struct MetricsServer {
     demo: Option<GeneratorService>,
     sources: Vec<String>,
     remote: Option<RemoteWriter>,
+    auth: Option<Arc<Auth>>,
+}
+
+/// Without tokens the API may only listen on loopback: checked before binding anything.
+fn refuse_open_non_loopback(listen: &str) -> Result<(), StartError> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| StartError::Access(format!("cannot resolve --listen {listen}: {e}")))?
+        .collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(StartError::Access(format!(
+            "refusing to serve the API on {open} without --auth-token-file: anyone who reaches it could read it \
+             (add --insecure-no-auth if that is intended, or put it behind the TLS proxy in docs/OPERATIONS.md)"
+        )));
+    }
+    Ok(())
 }
 
 /// Starts the demo generator where `source` points; returns it and the URL that reaches it
@@ -80,6 +101,15 @@ fn start_demo(source: &str) -> Result<(GeneratorService, String), StartError> {
 
 impl MetricsServer {
     pub fn start(config: &ServerConfig) -> Result<MetricsServer, StartError> {
+        let auth = match &config.auth_token_file {
+            Some(path) => Some(Arc::new(
+                Auth::load(path).map_err(|e| StartError::Access(e.to_string()))?,
+            )),
+            None => None,
+        };
+        if auth.is_none() && !config.insecure_no_auth {
+            refuse_open_non_loopback(&config.listen)?;
+        }
         let listener = http::bind(&config.listen)?;
         let mut sources = config.sources.clone();
         let demo = match (config.demo, sources.first_mut()) {
@@ -137,7 +167,11 @@ impl MetricsServer {
             .map_err(StartError::Thread)?;
             threads.push(handle);
         }
-        let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age);
+        let limiter = config
+            .rate_limit
+            .map(|(rate, burst)| RateLimiter::new(rate, burst));
+        let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age)
+            .with_access(auth.clone(), limiter);
         let http = HttpServer::start(listener, "api", config.workers, Arc::new(api))?;
         Ok(MetricsServer {
             http,
@@ -146,6 +180,7 @@ impl MetricsServer {
             demo,
             sources,
             remote,
+            auth,
         })
     }
 
@@ -156,6 +191,14 @@ impl MetricsServer {
     /// The feed URLs being polled (with the demo generator's real port filled in).
     pub fn sources(&self) -> &[String] {
         &self.sources
+    }
+
+    /// Re-reads the token file (SIGHUP): the number of tokens now in force, or why the old
+    /// ones stay. `None` without `--auth-token-file`.
+    pub fn reload_tokens(&self) -> Option<Result<usize, String>> {
+        self.auth
+            .as_ref()
+            .map(|auth| auth.reload().map_err(|e| e.to_string()))
     }
 
     /// Blocks until the server's background threads end (they run until shutdown).

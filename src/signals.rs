@@ -1,15 +1,17 @@
-//! Termination signals without an async runtime or signal handlers: SIGTERM and SIGINT are
-//! blocked in every thread (the mask is inherited, so call [`block_termination`] before
-//! spawning any) and one thread takes them synchronously with `sigwait`, so shutdown runs as
+//! Signals without an async runtime or signal handlers: SIGTERM, SIGINT and SIGHUP are blocked
+//! in every thread (the mask is inherited, so call [`block_termination`] before spawning any)
+//! and the main thread takes them synchronously with `sigwait`, so shutdown and reload run as
 //! ordinary code on an ordinary thread.
 
 use std::fmt;
 
-/// A signal that asks the process to stop.
+/// A signal the programs act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
     Term,
     Interrupt,
+    /// SIGHUP: reload (the token file), keep running.
+    Hangup,
 }
 
 impl fmt::Display for Termination {
@@ -17,6 +19,7 @@ impl fmt::Display for Termination {
         f.write_str(match self {
             Termination::Term => "SIGTERM",
             Termination::Interrupt => "SIGINT",
+            Termination::Hangup => "SIGHUP",
         })
     }
 }
@@ -28,11 +31,12 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread and every thread it spawns afterwards.
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it spawns afterwards.
 pub fn block_termination() -> std::io::Result<()> {
     let set = termination_set();
     // SAFETY: a valid, initialised signal set; the old mask is not needed.
@@ -44,7 +48,7 @@ pub fn block_termination() -> std::io::Result<()> {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (both must be blocked, see [`block_termination`]).
+/// Waits for SIGTERM, SIGINT or SIGHUP (they must be blocked, see [`block_termination`]).
 pub fn wait_for_termination() -> std::io::Result<Termination> {
     let set = termination_set();
     let mut signal: libc::c_int = 0;
@@ -53,9 +57,9 @@ pub fn wait_for_termination() -> std::io::Result<Termination> {
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    Ok(if signal == libc::SIGINT {
-        Termination::Interrupt
-    } else {
-        Termination::Term
+    Ok(match signal {
+        libc::SIGINT => Termination::Interrupt,
+        libc::SIGHUP => Termination::Hangup,
+        _ => Termination::Term,
     })
 }

@@ -89,6 +89,7 @@ pub struct ApiStats {
     errors: AtomicU64,
     latency: [Mutex<Latency>; Endpoint::ALL.len()],
     routes: Mutex<std::collections::BTreeMap<&'static str, RouteStats>>,
+    rate_limited: AtomicU64,
 }
 
 impl Default for ApiStats {
@@ -106,6 +107,7 @@ impl ApiStats {
             errors: AtomicU64::new(0),
             latency: Default::default(),
             routes: Mutex::default(),
+            rate_limited: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +162,15 @@ impl ApiStats {
     pub fn routes(&self) -> Vec<(&'static str, RouteStats)> {
         let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         routes.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    /// A request refused by its client's rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rate_limited_count(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     pub fn requests(&self) -> u64 {
@@ -466,6 +477,8 @@ pub struct StatsReport {
     pub errors: u64,
     pub latency: LatencyReports,
     pub uptime_seconds: f64,
+    /// Requests refused with 429 by the per-client rate limit.
+    pub rate_limited: u64,
     pub ingest: IngestReport,
 }
 
@@ -500,6 +513,7 @@ pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
             uptime_seconds: uptime,
         },
         uptime_seconds: uptime,
+        rate_limited: api.rate_limited_count(),
         ingest: IngestReport {
             rows_accepted: ingest.rows_accepted.load(Ordering::Relaxed),
             rows_rejected,

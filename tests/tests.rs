@@ -3,6 +3,7 @@
 
 mod util;
 
+mod access;
 mod api;
 mod deploy;
 mod generator;

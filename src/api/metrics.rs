@@ -376,6 +376,16 @@ pub fn render(
             stats.duration_sum,
         );
     }
+    x.family(
+        "fabric_http_rate_limited_total",
+        Kind::Counter,
+        "Requests refused with 429 by the per-client rate limit",
+    );
+    x.sample(
+        "fabric_http_rate_limited_total",
+        &[],
+        api.rate_limited_count() as f64,
+    );
     if let Some(remote) = ingest.remote_write() {
         x.family(
             "fabric_remote_write_samples_total",

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use self::cache::{AnswerCache, Cached};
 use self::history::{Bucket, Downsampler, MAX_POINTS};
+use crate::access::{self, Auth, Client, RateLimiter};
 use crate::http::{self, Reply, ReplyBody, RequestHead};
 use crate::metric::MetricKind;
 use crate::query::{Query, QueryError};
@@ -40,6 +41,10 @@ pub enum ApiError {
     Stale { message: String, age_seconds: f64 },
     /// Nothing fresh to answer from and no age to report (503).
     NoData(String),
+    /// No or wrong bearer token (401).
+    Unauthorized(String),
+    /// The client's rate limit is spent (429).
+    TooManyRequests { retry_after: Duration },
 }
 
 impl From<QueryError> for ApiError {
@@ -51,7 +56,17 @@ impl From<QueryError> for ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NoData(m) => f.write_str(m),
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::NoData(m)
+            | ApiError::Unauthorized(m) => f.write_str(m),
+            ApiError::TooManyRequests { retry_after } => {
+                write!(
+                    f,
+                    "rate limit exceeded: retry in {:.3} s",
+                    retry_after.as_secs_f64()
+                )
+            }
             ApiError::MethodNotAllowed => {
                 f.write_str("method not allowed: this API only answers GET and HEAD")
             }
@@ -66,6 +81,8 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed => 405,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Stale { .. } | ApiError::NoData(_) => 503,
         }
     }
@@ -76,6 +93,15 @@ impl ApiError {
         match &self {
             ApiError::MethodNotAllowed => Reply::error(status, &self.to_string())
                 .with_header("Allow", "GET, HEAD".to_string()),
+            ApiError::Unauthorized(_) => Reply::error(status, &self.to_string()).with_header(
+                "WWW-Authenticate",
+                "Bearer realm=\"fabric-telemetry\"".to_string(),
+            ),
+            ApiError::TooManyRequests { retry_after } => {
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Reply::error(status, &self.to_string())
+                    .with_header("Retry-After", seconds.to_string())
+            }
             ApiError::Stale {
                 message,
                 age_seconds,
@@ -243,6 +269,8 @@ pub struct Api {
     max_age: Micros,
     lists: AnswerCache<usize>,
     aggregates: AnswerCache<Option<Micros>>,
+    auth: Option<Arc<Auth>>,
+    limiter: Option<RateLimiter>,
 }
 
 impl Api {
@@ -259,7 +287,44 @@ impl Api {
             max_age: history::micros(max_age),
             lists: AnswerCache::default(),
             aggregates: AnswerCache::default(),
+            auth: None,
+            limiter: None,
         }
+    }
+
+    /// Requires a bearer token from `auth` and/or limits each client's request rate.
+    pub fn with_access(mut self, auth: Option<Arc<Auth>>, limiter: Option<RateLimiter>) -> Api {
+        self.auth = auth;
+        self.limiter = limiter;
+        self
+    }
+
+    /// Authentication, then the client's rate limit. `/healthz` is always open.
+    fn admit(&self, head: &RequestHead) -> Result<(), ApiError> {
+        if head.path_and_query().0 == "/healthz" {
+            return Ok(());
+        }
+        let client =
+            match &self.auth {
+                Some(auth) => {
+                    let Some(token) = access::bearer(head.authorization.as_deref()) else {
+                        return Err(ApiError::Unauthorized(
+                            "missing bearer token (Authorization: Bearer <token>)".to_string(),
+                        ));
+                    };
+                    Client::Token(auth.verify(token).ok_or_else(|| {
+                        ApiError::Unauthorized("invalid bearer token".to_string())
+                    })?)
+                }
+                None => head.remote_ip.map_or(Client::Unknown, Client::Address),
+            };
+        if let Some(limiter) = &self.limiter {
+            if let Err(retry_after) = limiter.check(client, Instant::now()) {
+                self.stats.rate_limited();
+                return Err(ApiError::TooManyRequests { retry_after });
+            }
+        }
+        Ok(())
     }
 
     fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
@@ -659,7 +724,10 @@ impl http::Handler for Api {
         let (endpoint, reply) = match http::check_limits(head) {
             Some(reply) => (None, reply),
             // Caught here as well as in the worker so a panic is counted as an error.
-            None => match catch_unwind(AssertUnwindSafe(|| self.route(head))) {
+            None => match catch_unwind(AssertUnwindSafe(|| match self.admit(head) {
+                Ok(()) => self.route(head),
+                Err(refused) => (None, Err(refused)),
+            })) {
                 Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
                 Err(_) => {
                     log::error!("handler panicked on {} {}", head.method, head.url);
