@@ -457,7 +457,6 @@ fn load_section(report: &mut Report, quick: bool) {
     let before = source_stats(&server);
     let ours = wrk(&server.url("/"), Some(&random_get_script(n)), seconds);
     let after = source_stats(&server);
-    let delta = |key: &str| after[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
     report.add(
         "load",
         "/get at full speed, 100k switches: req/s",
@@ -472,13 +471,12 @@ fn load_section(report: &mut Report, quick: bool) {
             "count",
         )
         .note(format!("of {} requests", ours.requests));
-    let on_time = delta("polls_on_time");
-    let late = delta("polls_late");
+    let (on_time, late, fraction) = on_time(&before, &after);
     report
         .add(
             "load",
             "polls on time during the load",
-            on_time as f64 / (on_time + late).max(1) as f64,
+            fraction,
             "fraction",
         )
         .note(format!("{on_time} on time, {late} late"));
@@ -513,15 +511,13 @@ fn ingest_section(report: &mut Report, quick: bool) {
             - rows_before;
         let server_cpu = cpu_seconds(server.pid()) - server_cpu;
         let generator_cpu = cpu_seconds(generator.pid()) - generator_cpu;
-        let delta =
-            |key: &str| after[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
-        let (on_time, late) = (delta("polls_on_time"), delta("polls_late"));
+        let (on_time, late, fraction) = on_time(&before, &after);
         let label = format!("{}k switches", n / 1000);
         report
             .add(
                 "ingest",
                 format!("{label}: polls on time"),
-                on_time as f64 / (on_time + late).max(1) as f64,
+                fraction,
                 "fraction",
             )
             .note(format!("{on_time} on time, {late} late, over {seconds} s"));
@@ -688,6 +684,17 @@ fn histogram_quantile(before: &Value, after: &Value, q: f64) -> f64 {
         .map_or(f64::INFINITY, |(le, _)| *le)
 }
 
+/// Polls on time and late between two readings of a source's stats, and the on-time fraction.
+fn on_time(before: &Value, after: &Value) -> (u64, u64, f64) {
+    let delta = |key: &str| after[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
+    let (on_time, late) = (delta("polls_on_time"), delta("polls_late"));
+    (
+        on_time,
+        late,
+        on_time as f64 / (on_time + late).max(1) as f64,
+    )
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -759,14 +766,13 @@ fn soak_section(report: &mut Report, n: usize, minutes: u64) {
         );
     }
     let last = source_stats(&server);
-    let delta = |key: &str| last[key].as_u64().unwrap_or(0) - first[key].as_u64().unwrap_or(0);
-    let (on_time, late) = (delta("polls_on_time"), delta("polls_late"));
+    let (on_time, late, fraction) = on_time(&first, &last);
     let label = format!("{}k switches, {minutes} min, retention 5m", n / 1000);
     report
         .add(
             "soak",
             format!("{label}: polls on time"),
-            on_time as f64 / (on_time + late).max(1) as f64,
+            fraction,
             "fraction",
         )
         .note(format!(

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::feed::FeedBatch;
-use crate::metric::{self, MetricKind};
+use crate::metric;
 
 /// Samples per request (Prometheus's own default for `max_samples_per_send`).
 pub const MAX_SAMPLES_PER_SEND: usize = 2_000;
@@ -159,30 +159,14 @@ fn put_series(
     put_len_field(out, 1, scratch);
 }
 
-/// The series name and scale of a feed column (as in `/metrics`).
-pub fn series_name(column: &str) -> (String, f64) {
-    let sanitized: String = column
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match (column, metric::kind_of(column)) {
-        ("bandwidth", _) => ("fabric_switch_bandwidth_gbps".to_string(), 1.0),
-        ("latency", _) => ("fabric_switch_latency_seconds".to_string(), 1e-3),
-        (_, MetricKind::Count) => (format!("fabric_switch_interval_{sanitized}"), 1.0),
-        (_, MetricKind::Gauge) => (format!("fabric_switch_{sanitized}"), 1.0),
-    }
-}
-
 /// A `WriteRequest` body (before compression) for some accepted rows; returns it and the
 /// number of samples in it.
 pub fn encode_rows(feed: &FeedBatch, rows: &[u32]) -> (Vec<u8>, usize) {
-    let names: Vec<(String, f64)> = feed.metrics.iter().map(|m| series_name(m)).collect();
+    let names: Vec<(String, f64)> = feed
+        .metrics
+        .iter()
+        .map(|m| metric::prometheus_series(m))
+        .collect();
     let mut out = Vec::with_capacity(rows.len() * names.len() * 64);
     let mut scratch = Vec::new();
     let mut samples = 0;

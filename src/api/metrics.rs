@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use crate::feed::RejectReason;
-use crate::metric::MetricKind;
+use crate::metric::{self, MetricKind};
 use crate::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::store::Store;
 use crate::timestamp::Micros;
@@ -33,19 +33,6 @@ enum Kind {
 struct Exposition {
     out: String,
     openmetrics: bool,
-}
-
-/// `a-b.c` → `a_b_c`: what a Prometheus metric name may hold.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn escape_label(value: &str, out: &mut String) {
@@ -152,22 +139,13 @@ fn help_for(name: &str) -> String {
     }
 }
 
-fn family_name(name: &str) -> String {
-    match name {
-        "bandwidth" => "fabric_switch_bandwidth_gbps".to_string(),
-        "latency" => "fabric_switch_latency_seconds".to_string(),
-        other => format!("fabric_switch_{}", sanitize(other)),
-    }
-}
-
 /// Copies the fresh newest samples (and count totals) out of the store.
 pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
     let mut families = Vec::new();
     for metric_id in 0..store.metrics().len() {
         let name = store.metrics().name(metric_id).to_string();
         let kind = store.metrics().kind(metric_id);
-        // The feed gives latency in milliseconds; Prometheus's base unit is the second.
-        let scale = if name == "latency" { 1e-3 } else { 1.0 };
+        let (series, scale) = metric::prometheus_series(&name);
         let mut fresh = Vec::new();
         let mut totals = Vec::new();
         for (switch, id) in store.switch_ids().iter().enumerate() {
@@ -183,31 +161,20 @@ pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
                 }
             }
         }
-        let family = family_name(&name);
         if kind == MetricKind::Count {
             families.push(Family {
-                name: format!("{family}_total"),
+                name: metric::prometheus_total(&name),
                 help: format!("Sum of {name} over every sample stored since the server started"),
                 kind: Kind::Counter,
                 samples: totals,
             });
-            // The per-interval value needs its own family name: OpenMetrics names the
-            // counter's family without `_total`.
-            let gauge = format!("fabric_switch_interval_{}", sanitize(&name));
-            families.push(Family {
-                name: gauge,
-                help: help_for(&name),
-                kind: Kind::Gauge,
-                samples: fresh,
-            });
-        } else {
-            families.push(Family {
-                name: family,
-                help: help_for(&name),
-                kind: Kind::Gauge,
-                samples: fresh,
-            });
         }
+        families.push(Family {
+            name: series,
+            help: help_for(&name),
+            kind: Kind::Gauge,
+            samples: fresh,
+        });
     }
     Telemetry {
         families,
@@ -435,8 +402,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_labels_are_escaped() {
-        assert_eq!(sanitize("temp-C.1"), "temp_c_1");
+    fn labels_are_escaped() {
         let mut out = String::new();
         escape_label("a\"b\\c\nd", &mut out);
         assert_eq!(out, "a\\\"b\\\\c\\nd");
