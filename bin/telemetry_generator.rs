@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log);
+    match fabric_telemetry::http::raise_fd_limit() {
+        Ok(limit) => log::debug!("open-file limit {limit}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
     if let Err(e) = signals::block_termination() {
         log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
     }

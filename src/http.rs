@@ -8,10 +8,10 @@
 use std::io::Cursor;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest accepted request target (path and query), in bytes; longer answers 414.
 pub const MAX_URL_LEN: usize = 8 * 1024;
@@ -165,11 +165,47 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// A running server and its worker threads.
+/// The tiny_http servers workers take requests from: the current one, and ones retired by a
+/// restart that may still hold keep-alive connections (drained for [`RETIRED_FOR`]).
+struct Servers {
+    current: Arc<tiny_http::Server>,
+    retired: Vec<(Instant, Arc<tiny_http::Server>)>,
+}
+
+/// How long a replaced server's connections are still served.
+const RETIRED_FOR: Duration = Duration::from_secs(60);
+/// How long a worker waits on the current server before looking at the others again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What workers and the supervisor share.
+struct Shared {
+    servers: RwLock<Servers>,
+    stopping: AtomicBool,
+    /// Workers answering a request right now.
+    busy: AtomicUsize,
+    /// A worker saw tiny_http report an accept failure.
+    accept_failed: AtomicBool,
+    restarts: AtomicU64,
+}
+
+impl Shared {
+    fn servers(&self) -> std::sync::RwLockReadGuard<'_, Servers> {
+        self.servers.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running server, its worker threads, and the supervisor that keeps it listening.
+///
+/// tiny_http's accept thread ends for good on any `accept()` error (and panics when it cannot
+/// duplicate an accepted socket): out of file descriptors, the process would stay up but
+/// deaf. The supervisor notices (the error reaches a worker; or a self-probe goes unanswered
+/// while no worker is busy) and starts a new tiny_http server on a duplicate of the listening
+/// socket, retrying until descriptors are free again.
 pub struct HttpServer {
-    server: Arc<tiny_http::Server>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
+    supervisor: Option<JoinHandle<()>>,
+    stop_supervisor: Option<crossbeam_channel::Sender<()>>,
     addr: SocketAddr,
 }
 
@@ -181,6 +217,27 @@ pub fn bind(addr: &str) -> Result<TcpListener, HttpError> {
     })?;
     set_nodelay(&listener);
     Ok(listener)
+}
+
+/// Raises the soft limit on open files to the hard limit (each connection costs tiny_http two
+/// descriptors); returns the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid resource and a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Turns Nagle's algorithm off for every connection the listener accepts (Linux copies the
@@ -218,25 +275,45 @@ impl HttpServer {
         let addr = listener
             .local_addr()
             .map_err(|e| HttpError::Start(e.to_string()))?;
+        // Kept to rebuild the accept loop on the same socket.
+        let spare = listener
+            .try_clone()
+            .map_err(|e| HttpError::Start(e.to_string()))?;
         let server = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| HttpError::Start(e.to_string()))?;
-        let server = Arc::new(server);
-        let stopping = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            servers: RwLock::new(Servers {
+                current: Arc::new(server),
+                retired: Vec::new(),
+            }),
+            stopping: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            accept_failed: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
+        });
         let mut workers = Vec::with_capacity(n_workers);
         for i in 0..n_workers.max(1) {
-            let server = Arc::clone(&server);
+            let shared = Arc::clone(&shared);
             let handler = Arc::clone(&handler);
-            let stopping = Arc::clone(&stopping);
             let worker = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&server, handler.as_ref(), &stopping))
+                .spawn(move || work(&shared, handler.as_ref()))
                 .map_err(|e| HttpError::Start(e.to_string()))?;
             workers.push(worker);
         }
+        let (stop_supervisor, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let supervisor = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("{name}-supervisor"))
+                .spawn(move || supervise(&shared, &spare, addr, &stop_rx))
+                .map_err(|e| HttpError::Start(e.to_string()))?
+        };
         Ok(HttpServer {
-            server,
+            shared,
             workers,
-            stopping,
+            supervisor: Some(supervisor),
+            stop_supervisor: Some(stop_supervisor),
             addr,
         })
     }
@@ -245,30 +322,159 @@ impl HttpServer {
         self.addr
     }
 
+    /// How often the accept loop was rebuilt.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
     /// Stops the workers after the requests they are answering, and joins them.
-    pub fn shutdown(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
+    pub fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        drop(self.stop_supervisor.take());
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
         }
-        for worker in self.workers {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
-fn work(server: &tiny_http::Server, handler: &dyn Handler, stopping: &AtomicBool) {
+/// The address a self-probe connects to: the bound port on loopback.
+fn probe_addr(addr: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// Whether the server answers a probe within a second.
+fn answers(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(1);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&probe_addr(addr), timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    if stream
+        .write_all(
+            format!("GET {PROBE_PATH} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .is_err()
+    {
+        return false;
+    }
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).is_ok() && first.starts_with(b"HTTP/1.1 204")
+}
+
+/// The path the supervisor probes; answered by the worker pool, never by a handler.
+pub const PROBE_PATH: &str = "/-/probe";
+
+fn supervise(
+    shared: &Shared,
+    spare: &TcpListener,
+    addr: SocketAddr,
+    stop: &crossbeam_channel::Receiver<()>,
+) {
+    let mut unanswered = 0;
     loop {
-        match server.recv() {
-            Ok(request) => serve(request, handler),
-            Err(_) if stopping.load(Ordering::SeqCst) => return,
-            Err(e) => {
-                log::warn!("HTTP accept failed: {e}");
-                // An accept error repeats while its cause lasts (e.g. out of file descriptors).
-                std::thread::sleep(Duration::from_millis(50));
+        match stop.recv_timeout(Duration::from_secs(1)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let failed = shared.accept_failed.swap(false, Ordering::SeqCst);
+        // Only an idle pool makes an unanswered probe mean "deaf" rather than "busy".
+        let deaf = if failed {
+            true
+        } else if shared.busy.load(Ordering::SeqCst) == 0 && !answers(addr) {
+            unanswered += 1;
+            unanswered >= 2
+        } else {
+            unanswered = 0;
+            false
+        };
+        if deaf {
+            unanswered = 0;
+            restart(shared, spare, stop);
+        }
+        let mut servers = shared.servers.write().unwrap_or_else(|p| p.into_inner());
+        servers
+            .retired
+            .retain(|(since, _)| since.elapsed() < RETIRED_FOR);
+    }
+}
+
+/// Replaces the current server with a new one on the same socket, retrying while
+/// descriptors are exhausted.
+fn restart(shared: &Shared, spare: &TcpListener, stop: &crossbeam_channel::Receiver<()>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match spare
+            .try_clone()
+            .map_err(|e| e.to_string())
+            .and_then(|listener| {
+                tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+            }) {
+            Ok(server) => {
+                let mut servers = shared.servers.write().unwrap_or_else(|p| p.into_inner());
+                let old = std::mem::replace(&mut servers.current, Arc::new(server));
+                servers.retired.push((Instant::now(), old));
+                let n = shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                log::warn!("HTTP accept loop died; restarted it on the same socket (restart {n})");
+                return;
+            }
+            Err(why) => {
+                log::warn!("cannot restart the HTTP accept loop yet: {why}");
+                match stop.recv_timeout(wait) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(1));
             }
         }
     }
+}
+
+fn work(shared: &Shared, handler: &dyn Handler) {
+    let mut accept_errors = crate::logging::RateLimiter::new(Duration::from_secs(30));
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let (current, retired): (Arc<tiny_http::Server>, Vec<Arc<tiny_http::Server>>) = {
+            let servers = shared.servers();
+            let retired = servers.retired.iter().map(|(_, s)| Arc::clone(s)).collect();
+            (Arc::clone(&servers.current), retired)
+        };
+        for old in &retired {
+            while let Ok(Some(request)) = old.try_recv() {
+                answer(shared, request, handler);
+            }
+        }
+        match current.recv_timeout(POLL) {
+            Ok(Some(request)) => answer(shared, request, handler),
+            Ok(None) => {}
+            Err(e) => {
+                shared.accept_failed.store(true, Ordering::SeqCst);
+                if let Some(held_back) = accept_errors.allow(Instant::now()) {
+                    log::error!("HTTP accept failed: {e} ({held_back} more since the last report); restarting the accept loop");
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+fn answer(shared: &Shared, request: tiny_http::Request, handler: &dyn Handler) {
+    shared.busy.fetch_add(1, Ordering::SeqCst);
+    if request.url() == PROBE_PATH {
+        let _ = request.respond(tiny_http::Response::empty(204));
+    } else {
+        serve(request, handler);
+    }
+    shared.busy.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn head_of(request: &tiny_http::Request) -> RequestHead {

@@ -168,3 +168,60 @@ fn the_real_generator_with_faults_keeps_the_server_fresh() {
     let rejected = &stats["ingest"]["rows_rejected"];
     assert!(rejected["stale"].as_u64().unwrap_or(0) > 0, "{rejected}");
 }
+
+#[test]
+fn out_of_file_descriptors_the_server_answers_again_once_the_flood_ends() {
+    use std::net::TcpStream;
+    use std::process::Command;
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    // `ulimit -n` in the shell sets the hard limit too, so the server cannot raise it.
+    let script = format!(
+        "ulimit -n 256 && exec {} --listen 127.0.0.1:0 --poll-interval 100ms --log-level info --source {}",
+        util::server_bin(),
+        feed.url
+    );
+    let server = util::Proc::start_command(Command::new("sh").args(["-c", &script]));
+    let get = server.url("/telemetry/get?switch_id=switch1&metric=bandwidth");
+    util::wait_for_status(&get, 200);
+    // Each held connection costs the server descriptors until none are left.
+    // Once the server stops accepting, the backlog fills and connects time out: bounded.
+    let flood: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).ok())
+        .collect();
+    util::wait_for(
+        "the server to run out of descriptors",
+        Duration::from_secs(15),
+        || {
+            server
+                .logs()
+                .iter()
+                .any(|l| l.contains("accept"))
+                .then_some(())
+        },
+    );
+    drop(flood);
+    let ended = Instant::now();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_millis(500)))
+        .build()
+        .new_agent();
+    let answered = util::wait_for("an answer after the flood", Duration::from_secs(10), || {
+        let status = agent.get(&get).call().ok()?.status().as_u16();
+        (status == 200).then(|| ended.elapsed())
+    });
+    eprintln!("answered again {answered:?} after the flood ended");
+    assert!(
+        answered < Duration::from_secs(3),
+        "deaf for {answered:?} after the flood ended"
+    );
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("restarted it on the same socket")),
+        "{:?}",
+        server.logs()
+    );
+}

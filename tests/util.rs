@@ -25,8 +25,15 @@ pub struct Proc {
 impl Proc {
     /// Runs `bin` with `args` and waits for its "listening on http://ADDR" log line.
     pub fn start(bin: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut command = Command::new(bin);
+        command.args(args);
+        Proc::start_command(&mut command)
+    }
+
+    /// Runs a prepared command (e.g. through `sh -c`) the same way.
+    pub fn start_command(command: &mut Command) -> Proc {
+        let bin = format!("{command:?}");
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
