@@ -260,4 +260,77 @@ mod tests {
             (0, 499_000_001, 500)
         );
     }
+
+    /// 512 cases by default; PROPTEST_CASES sets more.
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+
+        /// Decoding arbitrary bytes as a block never panics: it yields rows or `Corrupt`.
+        #[test]
+        fn arbitrary_streams_never_panic_the_decoder(
+            bits in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            rows in 0u32..200,
+            n_metrics in 0usize..6,
+            first_ts in proptest::prelude::any::<i64>(),
+        ) {
+            let aggs = vec![MetricAgg::EMPTY; n_metrics];
+            let view = BlockView {
+                first_ts,
+                last_ts: first_ts,
+                rows,
+                n_metrics,
+                aggs: &aggs,
+                bits: &bits,
+                bit_len: bits.len() as u64 * 8,
+            };
+            let _ = view.for_each_row(|_, _| true);
+        }
+
+        /// Any finite or infinite values (NaN means absent) round-trip bit for bit.
+        #[test]
+        fn arbitrary_rows_round_trip(
+            rows in proptest::collection::vec(
+                (1i64..10_000_000, proptest::collection::vec(proptest::prelude::any::<f64>(), 3)),
+                1..100,
+            ),
+        ) {
+            let mut ts = 1_700_000_000_000_000i64;
+            let stamped: Vec<(Micros, Vec<f64>)> = rows
+                .into_iter()
+                .map(|(gap, values)| {
+                    ts += gap;
+                    (ts, values)
+                })
+                .collect();
+            let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, 0);
+            for (t, values) in &stamped[1..] {
+                open.push(*t, values);
+            }
+            let sealed = open.seal();
+            let mut i = 0;
+            let mut mismatch = None;
+            sealed
+                .view()
+                .for_each_row(|t, values| {
+                    let (want_t, want) = &stamped[i];
+                    let same = t == *want_t
+                        && values.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+                    if !same && mismatch.is_none() {
+                        mismatch = Some(i);
+                    }
+                    i += 1;
+                    true
+                })
+                .expect("decodes");
+            proptest::prop_assert_eq!(i, stamped.len());
+            proptest::prop_assert_eq!(mismatch, None);
+        }
+    }
 }
