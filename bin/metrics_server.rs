@@ -23,14 +23,8 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log);
-    // Before any thread exists, so every thread inherits the mask.
-    match fabric_telemetry::http::raise_fd_limit() {
-        Ok(limit) => log::debug!("open-file limit {limit}"),
-        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
-    }
-    if let Err(e) = signals::block_termination() {
-        log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
-    }
+    // Before any thread exists, so every thread inherits the signal mask.
+    signals::prepare_process();
     let server = match MetricsServer::start(&config) {
         Ok(server) => server,
         Err(e) => {
@@ -44,22 +38,17 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.sources().join(", ")
     );
-    loop {
-        match signals::wait_for_termination() {
-            Ok(signals::Termination::Hangup) => match server.reload_tokens() {
-                Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
-                Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
-                None => log::info!("SIGHUP: nothing to reload (no --auth-token-file)"),
-            },
-            Ok(signal) => {
-                log::info!("{signal}: finishing requests in flight and stopping");
-                break;
-            }
-            Err(e) => {
-                log::error!("cannot wait for signals ({e}); running until killed");
-                server.wait();
-                return ExitCode::FAILURE;
-            }
+    let stopped = signals::run_until_stopped(|| match server.reload_tokens() {
+        Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
+        Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
+        None => log::info!("SIGHUP: nothing to reload (no --auth-token-file)"),
+    });
+    match stopped {
+        Ok(signal) => log::info!("{signal}: finishing requests in flight and stopping"),
+        Err(e) => {
+            log::error!("cannot wait for signals ({e}); running until killed");
+            server.wait();
+            return ExitCode::FAILURE;
         }
     }
     server.shutdown();

@@ -24,13 +24,8 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log);
-    match fabric_telemetry::http::raise_fd_limit() {
-        Ok(limit) => log::debug!("open-file limit {limit}"),
-        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
-    }
-    if let Err(e) = signals::block_termination() {
-        log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
-    }
+    // Before any thread exists, so every thread inherits the signal mask.
+    signals::prepare_process();
     let service = match GeneratorService::start(&config) {
         Ok(service) => service,
         Err(e) => {
@@ -45,18 +40,12 @@ fn main() -> ExitCode {
         config.n_switches,
         humantime::format_duration(config.interval)
     );
-    loop {
-        match signals::wait_for_termination() {
-            Ok(signals::Termination::Hangup) => log::info!("SIGHUP: nothing to reload"),
-            Ok(signal) => {
-                log::info!("{signal}: stopping");
-                break;
-            }
-            Err(e) => {
-                log::error!("cannot wait for signals ({e}); running until killed");
-                service.wait();
-                return ExitCode::FAILURE;
-            }
+    match signals::run_until_stopped(|| log::info!("SIGHUP: nothing to reload")) {
+        Ok(signal) => log::info!("{signal}: stopping"),
+        Err(e) => {
+            log::error!("cannot wait for signals ({e}); running until killed");
+            service.wait();
+            return ExitCode::FAILURE;
         }
     }
     service.shutdown();

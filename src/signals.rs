@@ -63,3 +63,26 @@ pub fn wait_for_termination() -> std::io::Result<Termination> {
         _ => Termination::Term,
     })
 }
+
+/// Start-up for a long-running program, before any thread exists: raise the open-file limit
+/// and block the signals [`run_until_stopped`] takes. Failures are logged, not fatal.
+pub fn prepare_process() {
+    match crate::http::raise_fd_limit() {
+        Ok(limit) => log::debug!("open-file limit {limit}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+    if let Err(e) = block_termination() {
+        log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
+    }
+}
+
+/// Runs `on_hangup` for every SIGHUP until SIGTERM or SIGINT arrives; returns that signal,
+/// or the error that made waiting impossible.
+pub fn run_until_stopped(mut on_hangup: impl FnMut()) -> std::io::Result<Termination> {
+    loop {
+        match wait_for_termination()? {
+            Termination::Hangup => on_hangup(),
+            stop => return Ok(stop),
+        }
+    }
+}
