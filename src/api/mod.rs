@@ -621,10 +621,10 @@ impl Api {
                 )));
             }
         }
-        let (kind, samples, truncated) = {
+        let (kind, raw, buckets, truncated) = {
             let store = self.store.read();
             let (switch, metric_id) = series_of(&store, switch_id, metric)?;
-            let mut samples: Vec<Sample> = Vec::new();
+            let mut raw: Vec<Sample> = Vec::new();
             let mut downsampler = step.map(|step| Downsampler::new(from, step));
             let mut truncated = false;
             store.history(
@@ -637,8 +637,8 @@ impl Api {
                         down.add(sample);
                         true
                     }
-                    None if samples.len() < MAX_POINTS => {
-                        samples.push(sample);
+                    None if raw.len() < MAX_POINTS => {
+                        raw.push(sample);
                         true
                     }
                     None => {
@@ -648,31 +648,25 @@ impl Api {
                 },
             );
             let buckets = downsampler.map(Downsampler::finish);
-            (
-                store.metrics().kind(metric_id),
-                (samples, buckets),
-                truncated,
-            )
+            (store.metrics().kind(metric_id), raw, buckets, truncated)
         };
         if truncated {
-            let span = seconds(
-                to.saturating_sub(from.max(samples.0.first().map_or(from, |s| s.timestamp))),
-            );
+            let span =
+                seconds(to.saturating_sub(from.max(raw.first().map_or(from, |s| s.timestamp))));
             let suggested = (span / MAX_POINTS as f64).ceil().max(1.0);
             return Err(bad(format!(
                 "more than {MAX_POINTS} samples in range; narrow from/to or downsample with step (e.g. step={suggested}s)"
             )));
         }
-        match samples {
-            (_, Some(buckets)) => json_reply(
+        match buckets {
+            Some(buckets) => json_reply(
                 &buckets
                     .iter()
                     .map(|b| bucket_json(b, kind))
                     .collect::<Vec<_>>(),
             ),
-            (samples, None) => json_reply(
-                &samples
-                    .iter()
+            None => json_reply(
+                &raw.iter()
                     .map(|s| HistoryPoint {
                         timestamp: Timestamp(s.timestamp),
                         value: Number {
