@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::{self, FakeFeed};
 
@@ -117,4 +118,146 @@ fn the_example_config_files_are_valid() {
         panic!("{generator:?}")
     };
     assert_eq!(config.n_switches, 1000);
+}
+
+/// Whether `tool --version`-style probing finds it; panics when FABRIC_REQUIRE_TOOLS is set.
+fn have(tool: &str, probe: &[&str]) -> bool {
+    if Command::new(tool).args(probe).output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("FABRIC_REQUIRE_TOOLS").is_some() {
+        panic!("{tool} is required (FABRIC_REQUIRE_TOOLS is set)");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (apt-get install nginx openssl curl)");
+    false
+}
+
+/// Kills the nginx it holds when dropped.
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn the_shipped_nginx_config_terminates_tls_in_front_of_the_server() {
+    if !have("nginx", &["-v"]) || !have("openssl", &["version"]) || !have("curl", &["--version"]) {
+        return;
+    }
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}"]);
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+
+    let dir = std::env::temp_dir().join(format!("fabric-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    // The shipped file, with only addresses and certificate paths changed.
+    let mut site = repo_file("deploy/nginx/fabric-telemetry.conf");
+    for (from, to) in [
+        (
+            "listen 443 ssl;".to_string(),
+            format!("listen 127.0.0.1:{port} ssl;"),
+        ),
+        (
+            "/etc/fabric-telemetry/tls/fullchain.pem".to_string(),
+            cert.display().to_string(),
+        ),
+        (
+            "/etc/fabric-telemetry/tls/privkey.pem".to_string(),
+            key.display().to_string(),
+        ),
+        (
+            "server 127.0.0.1:8080;".to_string(),
+            format!("server {};", server.addr),
+        ),
+    ] {
+        assert!(
+            site.contains(&from),
+            "the shipped config no longer has {from:?}"
+        );
+        site = site.replace(&from, &to);
+    }
+    std::fs::write(dir.join("fabric.conf"), site).expect("site");
+    let d = dir.display();
+    let main = format!(
+        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/fabric.conf;\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).expect("nginx.conf");
+    let nginx = Nginx(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let https = format!("https://127.0.0.1:{port}");
+    let (body, code) = util::wait_for("nginx to answer over TLS", Duration::from_secs(15), || {
+        let answer = curl(&[&format!(
+            "{https}/telemetry/get?switch_id=switch1&metric=bandwidth"
+        )]);
+        (answer.1 == "200").then_some(answer)
+    });
+    assert_eq!(code, "200");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON through the proxy");
+    assert_eq!(json["value"], 72.34);
+    let (_, post) = curl(&["-X", "POST", &format!("{https}/telemetry/get")]);
+    assert_eq!(post, "403", "only GET and HEAD pass the proxy");
+    let (_, plain) = curl(&[&format!("http://127.0.0.1:{port}/telemetry/stats")]);
+    assert_eq!(plain, "400", "plain HTTP to the TLS port is refused");
+    let (_, tls10) = curl(&["--tlsv1.0", "--tls-max", "1.1", &format!("{https}/healthz")]);
+    assert_ne!(tls10, "200", "TLS below 1.2 is refused");
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
 }
