@@ -6,7 +6,8 @@
 //! latency, CPU per million rows, all switches fresh), `memory` (RSS growth per retained sample
 //! after a simulated hour of 10k switches) and `window` (aggregate over 1m vs 1h); and, only
 //! when named, `soak [--switches N] [--minutes M]` (1M switches for 7 minutes by default,
-//! through block sealing and expiry).
+//! through block sealing and expiry), and `hostile` (idle connections, slow-loris, connection
+//! churn: normal-client p99 and whether threads and descriptors come back down).
 //! Every throughput figure is paired with a baseline measured in the same run; the machine is
 //! shared and noisy, so compare ratios, not absolute numbers. Needs `wrk` (Debian package).
 
@@ -802,6 +803,169 @@ fn soak_section(report: &mut Report, n: usize, minutes: u64) {
         .note(format!("status {status}"));
 }
 
+/// Threads and open descriptors of a process.
+fn threads_and_fds(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    (threads, fds)
+}
+
+/// p99 (ms) of `n` sequential keep-alive GETs by one well-behaved client, and how many failed.
+fn normal_client_p99(url: &str, n: usize) -> (f64, usize) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut times = Vec::with_capacity(n);
+    let mut failed = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        match agent.get(url).call() {
+            Ok(r) if r.status().as_u16() == 200 => {
+                times.push(started.elapsed().as_secs_f64() * 1e3)
+            }
+            _ => failed += 1,
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let p99 = times
+        .get(((times.len().max(1) - 1) as f64 * 0.99) as usize)
+        .copied()
+        .unwrap_or(f64::NAN);
+    (p99, failed)
+}
+
+/// Idle connections, slow-loris, connect/close churn: normal clients keep being answered, and
+/// threads and descriptors come back down when the attackers leave.
+fn hostile_section(report: &mut Report) {
+    use std::io::Write;
+    let _ = fabric_telemetry::http::raise_fd_limit();
+    let (_generator, server) = system(10_000, &[]);
+    wait_for_rows(&server, 20_000);
+    let url = server.url("/telemetry/get?switch_id=switch1&metric=bandwidth");
+    let pid = server.pid();
+    let settle = || std::thread::sleep(Duration::from_secs(8));
+    let baseline = threads_and_fds(pid);
+    let (p99, _) = normal_client_p99(&url, 200);
+    report.add("hostile", "normal client p99, no attack", p99, "ms");
+
+    let idle: Vec<std::net::TcpStream> = (0..2_000)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)).ok()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (p99, failed) = normal_client_p99(&url, 200);
+    let during = threads_and_fds(pid);
+    report
+        .add(
+            "hostile",
+            format!("normal client p99 with {} idle connections", idle.len()),
+            p99,
+            "ms",
+        )
+        .note(format!(
+            "{failed} of 200 failed; server threads {} fds {} (baseline {} / {})",
+            during.0, during.1, baseline.0, baseline.1
+        ));
+    drop(idle);
+
+    let mut loris: Vec<std::net::TcpStream> = (0..500)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)).ok()
+        })
+        .collect();
+    let header = b"GET /telemetry/stats HTTP/1.1\r\nX-Slow: ";
+    let trickle = std::thread::spawn(move || {
+        for second in 0..15 {
+            for stream in &mut loris {
+                let _ = stream.write_all(&[header[second % header.len()]]);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        loris.len()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (p99, failed) = normal_client_p99(&url, 200);
+    let during = threads_and_fds(pid);
+    let n_loris = trickle.join().unwrap_or(0);
+    report
+        .add(
+            "hostile",
+            format!("normal client p99 during a {n_loris}-connection slow-loris"),
+            p99,
+            "ms",
+        )
+        .note(format!(
+            "{failed} of 200 failed; server threads {} fds {}",
+            during.0, during.1
+        ));
+    settle();
+    let after = threads_and_fds(pid);
+    report
+        .add(
+            "hostile",
+            "server threads after the attackers left",
+            after.0 as f64,
+            "threads",
+        )
+        .baseline(baseline.0 as f64);
+    report
+        .add(
+            "hostile",
+            "server fds after the attackers left",
+            after.1 as f64,
+            "fds",
+        )
+        .baseline(baseline.1 as f64);
+
+    let rss_before = rss_bytes(&pid.to_string());
+    for _ in 0..10_000 {
+        drop(std::net::TcpStream::connect(server.addr));
+    }
+    let close_agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut failed = 0;
+    for _ in 0..10_000 {
+        let ok = close_agent
+            .get(&url)
+            .header("Connection", "close")
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        failed += usize::from(!ok);
+    }
+    settle();
+    let churned = threads_and_fds(pid);
+    report
+        .add(
+            "hostile",
+            "threads after 10k connect/close + 10k Connection: close",
+            churned.0 as f64,
+            "threads",
+        )
+        .baseline(baseline.0 as f64)
+        .note(format!("{failed} of 10000 requests failed"));
+    report
+        .add("hostile", "fds after the churn", churned.1 as f64, "fds")
+        .baseline(baseline.1 as f64);
+    report
+        .add(
+            "hostile",
+            "RSS after the churn",
+            rss_bytes(&pid.to_string()) as f64 / 1e6,
+            "MB",
+        )
+        .baseline(rss_before as f64 / 1e6);
+}
+
 fn main() {
     let options = options();
     let mut report = Report::default();
@@ -819,6 +983,9 @@ fn main() {
     }
     if wants("ingest") {
         ingest_section(&mut report, options.quick);
+    }
+    if wants("hostile") {
+        hostile_section(&mut report);
     }
     if wants("soak") {
         soak_section(&mut report, options.soak_switches, options.soak_minutes);
