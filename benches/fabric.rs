@@ -925,6 +925,68 @@ fn hostile_section(report: &mut Report) {
         )
         .baseline(baseline.1 as f64);
 
+    // Oversized input: a 1 MB request line without a newline, then 100 MB of header bytes.
+    for (what, total, prefix) in [
+        (
+            "1 MB request line without newline",
+            1usize << 20,
+            &b"GET /"[..],
+        ),
+        (
+            "100 MB stream of header bytes",
+            100 << 20,
+            &b"GET / HTTP/1.1\r\nX-Flood: "[..],
+        ),
+    ] {
+        let rss_before = rss_bytes(&pid.to_string());
+        let mut peak = rss_before;
+        let outcome = match std::net::TcpStream::connect(server.addr) {
+            Ok(mut stream) => {
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+                let chunk = vec![b'a'; 64 << 10];
+                let mut sent = 0usize;
+                let mut result = "all bytes accepted".to_string();
+                if stream.write_all(prefix).is_err() {
+                    result = "closed at once".to_string();
+                }
+                while sent < total {
+                    if let Err(e) = stream.write_all(&chunk) {
+                        result = format!("closed by the server after {} KB ({e})", sent >> 10);
+                        break;
+                    }
+                    sent += chunk.len();
+                    if sent % (8 << 20) == 0 {
+                        peak = peak.max(rss_bytes(&pid.to_string()));
+                    }
+                }
+                peak = peak.max(rss_bytes(&pid.to_string()));
+                result
+            }
+            Err(e) => format!("cannot connect: {e}"),
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        report
+            .add(
+                "hostile",
+                format!("RSS growth during a {what}"),
+                peak.saturating_sub(rss_before) as f64 / 1e6,
+                "MB",
+            )
+            .note(format!(
+                "{outcome}; RSS {} MB after",
+                rss_bytes(&pid.to_string()) / 1_000_000
+            ));
+    }
+    let (p99, failed) = normal_client_p99(&url, 50);
+    report
+        .add(
+            "hostile",
+            "normal client p99 after the oversized input",
+            p99,
+            "ms",
+        )
+        .note(format!("{failed} of 50 failed"));
+
     let rss_before = rss_bytes(&pid.to_string());
     for _ in 0..10_000 {
         drop(std::net::TcpStream::connect(server.addr));
