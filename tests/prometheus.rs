@@ -103,22 +103,20 @@ fn promtool_accepts_the_exposition() {
 #[test]
 fn openmetrics_when_asked() {
     let (_feed, server) = server_with_constant_feed();
-    let response = util::client()
-        .get(&server.url("/metrics"))
-        .header("Accept", "application/openmetrics-text; version=1.0.0")
-        .call()
-        .expect("GET /metrics");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
+    let answer = util::request(
+        &util::client(),
+        "GET",
+        &server.url("/metrics"),
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
     );
-    let body = response.into_body().read_to_string().expect("body");
+    assert!(
+        answer
+            .content_type
+            .starts_with("application/openmetrics-text"),
+        "{}",
+        answer.content_type
+    );
+    let body = answer.body;
     assert!(body.ends_with("# EOF\n"));
     assert!(body.contains("# TYPE fabric_switch_errors counter\n"));
     let mut families: Vec<&str> = body

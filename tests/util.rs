@@ -265,6 +265,8 @@ pub fn client() -> ureq::Agent {
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    /// Response headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -272,31 +274,67 @@ impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+
+    /// A response header by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
-pub fn get_with(agent: &ureq::Agent, url: &str) -> Answer {
-    let response = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+/// `method` (GET or POST, empty body) with extra request headers.
+pub fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let result = match method {
+        "POST" => {
+            let mut builder = agent.post(url);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            builder.send(&[][..])
+        }
+        _ => {
+            let mut builder = agent.get(url);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            builder.call()
+        }
+    };
+    let response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = response.status().as_u16();
-    let content_type = response
+    let headers: Vec<(String, String)> = response
         .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let body = response
         .into_body()
         .into_with_config()
         .limit(1 << 30)
         .read_to_string()
-        .unwrap_or_else(|e| panic!("GET {url} body: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {url} body: {e}"));
     Answer {
         status,
         content_type,
+        headers,
         body,
     }
+}
+
+pub fn get_with(agent: &ureq::Agent, url: &str) -> Answer {
+    request(agent, "GET", url, &[])
 }
 
 pub fn get(url: &str) -> Answer {
