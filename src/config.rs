@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::access;
 use crate::generator_http::{FaultMode, GeneratorConfig};
 use crate::logging::{self, LogFormat, LogSettings};
+use crate::persist::{FsyncPolicy, PersistConfig};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,12 @@ pub struct ServerConfig {
     pub insecure_no_auth: bool,
     /// Requests per second per client (token, or address without auth), and the burst.
     pub rate_limit: Option<(f64, f64)>,
+    /// Where history persists (WAL + block files); `None` keeps it in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Forces memory-only history even when a data directory is configured.
+    pub in_memory: bool,
+    pub fsync: FsyncPolicy,
+    pub compaction_interval: Duration,
 }
 
 pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
@@ -84,7 +91,35 @@ impl Default for ServerConfig {
             auth_token_file: None,
             insecure_no_auth: false,
             rate_limit: None,
+            data_dir: None,
+            in_memory: false,
+            fsync: FsyncPolicy::EveryBatch,
+            compaction_interval: Duration::from_secs(60),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Durability settings, unless history is to stay in memory only.
+    pub fn persist(&self) -> Option<PersistConfig> {
+        match (&self.data_dir, self.in_memory) {
+            (Some(dir), false) => Some(PersistConfig {
+                data_dir: dir.clone(),
+                fsync: self.fsync,
+                compaction_interval: self.compaction_interval,
+                retention: self.retention,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn parse_fsync(value: &str, interval: Duration) -> Result<FsyncPolicy, String> {
+    match value {
+        "every-batch" => Ok(FsyncPolicy::EveryBatch),
+        "interval" => Ok(FsyncPolicy::Interval(interval)),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!("{other:?}: expected every-batch, interval or never")),
     }
 }
 
@@ -107,12 +142,21 @@ FLAGS:
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
-      --remote-write URL       push every accepted sample to a Prometheus remote-write receiver
+  --remote-write URL       push every accepted sample to a Prometheus remote-write receiver
   --auth-token-file PATH   require Authorization: Bearer <token>; one token per line, plain or
                            sha256:<hex>; re-read on SIGHUP (/healthz stays open)
   --insecure-no-auth       allow a non-loopback --listen without --auth-token-file
   --rate-limit RATE        requests per client (token, or address): 200/s, 6000/m
   --burst N                requests a client may send at once (default 2 s worth)
+  --data-dir PATH          keep history on disk here (WAL + compressed block files) so it
+                           survives restarts and crashes; unset: memory only
+  --in-memory              memory only, even if a config file sets --data-dir
+  --fsync POLICY           when the WAL reaches the disk: every-batch (after each poll, the
+                           default), interval (every --fsync-interval), or never (the kernel's
+                           choice: a power loss may cost ~30 s; a process crash costs nothing)
+  --fsync-interval DUR     with --fsync interval (default 1s)
+  --compaction-interval DUR  how often sealed blocks go to block files and the WAL is trimmed
+                           (default 1m)
   --config PATH            read flags from a TOML file (keys are flag names); flags override it
   -h, --help               print this help
   -V, --version            print the version
@@ -223,7 +267,12 @@ pub fn check_source(url: &str) -> Result<(), String> {
 }
 
 /// The flags a server config file may set (its keys are the flag names).
-const SERVER_KEYS: [&str; 17] = [
+const SERVER_KEYS: [&str; 22] = [
+    "data-dir",
+    "in-memory",
+    "fsync",
+    "fsync-interval",
+    "compaction-interval",
     "remote-write",
     "auth-token-file",
     "insecure-no-auth",
@@ -406,6 +455,8 @@ fn parse_server_flags(
     use lexopt::Arg::Long;
     let mut sources = Vec::new();
     let mut burst: Option<f64> = config.rate_limit.map(|(_, b)| b);
+    let mut fsync: Option<String> = None;
+    let mut fsync_interval: Option<Duration> = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         if let Some(command) = version_or_help(&arg) {
@@ -463,6 +514,15 @@ fn parse_server_flags(
                 let value: f64 = number("--burst", parser.value()?, 1.0..=1e9)?;
                 burst = Some(value);
             }
+            Long("data-dir") => config.data_dir = Some(parser.value()?.into()),
+            Long("in-memory") => config.in_memory = true,
+            Long("fsync") => fsync = Some(text("--fsync", parser.value()?)?),
+            Long("fsync-interval") => {
+                fsync_interval = Some(duration("--fsync-interval", parser.value()?)?)
+            }
+            Long("compaction-interval") => {
+                config.compaction_interval = duration("--compaction-interval", parser.value()?)?
+            }
             Long("remote-write") => {
                 let url = text("--remote-write", parser.value()?)?;
                 check_source(&url).map_err(|why| invalid("--remote-write", why))?;
@@ -478,6 +538,24 @@ fn parse_server_flags(
         (Some((_, b)), Some(burst)) => *b = burst,
         (None, Some(_)) => return Err(invalid("--burst", "needs --rate-limit")),
         _ => {}
+    }
+    let interval = fsync_interval.unwrap_or(match config.fsync {
+        FsyncPolicy::Interval(every) => every,
+        _ => Duration::from_secs(1),
+    });
+    if let Some(policy) = fsync {
+        config.fsync = parse_fsync(&policy, interval).map_err(|why| invalid("--fsync", why))?;
+    } else if let FsyncPolicy::Interval(every) = &mut config.fsync {
+        *every = interval;
+    }
+    if fsync_interval.is_some() && !matches!(config.fsync, FsyncPolicy::Interval(_)) {
+        return Err(invalid("--fsync-interval", "needs --fsync interval"));
+    }
+    if interval < Duration::from_millis(10) {
+        return Err(invalid("--fsync-interval", "must be at least 10ms"));
+    }
+    if config.compaction_interval.is_zero() {
+        return Err(invalid("--compaction-interval", "must be more than 0"));
     }
     Ok(Command::Run { config, log })
 }

@@ -16,6 +16,8 @@
 //! - [`access`]: bearer tokens and per-client rate limits.
 //! - [`stats`]: request and ingest counters.
 //! - [`remote_write`]: pushes accepted samples to a Prometheus remote-write receiver.
+//! - [`persist`]: the data directory: WAL, block files, recovery, lock.
+//! - [`wire`]: varints and a bounds-checked reader for the binary formats.
 //! - [`http`]: the tiny_http worker pool both programs use.
 //! - [`config`], [`logging`], [`server`], [`signals`]: flags, logs, wiring, clean shutdown.
 
@@ -29,6 +31,7 @@ pub mod generator_http;
 pub mod http;
 pub mod logging;
 pub mod metric;
+pub mod persist;
 pub mod poller;
 pub mod query;
 pub mod remote_write;
@@ -39,3 +42,4 @@ pub mod signals;
 pub mod stats;
 pub mod store;
 pub mod timestamp;
+pub mod wire;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
+use crate::wire::put_varint;
 use crate::feed::FeedBatch;
 use crate::metric;
 
@@ -119,14 +120,6 @@ impl RemoteWriteQueue {
 }
 
 // ---- protobuf (prometheus/prompb: WriteRequest, TimeSeries, Label, Sample) ----
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
 
 fn put_len_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     put_varint(out, (field << 3) | 2);

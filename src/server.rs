@@ -17,7 +17,9 @@ use crate::http::{self, HttpError, HttpServer};
 use crate::poller::{self, PollerConfig};
 use crate::remote_write::RemoteWriter;
 use crate::stats::{ApiStats, IngestStats};
-use crate::store::{self, BlockLimits, Store, StoreHandle};
+use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
+use crate::store::{self, BlockLimits, Outlets, Persistence, Store, StoreHandle};
+use crate::timestamp;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -27,6 +29,7 @@ pub enum StartError {
     Access(String),
     Demo(String),
     Thread(std::io::Error),
+    DataDir(DataDirError),
 }
 
 impl fmt::Display for StartError {
@@ -36,6 +39,7 @@ impl fmt::Display for StartError {
             StartError::Access(why) => write!(f, "{why}"),
             StartError::Demo(why) => write!(f, "cannot start the demo generator: {why}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::DataDir(e) => write!(f, "cannot use the data directory: {e}"),
         }
     }
 }
@@ -58,6 +62,35 @@ pub struct MetricsServer {
     sources: Vec<String>,
     remote: Option<RemoteWriter>,
     auth: Option<Arc<Auth>>,
+    /// Joined after the store thread, whose exit lets it flush and end.
+    persist_thread: Option<JoinHandle<()>>,
+}
+
+/// Opens (locks) the data directory and loads what it holds into `store`.
+fn recover(
+    config: &PersistConfig,
+    store: &mut Store,
+) -> Result<(DataDir, Arc<StorageStats>), StartError> {
+    let mut dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
+    let retention = i64::try_from(config.retention.as_micros()).unwrap_or(i64::MAX);
+    let cutoff = timestamp::now_micros().saturating_sub(retention);
+    let report = dir.recover(store, cutoff).map_err(StartError::DataDir)?;
+    log::info!(
+        data_dir = dir.root().display().to_string().as_str(),
+        blocks = report.blocks_loaded,
+        block_rows = report.block_rows_loaded,
+        wal_rows = report.wal_rows_replayed,
+        seconds = report.seconds;
+        "recovered {} block files ({} rows) and {} WAL rows in {:.3} s; fsync {}",
+        report.block_files_loaded,
+        report.block_rows_loaded,
+        report.wal_rows_replayed,
+        report.seconds,
+        config.fsync.name()
+    );
+    let stats = Arc::new(StorageStats::new(config));
+    stats.set_recovery(report);
+    Ok((dir, stats))
 }
 
 /// Without tokens the API may only listen on loopback: checked before binding anything.
@@ -110,6 +143,11 @@ impl MetricsServer {
         if auth.is_none() && !config.insecure_no_auth {
             refuse_open_non_loopback(&config.listen)?;
         }
+        let mut store = Store::new(BlockLimits::for_retention(config.retention));
+        let recovered = match config.persist() {
+            Some(persist_config) => Some((recover(&persist_config, &mut store)?, persist_config)),
+            None => None,
+        };
         let listener = http::bind(&config.listen)?;
         let mut sources = config.sources.clone();
         let demo = match (config.demo, sources.first_mut()) {
@@ -123,19 +161,32 @@ impl MetricsServer {
         };
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (batches, batches_rx) = crossbeam_channel::bounded(2 * sources.len().max(1));
-        let store = StoreHandle::new(Store::new(BlockLimits::for_retention(config.retention)));
+        let store = StoreHandle::new(store);
         let remote = match &config.remote_write {
             Some(url) => {
                 Some(RemoteWriter::start(url, stop_rx.clone()).map_err(StartError::Thread)?)
             }
             None => None,
         };
-        let ingest = Arc::new(IngestStats::with_remote_write(
+        let mut ingest = IngestStats::with_remote_write(
             &sources,
             remote
                 .as_ref()
                 .map(|r| (r.url.clone(), Arc::clone(&r.stats))),
-        ));
+        );
+        let mut persist_thread = None;
+        let mut persistence = None;
+        if let Some(((dir, storage_stats), persist_config)) = recovered {
+            ingest = ingest.with_storage(Arc::clone(&storage_stats));
+            let (disk, thread) =
+                persist::spawn(dir, &persist_config, storage_stats).map_err(StartError::Thread)?;
+            persist_thread = Some(thread);
+            persistence = Some(Persistence {
+                disk,
+                compaction_interval: persist_config.compaction_interval,
+            });
+        }
+        let ingest = Arc::new(ingest);
         let mut threads = Vec::new();
         threads.push(
             store::spawn(
@@ -144,7 +195,10 @@ impl MetricsServer {
                 batches_rx,
                 stop_rx.clone(),
                 Arc::clone(&ingest),
-                remote.as_ref().map(|r| r.queue.clone()),
+                Outlets {
+                    remote: remote.as_ref().map(|r| r.queue.clone()),
+                    persistence,
+                },
             )
             .map_err(StartError::Thread)?,
         );
@@ -181,6 +235,7 @@ impl MetricsServer {
             sources,
             remote,
             auth,
+            persist_thread,
         })
     }
 
@@ -206,6 +261,9 @@ impl MetricsServer {
         for thread in self.threads {
             let _ = thread.join();
         }
+        if let Some(thread) = self.persist_thread {
+            let _ = thread.join();
+        }
     }
 
     /// Stops answering, stops polling, and joins every thread.
@@ -213,6 +271,9 @@ impl MetricsServer {
         self.http.shutdown();
         drop(self.stop);
         for thread in self.threads {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.persist_thread {
             let _ = thread.join();
         }
         if let Some(remote) = self.remote {

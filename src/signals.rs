@@ -71,6 +71,11 @@ pub fn prepare_process() {
         Ok(limit) => log::debug!("open-file limit {limit}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
+    // Past RLIMIT_FSIZE a write should fail (EFBIG, handled like a full disk), not kill us.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     if let Err(e) = block_termination() {
         log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
     }

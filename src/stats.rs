@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::persist::{StorageReport, StorageStats};
 use crate::feed::{RejectCounts, RejectReason};
 use crate::remote_write::{RemoteWriteReport, RemoteWriteStats};
 use crate::store::IngestOutcome;
@@ -311,6 +312,8 @@ pub struct IngestStats {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     retained_rows: AtomicU64,
     sources: Vec<Mutex<SourceStats>>,
+    /// The data directory's counters, when history persists.
+    storage: Option<std::sync::Arc<StorageStats>>,
 }
 
 impl IngestStats {
@@ -336,7 +339,18 @@ impl IngestStats {
                     })
                 })
                 .collect(),
+            storage: None,
         }
+    }
+
+    /// The same, reporting the data directory's counters too.
+    pub fn with_storage(mut self, storage: std::sync::Arc<StorageStats>) -> IngestStats {
+        self.storage = Some(storage);
+        self
+    }
+
+    pub fn storage(&self) -> Option<&StorageStats> {
+        self.storage.as_deref()
     }
 
     fn with_source(&self, source: usize, f: impl FnOnce(&mut SourceStats)) {
@@ -480,6 +494,9 @@ pub struct StatsReport {
     /// Requests refused with 429 by the per-client rate limit.
     pub rate_limited: u64,
     pub ingest: IngestReport,
+    /// Present when history persists (`--data-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageReport>,
 }
 
 fn latency_report(latency: Latency) -> LatencyReport {
@@ -521,5 +538,6 @@ pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
             sources: ingest.sources(),
             remote_write: ingest.remote_write(),
         },
+        storage: ingest.storage().map(StorageStats::report),
     }
 }

@@ -5,6 +5,7 @@
 
 use super::codec::{BitReader, BitWriter, TimestampCodec, ValueCodec};
 use crate::timestamp::Micros;
+use crate::wire::{self, Reader};
 
 /// Min, max, sum and count of the present values of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +115,11 @@ impl Block {
         }
     }
 
+    /// Values present (rows × metrics, absent cells excluded).
+    pub fn samples(&self) -> u64 {
+        self.aggs.iter().map(|a| a.count).sum()
+    }
+
     /// Heap bytes this block holds.
     pub fn heap_bytes(&self) -> usize {
         self.bits.len() + self.aggs.len() * std::mem::size_of::<MetricAgg>()
@@ -122,6 +128,62 @@ impl Block {
     /// Size of the compressed stream.
     pub fn stream_bytes(&self) -> usize {
         self.bits.len()
+    }
+
+    /// Appends the block-file encoding of this block: bounds, row and metric counts, the
+    /// aggregates (so loading never decodes), then the stream as it is in memory.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        wire::put_i64(out, self.first_ts);
+        wire::put_i64(out, self.last_ts);
+        wire::put_varint(out, u64::from(self.rows));
+        wire::put_varint(out, self.aggs.len() as u64);
+        wire::put_varint(out, u64::from(self.bit_len));
+        for agg in self.aggs.iter() {
+            wire::put_f64(out, agg.min);
+            wire::put_f64(out, agg.max);
+            wire::put_f64(out, agg.sum);
+            wire::put_varint(out, agg.count);
+        }
+        wire::put_bytes(out, &self.bits);
+    }
+
+    /// Reads what [`Block::encode`] wrote, checking that the header is consistent with itself
+    /// (a checksum guards the bytes; this guards against a writer bug or a forged file).
+    pub fn decode(input: &mut Reader<'_>, max_metrics: usize) -> Result<Block, Corrupt> {
+        let first_ts = input.i64().map_err(|_| Corrupt)?;
+        let last_ts = input.i64().map_err(|_| Corrupt)?;
+        let rows = u32::try_from(input.varint().map_err(|_| Corrupt)?).map_err(|_| Corrupt)?;
+        let n_metrics = input.count(max_metrics).map_err(|_| Corrupt)?;
+        let bit_len = u32::try_from(input.varint().map_err(|_| Corrupt)?).map_err(|_| Corrupt)?;
+        let mut aggs = Vec::with_capacity(n_metrics);
+        for _ in 0..n_metrics {
+            let agg = MetricAgg {
+                min: input.f64().map_err(|_| Corrupt)?,
+                max: input.f64().map_err(|_| Corrupt)?,
+                sum: input.f64().map_err(|_| Corrupt)?,
+                count: input.varint().map_err(|_| Corrupt)?,
+            };
+            if agg.count > u64::from(rows) {
+                return Err(Corrupt);
+            }
+            aggs.push(agg);
+        }
+        let bits = input.bytes().map_err(|_| Corrupt)?;
+        let consistent = rows >= 1
+            && first_ts <= last_ts
+            && (rows > 1 || first_ts == last_ts)
+            && bits.len() as u64 == u64::from(bit_len).div_ceil(8);
+        if !consistent {
+            return Err(Corrupt);
+        }
+        Ok(Block {
+            first_ts,
+            last_ts,
+            rows,
+            bit_len,
+            bits: bits.into(),
+            aggs: aggs.into_boxed_slice(),
+        })
     }
 }
 

@@ -19,6 +19,8 @@
 
 mod block;
 mod codec;
+pub mod file;
+mod persist;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,7 @@ use rustc_hash::FxHashMap;
 
 pub use block::MetricAgg;
 use block::{Block, BlockView, OpenBlock};
+pub use persist::ImportOutcome;
 
 use crate::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::metric::{self, MetricKind};
@@ -127,6 +130,8 @@ struct SwitchSeries {
     /// together would otherwise seal (and later expire) their blocks on the same poll, a
     /// million at once; staggering the first block spreads every later boundary too.
     first_block_shortening: Micros,
+    /// Sealed blocks at the back of `sealed` not yet exported to a block file.
+    unpersisted: u32,
 }
 
 impl SwitchSeries {
@@ -152,6 +157,7 @@ impl SwitchSeries {
                 self.sealed.reserve_exact(2);
             }
             self.sealed.push_back(block);
+            self.unpersisted += 1;
         }
     }
 
@@ -704,46 +710,94 @@ pub struct IngestBatch {
 /// How often the store expires old blocks when no batch arrives.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// Starts the store thread: it applies batches from `batches` and expires blocks older than
-/// `retention`. It ends when `stop` fires or every sender of `batches` is gone.
+/// Durable storage as the store thread sees it.
+pub struct Persistence {
+    pub disk: crate::persist::Disk,
+    pub compaction_interval: Duration,
+}
+
+/// Where the store thread sends what it accepted, besides memory.
+#[derive(Default)]
+pub struct Outlets {
+    pub remote: Option<RemoteWriteQueue>,
+    pub persistence: Option<Persistence>,
+}
+
+impl Outlets {
+    fn accepted(&self, feed: FeedBatch, rows: Vec<u32>) {
+        // Neither waits: a full queue drops (and counts) what it could not take.
+        let feed = Arc::new(feed);
+        match (&self.persistence, &self.remote) {
+            (Some(p), Some(remote)) => {
+                p.disk.log_rows(Arc::clone(&feed), rows.clone());
+                remote.offer(Accepted { feed, rows });
+            }
+            (Some(p), None) => p.disk.log_rows(feed, rows),
+            (None, Some(remote)) => remote.offer(Accepted { feed, rows }),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Starts the store thread: it applies batches from `batches`, expires blocks older than
+/// `retention`, and hands accepted rows to `outlets`. It ends when `stop` fires or every
+/// sender of `batches` is gone.
 pub fn spawn(
     handle: StoreHandle,
     retention: Duration,
     batches: Receiver<IngestBatch>,
     stop: Receiver<()>,
     stats: Arc<IngestStats>,
-    remote: Option<RemoteWriteQueue>,
+    outlets: Outlets,
 ) -> std::io::Result<JoinHandle<()>> {
     let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
     std::thread::Builder::new()
         .name("store".to_string())
-        .spawn(move || loop {
-            select! {
-                recv(batches) -> msg => match msg {
-                    Ok(batch) => {
-                                                if !batch.feed.is_empty() {
-                            let mut outcome = handle.apply(&batch.feed);
-                            stats.record_ingest(batch.source, &outcome);
-                            if let Some(remote) = &remote {
-                                // Never waits: a full queue drops (and counts) the batch.
-                                remote.offer(Accepted {
-                                    feed: Arc::new(batch.feed),
-                                    rows: std::mem::take(&mut outcome.accepted_rows),
-                                });
-                            }
-                        }
-                        if batch.last {
-                            stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
-                        }
+        .spawn(move || {
+            let mut last_compaction = std::time::Instant::now();
+            loop {
+                select! {
+                    recv(batches) -> msg => match msg {
+                        Ok(batch) => apply_batch(&handle, batch, &stats, &outlets),
+                        Err(_) => return,
+                    },
+                    recv(stop) -> _ => return,
+                    default(IDLE_TICK) => {}
+                }
+                handle.expire(timestamp::now_micros().saturating_sub(retention));
+                stats.set_retained_rows(handle.read().retained_rows());
+                if let Some(p) = &outlets.persistence {
+                    if last_compaction.elapsed() >= p.compaction_interval && p.disk.has_room() {
+                        last_compaction = std::time::Instant::now();
+                        compact(&handle, &p.disk);
                     }
-                    Err(_) => return,
-                },
-                recv(stop) -> _ => return,
-                default(IDLE_TICK) => {}
+                }
             }
-            handle.expire(timestamp::now_micros().saturating_sub(retention));
-            stats.set_retained_rows(handle.read().retained_rows());
         })
+}
+
+fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, outlets: &Outlets) {
+    if !batch.feed.is_empty() {
+        let mut outcome = handle.apply(&batch.feed);
+        stats.record_ingest(batch.source, &outcome);
+        if outlets.remote.is_some() || outlets.persistence.is_some() {
+            outlets.accepted(batch.feed, std::mem::take(&mut outcome.accepted_rows));
+        }
+    }
+    if batch.last {
+        stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
+        if let Some(p) = &outlets.persistence {
+            p.disk.poll_done();
+        }
+    }
+}
+
+/// Exports the blocks sealed since the last compaction to the persist thread, with the
+/// point from which the WAL must be kept.
+fn compact(handle: &StoreHandle, disk: &crate::persist::Disk) {
+    let mut writer = file::BlockFileWriter::default();
+    let keep_wal_from = handle.export_sealed(timestamp::now_micros(), &mut writer);
+    disk.write_blocks(writer, keep_wal_from);
 }
 
 #[cfg(test)]

@@ -1,0 +1,269 @@
+//! The write-ahead log: every accepted row, appended per poll chunk, in segment files.
+//!
+//! A segment is `FTWAL001` followed by records `u32 length, u32 crc32(payload), payload`
+//! (little endian). A payload is one chunk of accepted rows:
+//! `kind (1), metric names, row count, rows: switch id, timestamp (zigzag delta from the
+//! previous row), one f64 per metric (NaN: absent)`. Reading stops at a torn record (the
+//! write a crash interrupted) and skips a corrupt one only when the record after it checks
+//! out; anything else from the damage on is cut off.
+
+use crate::feed::FeedBatch;
+use crate::wire::{self, Reader};
+
+pub const MAGIC: &[u8; 8] = b"FTWAL001";
+const RECORD_HEADER: usize = 8;
+const KIND_ROWS: u8 = 1;
+/// No record is larger (a 64k-row chunk with a few dozen metrics is far below).
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// Appends the framed record for rows `rows` of `batch` to `out`.
+pub fn encode_rows(batch: &FeedBatch, rows: &[u32], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
+    out.push(KIND_ROWS);
+    wire::put_varint(out, batch.metrics.len() as u64);
+    for name in &batch.metrics {
+        wire::put_bytes(out, name.as_bytes());
+    }
+    wire::put_varint(out, rows.len() as u64);
+    let mut previous_ts = 0i64;
+    for &row in rows {
+        let row = row as usize;
+        let ts = batch.timestamp(row);
+        wire::put_bytes(out, batch.switch_id(row).as_bytes());
+        wire::put_zigzag(out, ts.wrapping_sub(previous_ts));
+        previous_ts = ts;
+        for &value in batch.row_values(row) {
+            wire::put_f64(out, value);
+        }
+    }
+    let payload_len = (out.len() - start - RECORD_HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
+    let mut r = Reader::new(payload);
+    if r.take(1)? != [KIND_ROWS] {
+        return Err(wire::Truncated);
+    }
+    let n_metrics = r.count(payload.len())?;
+    let mut names = Vec::with_capacity(n_metrics);
+    for _ in 0..n_metrics {
+        names.push(r.str()?);
+    }
+    let mut batch = FeedBatch::with_metrics(&names);
+    let n_rows = r.count(payload.len())?;
+    let mut values = vec![0.0; n_metrics];
+    let mut ts = 0i64;
+    for _ in 0..n_rows {
+        let switch_id = r.str()?;
+        ts = ts.wrapping_add(r.zigzag()?);
+        for slot in values.iter_mut() {
+            *slot = r.f64()?;
+        }
+        batch.push_row(switch_id, ts, &values);
+    }
+    if !r.is_empty() {
+        return Err(wire::Truncated);
+    }
+    Ok(batch)
+}
+
+/// Damage found while reading a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The segment does not start with the WAL magic.
+    BadMagic,
+    /// A record runs past the end of the file (a write cut short).
+    Torn { offset: usize },
+    /// A record's checksum or content is wrong and nothing valid follows it.
+    Corrupt { offset: usize },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::BadMagic => f.write_str("not a WAL segment (bad magic)"),
+            Damage::Torn { offset } => write!(f, "torn record at byte {offset}"),
+            Damage::Corrupt { offset } => write!(f, "corrupt record at byte {offset}"),
+        }
+    }
+}
+
+/// What a segment holds.
+#[derive(Debug, Default)]
+pub struct SegmentContents {
+    pub batches: Vec<FeedBatch>,
+    /// Bytes up to the end of the last record kept: the segment is cut here.
+    pub good_len: usize,
+    /// Corrupt records skipped because the record after them checked out.
+    pub skipped_records: u64,
+    pub damage: Option<Damage>,
+}
+
+enum Frame<'a> {
+    Record(&'a [u8]),
+    Torn,
+    /// Checksum or content wrong; the claimed length, if it fits in the file.
+    Bad(Option<usize>),
+}
+
+fn frame_at(bytes: &[u8], offset: usize) -> Frame<'_> {
+    let Some(header) = bytes.get(offset..offset + RECORD_HEADER) else {
+        return Frame::Torn;
+    };
+    let mut r = Reader::new(header);
+    let (Ok(len), Ok(crc)) = (r.u32(), r.u32()) else {
+        return Frame::Torn;
+    };
+    let len = len as usize;
+    if len > MAX_RECORD_BYTES {
+        return Frame::Bad(None);
+    }
+    let Some(payload) = bytes.get(offset + RECORD_HEADER..offset + RECORD_HEADER + len) else {
+        return Frame::Torn;
+    };
+    if crc32fast::hash(payload) != crc {
+        return Frame::Bad(Some(len));
+    }
+    Frame::Record(payload)
+}
+
+/// Reads every intact record of a segment image.
+pub fn read_segment(bytes: &[u8]) -> SegmentContents {
+    let mut contents = SegmentContents::default();
+    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+        contents.damage = Some(Damage::BadMagic);
+        return contents;
+    }
+    let mut offset = MAGIC.len();
+    contents.good_len = offset;
+    while offset < bytes.len() {
+        match frame_at(bytes, offset) {
+            Frame::Record(payload) => match decode_rows(payload) {
+                Ok(batch) => {
+                    contents.batches.push(batch);
+                    offset += RECORD_HEADER + payload.len();
+                    contents.good_len = offset;
+                }
+                Err(_) => {
+                    contents.damage = Some(Damage::Corrupt { offset });
+                    break;
+                }
+            },
+            Frame::Torn => {
+                contents.damage = Some(Damage::Torn { offset });
+                break;
+            }
+            Frame::Bad(len) => {
+                // Skip one damaged record only if a valid record follows it: then the length
+                // was right and only the payload was hit.
+                let next = len.map(|len| offset + RECORD_HEADER + len);
+                match next.map(|next| (next, frame_at(bytes, next))) {
+                    Some((next, Frame::Record(_))) => {
+                        contents.skipped_records += 1;
+                        offset = next;
+                    }
+                    _ => {
+                        contents.damage = Some(Damage::Corrupt { offset });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    contents
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first_ts: i64, n: usize) -> FeedBatch {
+        let mut batch = FeedBatch::with_metrics(&["bandwidth", "latency", "errors"]);
+        for i in 0..n {
+            let v = i as f64;
+            let bw = if i % 5 == 0 { f64::NAN } else { 50.0 + v };
+            batch.push_row(&format!("sw-{i}"), first_ts + i as i64 % 3, &[bw, 0.5 * v, v]);
+        }
+        batch
+    }
+
+    fn same(a: &FeedBatch, b: &FeedBatch) -> bool {
+        a.metrics == b.metrics
+            && a.len() == b.len()
+            && (0..a.len()).all(|i| {
+                a.switch_id(i) == b.switch_id(i)
+                    && a.timestamp(i) == b.timestamp(i)
+                    && a.row_values(i)
+                        .iter()
+                        .zip(b.row_values(i))
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+            })
+    }
+
+    fn segment(batches: &[FeedBatch]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        for b in batches {
+            let rows: Vec<u32> = (0..b.len() as u32).collect();
+            encode_rows(b, &rows, &mut bytes);
+        }
+        bytes
+    }
+
+    #[test]
+    fn records_round_trip_and_only_selected_rows_are_logged() {
+        let b = batch(1_700_000_000_000_000, 50);
+        let mut bytes = MAGIC.to_vec();
+        encode_rows(&b, &[3, 7, 8], &mut bytes);
+        let read = read_segment(&bytes);
+        assert_eq!(read.damage, None);
+        assert_eq!(read.good_len, bytes.len());
+        let got = &read.batches[0];
+        assert_eq!(got.len(), 3);
+        assert_eq!(got.switch_id(1), "sw-7");
+        assert_eq!(got.timestamp(2), b.timestamp(8));
+        let full = segment(&[b]);
+        let back = read_segment(&full);
+        assert!(same(&back.batches[0], &batch(1_700_000_000_000_000, 50)));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_the_last_whole_record() {
+        let bytes = segment(&[batch(1, 10), batch(2, 10)]);
+        let first_end = segment(&[batch(1, 10)]).len();
+        for cut in first_end + 1..bytes.len() {
+            let read = read_segment(&bytes[..cut]);
+            assert_eq!(read.batches.len(), 1, "cut at {cut}");
+            assert_eq!(read.good_len, first_end);
+            assert_eq!(read.damage, Some(Damage::Torn { offset: first_end }));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_only_when_the_next_one_checks_out() {
+        let bytes = segment(&[batch(1, 10), batch(2, 10), batch(3, 10)]);
+        let first_end = segment(&[batch(1, 10)]).len();
+        let mut hit = bytes.clone();
+        hit[first_end + 20] ^= 0x40;
+        let read = read_segment(&hit);
+        assert_eq!((read.batches.len(), read.skipped_records), (2, 1));
+        assert_eq!(read.damage, None);
+        // The last record corrupt: nothing follows, so it is cut.
+        let mut last = bytes.clone();
+        let n = last.len();
+        last[n - 3] ^= 1;
+        let read = read_segment(&last);
+        assert_eq!(read.batches.len(), 2);
+        assert!(matches!(read.damage, Some(Damage::Corrupt { .. })));
+        // A garbage length: cut there.
+        let mut len = bytes.clone();
+        len[first_end + 3] = 0xff;
+        let read = read_segment(&len);
+        assert_eq!(read.batches.len(), 1);
+        assert_eq!(read.good_len, first_end);
+        assert_eq!(read_segment(b"garbage!").damage, Some(Damage::BadMagic));
+    }
+}

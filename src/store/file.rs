@@ -1,0 +1,212 @@
+//! Block files: sealed blocks of many switches in one immutable, checksummed file, in the
+//! store's own compressed encoding (a block on disk is its bit stream plus its header and
+//! aggregates, byte for byte what it is in memory).
+//!
+//! Layout (little endian, varints are LEB128):
+//! ```text
+//! "FTBLK001"  u32 crc32(body)  u64 body length  body
+//! body: metric names (count, then each as a length-prefixed string)
+//!       switches (count, then each: id, position → metric-name index list, blocks (count,
+//!       then each block as `Block::encode` writes it))
+//! ```
+//! The whole body is checksummed: a file either loads completely or not at all, so a damaged
+//! file can never serve partly wrong data.
+
+use std::collections::HashMap;
+
+use super::block::Block;
+use crate::timestamp::Micros;
+use crate::wire::{self, Reader};
+
+const MAGIC: &[u8; 8] = b"FTBLK001";
+const HEADER_BYTES: usize = 8 + 4 + 8;
+/// Metrics per switch a file may declare (far above any real feed; bounds allocations).
+const MAX_METRICS: usize = 4096;
+
+/// Why a block file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockFileError {
+    NotABlockFile,
+    /// The file is shorter than its header says (a torn write).
+    Truncated { expected: u64, found: u64 },
+    Checksum,
+    /// The checksum matched but the content is inconsistent (a writer bug).
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for BlockFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockFileError::NotABlockFile => f.write_str("not a block file (bad magic)"),
+            BlockFileError::Truncated { expected, found } => {
+                write!(f, "truncated: body of {expected} bytes, {found} present")
+            }
+            BlockFileError::Checksum => f.write_str("checksum mismatch"),
+            BlockFileError::Malformed(what) => write!(f, "malformed: {what}"),
+        }
+    }
+}
+
+/// Collects sealed blocks, switch by switch, into one file image.
+#[derive(Debug, Default)]
+pub struct BlockFileWriter {
+    metric_index: HashMap<String, u64>,
+    metric_names: Vec<String>,
+    switches: Vec<u8>,
+    n_switches: u64,
+    n_blocks: u64,
+    samples: u64,
+    max_last_ts: Option<Micros>,
+}
+
+impl BlockFileWriter {
+    /// Adds one switch's blocks; `metrics` names the switch's positions (a block uses a
+    /// prefix of them).
+    pub(super) fn add_switch<'b>(
+        &mut self,
+        switch_id: &str,
+        metrics: &[&str],
+        blocks: impl ExactSizeIterator<Item = &'b Block>,
+    ) {
+        if blocks.len() == 0 {
+            return;
+        }
+        wire::put_bytes(&mut self.switches, switch_id.as_bytes());
+        wire::put_varint(&mut self.switches, metrics.len() as u64);
+        for name in metrics {
+            let next = self.metric_names.len() as u64;
+            let index = *self.metric_index.entry(name.to_string()).or_insert(next);
+            if index == next {
+                self.metric_names.push(name.to_string());
+            }
+            wire::put_varint(&mut self.switches, index);
+        }
+        wire::put_varint(&mut self.switches, blocks.len() as u64);
+        for block in blocks {
+            block.encode(&mut self.switches);
+            self.n_blocks += 1;
+            self.samples += block.samples();
+            self.max_last_ts = Some(self.max_last_ts.map_or(block.last_ts, |t| t.max(block.last_ts)));
+        }
+        self.n_switches += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n_blocks == 0
+    }
+
+    pub fn blocks(&self) -> u64 {
+        self.n_blocks
+    }
+
+    /// Values (rows × metrics present) in the blocks added so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The newest timestamp in the file: once retention passes it, the file can go.
+    pub fn max_last_ts(&self) -> Option<Micros> {
+        self.max_last_ts
+    }
+
+    /// The complete file image.
+    pub fn finish(self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.switches.len() + 64 * self.metric_names.len() + 16);
+        wire::put_varint(&mut body, self.metric_names.len() as u64);
+        for name in &self.metric_names {
+            wire::put_bytes(&mut body, name.as_bytes());
+        }
+        wire::put_varint(&mut body, self.n_switches);
+        body.extend_from_slice(&self.switches);
+        let mut file = Vec::with_capacity(HEADER_BYTES + body.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        file.extend_from_slice(&body);
+        file
+    }
+}
+
+/// One switch's blocks from a file, oldest first.
+#[derive(Debug)]
+pub struct SwitchBlocks {
+    pub switch_id: String,
+    /// Metric names of the switch's positions.
+    pub metrics: Vec<String>,
+    pub(super) blocks: Vec<Block>,
+}
+
+/// A loaded block file.
+#[derive(Debug)]
+pub struct BlockFile {
+    pub switches: Vec<SwitchBlocks>,
+}
+
+impl BlockFile {
+    pub fn blocks(&self) -> usize {
+        self.switches.iter().map(|s| s.blocks.len()).sum()
+    }
+
+    pub fn max_last_ts(&self) -> Option<Micros> {
+        self.switches
+            .iter()
+            .flat_map(|s| s.blocks.iter().map(|b| b.last_ts))
+            .max()
+    }
+}
+
+/// Parses and verifies a whole file image.
+pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err(BlockFileError::NotABlockFile);
+    }
+    let mut header = Reader::new(&bytes[8..HEADER_BYTES]);
+    let crc = header.u32().map_err(|_| BlockFileError::NotABlockFile)?;
+    let body_len = header.i64().map_err(|_| BlockFileError::NotABlockFile)? as u64;
+    let body = &bytes[HEADER_BYTES..];
+    if body.len() as u64 != body_len {
+        return Err(BlockFileError::Truncated {
+            expected: body_len,
+            found: body.len() as u64,
+        });
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(BlockFileError::Checksum);
+    }
+    let malformed = |what| move |_| BlockFileError::Malformed(what);
+    let mut r = Reader::new(body);
+    let n_names = r.count(body.len()).map_err(malformed("metric count"))?;
+    let mut names = Vec::with_capacity(n_names);
+    for _ in 0..n_names {
+        names.push(r.str().map_err(malformed("metric name"))?.to_string());
+    }
+    let n_switches = r.count(body.len()).map_err(malformed("switch count"))?;
+    let mut switches = Vec::with_capacity(n_switches);
+    for _ in 0..n_switches {
+        let switch_id = r.str().map_err(malformed("switch id"))?.to_string();
+        let n_metrics = r.count(MAX_METRICS).map_err(malformed("position count"))?;
+        let mut metrics = Vec::with_capacity(n_metrics);
+        for _ in 0..n_metrics {
+            let index = r.count(n_names.saturating_sub(1)).map_err(malformed("metric index"))?;
+            metrics.push(names.get(index).cloned().ok_or(BlockFileError::Malformed("metric index"))?);
+        }
+        let n_blocks = r.count(r.remaining()).map_err(malformed("block count"))?;
+        let mut blocks: Vec<Block> = Vec::with_capacity(n_blocks);
+        for _ in 0..n_blocks {
+            let block = Block::decode(&mut r, n_metrics).map_err(|_| BlockFileError::Malformed("block"))?;
+            if blocks.last().is_some_and(|prev| prev.last_ts >= block.first_ts) {
+                return Err(BlockFileError::Malformed("blocks out of order"));
+            }
+            blocks.push(block);
+        }
+        switches.push(SwitchBlocks {
+            switch_id,
+            metrics,
+            blocks,
+        });
+    }
+    if !r.is_empty() {
+        return Err(BlockFileError::Malformed("trailing bytes"));
+    }
+    Ok(BlockFile { switches })
+}
