@@ -119,7 +119,9 @@ fn parse_fsync(value: &str, interval: Duration) -> Result<FsyncPolicy, String> {
         "every-batch" => Ok(FsyncPolicy::EveryBatch),
         "interval" => Ok(FsyncPolicy::Interval(interval)),
         "never" => Ok(FsyncPolicy::Never),
-        other => Err(format!("{other:?}: expected every-batch, interval or never")),
+        other => Err(format!(
+            "{other:?}: expected every-batch, interval or never"
+        )),
     }
 }
 

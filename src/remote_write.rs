@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
-use crate::wire::put_varint;
 use crate::feed::FeedBatch;
 use crate::metric;
+use crate::wire::put_varint;
 
 /// Samples per request (Prometheus's own default for `max_samples_per_send`).
 pub const MAX_SAMPLES_PER_SEND: usize = 2_000;

@@ -14,10 +14,10 @@ use crate::api::Api;
 use crate::config::ServerConfig;
 use crate::generator_http::{GeneratorConfig, GeneratorService};
 use crate::http::{self, HttpError, HttpServer};
+use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
 use crate::poller::{self, PollerConfig};
 use crate::remote_write::RemoteWriter;
 use crate::stats::{ApiStats, IngestStats};
-use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
 use crate::store::{self, BlockLimits, Outlets, Persistence, Store, StoreHandle};
 use crate::timestamp;
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::persist::{StorageReport, StorageStats};
 use crate::feed::{RejectCounts, RejectReason};
+use crate::persist::{StorageReport, StorageStats};
 use crate::remote_write::{RemoteWriteReport, RemoteWriteStats};
 use crate::store::IngestOutcome;
 use crate::timestamp::{self, Micros};

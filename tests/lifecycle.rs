@@ -1,6 +1,6 @@
 //! Health endpoints and clean shutdown on SIGTERM/SIGINT.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::{self, FakeFeed, FeedReply};
 
@@ -34,26 +34,6 @@ fn readyz_follows_the_data_and_healthz_the_process() {
     util::wait_for_status(&server.url("/readyz"), 200);
 }
 
-fn signal(proc: &util::Proc, signal: libc::c_int) {
-    // SAFETY: sending a signal to a child process this test started and still owns.
-    let rc = unsafe { libc::kill(proc.pid() as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
-fn wait_exit(proc: &mut util::Proc) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = proc.try_wait() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not exit within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let feed = FakeFeed::start();
@@ -63,8 +43,8 @@ fn sigterm_stops_the_server_cleanly() {
         &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
         200,
     );
-    signal(&server, libc::SIGTERM);
-    let status = wait_exit(&mut server);
+    util::signal(&server, libc::SIGTERM);
+    let status = util::wait_exit(&mut server);
     assert_eq!(status.code(), Some(0));
     util::wait_for("the clean-stop log line", Duration::from_secs(5), || {
         server
@@ -79,8 +59,8 @@ fn sigterm_stops_the_server_cleanly() {
 fn sigint_stops_the_generator_cleanly() {
     let mut generator = util::generator(&[]);
     assert_eq!(util::get(&generator.url("/counters")).status, 200);
-    signal(&generator, libc::SIGINT);
-    assert_eq!(wait_exit(&mut generator).code(), Some(0));
+    util::signal(&generator, libc::SIGINT);
+    assert_eq!(util::wait_exit(&mut generator).code(), Some(0));
 }
 
 #[test]

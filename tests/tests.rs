@@ -6,6 +6,7 @@ mod util;
 mod access;
 mod api;
 mod deploy;
+mod durability;
 mod fuzz;
 mod generator;
 mod history;

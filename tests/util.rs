@@ -372,3 +372,25 @@ pub fn wait_for_status(url: &str, status: u16) -> Answer {
 pub fn stats(server: &Proc) -> serde_json::Value {
     get(&server.url("/telemetry/stats")).json()
 }
+
+/// Sends `signal` to a running binary.
+pub fn signal(proc: &Proc, signal: libc::c_int) {
+    // SAFETY: sending a signal to a child process this test started and still owns.
+    let rc = unsafe { libc::kill(proc.pid() as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Waits (at most 10 s) for a binary to exit.
+pub fn wait_exit(proc: &mut Proc) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = proc.try_wait() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

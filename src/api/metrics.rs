@@ -381,6 +381,55 @@ pub fn render(
             remote.retries as f64,
         );
     }
+    if let Some(storage) = ingest.storage() {
+        let report = storage.report();
+        x.family(
+            "fabric_storage_healthy",
+            Kind::Gauge,
+            "1 while writes to the data directory work, 0 while they fail (ingest goes on in memory)",
+        );
+        x.sample(
+            "fabric_storage_healthy",
+            &[],
+            if storage.healthy() { 1.0 } else { 0.0 },
+        );
+        x.family(
+            "fabric_storage_disk_bytes",
+            Kind::Gauge,
+            "Bytes of WAL segments and block files in the data directory",
+        );
+        x.sample("fabric_storage_disk_bytes", &[], report.disk_bytes as f64);
+        for (name, help, value) in [
+            (
+                "fabric_storage_write_errors_total",
+                "Failed writes or fsyncs to the data directory",
+                report.write_errors,
+            ),
+            (
+                "fabric_storage_wal_bytes_total",
+                "Bytes appended to the write-ahead log",
+                report.wal_bytes,
+            ),
+            (
+                "fabric_storage_wal_fsyncs_total",
+                "fsyncs of the write-ahead log",
+                report.wal_fsyncs,
+            ),
+            (
+                "fabric_storage_rows_not_logged_total",
+                "Accepted rows that never reached the write-ahead log (disk errors or a stalled disk)",
+                report.rows_not_logged,
+            ),
+            (
+                "fabric_storage_block_files_written_total",
+                "Block files written by compaction",
+                report.block_files_written,
+            ),
+        ] {
+            x.family(name, Kind::Counter, help);
+            x.sample(name, &[], value as f64);
+        }
+    }
     x.family(
         "fabric_start_time_seconds",
         Kind::Gauge,

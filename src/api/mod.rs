@@ -334,7 +334,7 @@ impl Api {
                 return (None, Err(ApiError::MethodNotAllowed));
             }
             let reply = match path {
-                "/healthz" => json_reply(&serde_json::json!({ "status": "ok" })),
+                "/healthz" => self.liveness(),
                 "/readyz" => self.readiness(),
                 _ => Ok(self.prometheus(head.accept.as_deref())),
             };
@@ -389,6 +389,25 @@ impl Api {
     }
 
     /// Ready when a source has been polled successfully and the newest sample is fresh.
+    /// Alive: always 200. With a data directory, also whether writes to it work (ingest and
+    /// queries go on from memory while they fail, so it is a warning, not a failure).
+    fn liveness(&self) -> Result<Reply, ApiError> {
+        let mut body = serde_json::json!({ "status": "ok" });
+        if let Some(storage) = self.storage_health() {
+            body["storage"] = storage;
+        }
+        json_reply(&body)
+    }
+
+    fn storage_health(&self) -> Option<serde_json::Value> {
+        let storage = self.ingest.storage()?.report();
+        Some(serde_json::json!({
+            "status": storage.status,
+            "last_error": storage.last_error,
+            "write_errors": storage.write_errors,
+        }))
+    }
+
     fn readiness(&self) -> Result<Reply, ApiError> {
         let sources = self.ingest.sources();
         let polled = sources.iter().filter(|s| s.last_success.is_some()).count();
@@ -410,12 +429,18 @@ impl Api {
                 ),
                 now - newest,
             )),
-            Some(newest) => json_reply(&serde_json::json!({
-                "status": "ready",
-                "newest_sample_age_seconds": seconds(now - newest),
-                "sources_polled": polled,
-                "sources": sources.len(),
-            })),
+            Some(newest) => {
+                let mut body = serde_json::json!({
+                    "status": "ready",
+                    "newest_sample_age_seconds": seconds(now - newest),
+                    "sources_polled": polled,
+                    "sources": sources.len(),
+                });
+                if let Some(storage) = self.storage_health() {
+                    body["storage"] = storage;
+                }
+                json_reply(&body)
+            }
         }
     }
 

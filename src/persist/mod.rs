@@ -75,9 +75,15 @@ pub struct PersistConfig {
 /// Why the data directory cannot be used.
 #[derive(Debug)]
 pub enum DataDirError {
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
     /// Another process holds the lock.
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        path: PathBuf,
+        holder: String,
+    },
 }
 
 impl fmt::Display for DataDirError {
@@ -208,7 +214,10 @@ impl DataDir {
         }
         let lock = lock(&root.join("LOCK"))?;
         // A temp file is a block file whose write never finished: its rows are still in the WAL.
-        for entry in fs::read_dir(&blocks_dir).map_err(io_error(&blocks_dir))?.flatten() {
+        for entry in fs::read_dir(&blocks_dir)
+            .map_err(io_error(&blocks_dir))?
+            .flatten()
+        {
             if entry.file_name().to_string_lossy().ends_with(".tmp") {
                 let _ = fs::remove_file(entry.path());
             }
@@ -230,7 +239,11 @@ impl DataDir {
 
     /// Loads block files into `store`, then replays the WAL into it. Rows older than
     /// `cutoff` are not loaded. Damage is logged, set aside or cut, never fatal.
-    pub fn recover(&mut self, store: &mut Store, cutoff: Micros) -> Result<RecoveryReport, DataDirError> {
+    pub fn recover(
+        &mut self,
+        store: &mut Store,
+        cutoff: Micros,
+    ) -> Result<RecoveryReport, DataDirError> {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
         let block_files = list_numbered(&self.blocks_dir, "blk")?;
@@ -308,7 +321,10 @@ impl DataDir {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                log::warn!("cannot read WAL segment {}: {e}; skipping it", path.display());
+                log::warn!(
+                    "cannot read WAL segment {}: {e}; skipping it",
+                    path.display()
+                );
                 return;
             }
         };
@@ -360,7 +376,11 @@ impl DataDir {
     }
 
     fn disk_bytes(&self) -> u64 {
-        self.segments.iter().chain(&self.block_files).map(|f| f.bytes).sum()
+        self.segments
+            .iter()
+            .chain(&self.block_files)
+            .map(|f| f.bytes)
+            .sum()
     }
 }
 
@@ -457,7 +477,11 @@ impl StorageStats {
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             status: if self.healthy() { "ok" } else { "failing" },
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             write_errors: load(&self.write_errors),
             disk_bytes: load(&self.disk_bytes),
             wal_records: load(&self.wal_records),
@@ -471,13 +495,20 @@ impl StorageStats {
             blocks_written: load(&self.blocks_written),
             samples_compacted: load(&self.samples_compacted),
             block_bytes_written: load(&self.block_bytes_written),
-            recovery: self.recovery.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            recovery: self
+                .recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
 
 enum DiskJob {
-    Rows { feed: Arc<FeedBatch>, rows: Vec<u32> },
+    Rows {
+        feed: Arc<FeedBatch>,
+        rows: Vec<u32>,
+    },
     /// A poll's rows have all been sent.
     PollDone,
     Blocks {
@@ -532,7 +563,11 @@ impl Disk {
 }
 
 /// Starts the persist thread; it ends, after a final fsync, when every [`Disk`] is dropped.
-pub fn spawn(dir: DataDir, config: &PersistConfig, stats: Arc<StorageStats>) -> io::Result<(Disk, JoinHandle<()>)> {
+pub fn spawn(
+    dir: DataDir,
+    config: &PersistConfig,
+    stats: Arc<StorageStats>,
+) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
     stats.disk_bytes.store(dir.disk_bytes(), Ordering::Relaxed);
     let writer = DiskWriter {
@@ -638,8 +673,13 @@ impl DiskWriter {
             let seq = self.dir.next_seq;
             self.dir.next_seq += 1;
             let path = numbered(&self.dir.wal_dir, seq, "wal");
-            let mut file = OpenOptions::new().create_new(true).write(true).open(&path)?;
-            let header = file.write_all(wal::MAGIC).and_then(|()| sync_dir(&self.dir.wal_dir));
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)?;
+            let header = file
+                .write_all(wal::MAGIC)
+                .and_then(|()| sync_dir(&self.dir.wal_dir));
             if let Err(e) = header {
                 drop(file);
                 let _ = fs::remove_file(&path);
@@ -655,7 +695,9 @@ impl DiskWriter {
                 dirty: true,
             });
         }
-        self.segment.as_mut().ok_or_else(|| io::Error::other("no segment"))
+        self.segment
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no segment"))
     }
 
     fn append(&mut self, feed: &FeedBatch, rows: &[u32]) {
@@ -674,17 +716,26 @@ impl DiskWriter {
         match written {
             Ok(size) => {
                 self.stats.wal_records.fetch_add(1, Ordering::Relaxed);
-                self.stats.wal_bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-                self.stats.disk_bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .wal_bytes
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .disk_bytes
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
                 self.recovered();
                 if size >= SEGMENT_BYTES {
                     self.close_segment();
                 }
             }
             Err(e) => {
-                self.stats.rows_not_logged.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .rows_not_logged
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 self.abandon_segment();
-                self.fail(format!("cannot append to the WAL in {}: {e}", self.dir.wal_dir.display()));
+                self.fail(format!(
+                    "cannot append to the WAL in {}: {e}",
+                    self.dir.wal_dir.display()
+                ));
             }
         }
     }
@@ -714,7 +765,10 @@ impl DiskWriter {
             }
             Err(e) => {
                 self.abandon_segment();
-                self.fail(format!("cannot fsync the WAL in {}: {e}", self.dir.wal_dir.display()));
+                self.fail(format!(
+                    "cannot fsync the WAL in {}: {e}",
+                    self.dir.wal_dir.display()
+                ));
             }
         }
     }
@@ -765,12 +819,22 @@ impl DiskWriter {
             match write_atomically(&self.dir.blocks_dir, &path, &next.image) {
                 Ok(()) => {
                     self.dir.next_seq += 1;
-                    let Some(done) = self.pending.pop_front() else { break };
+                    let Some(done) = self.pending.pop_front() else {
+                        break;
+                    };
                     let bytes = done.image.len() as u64;
-                    self.stats.block_files_written.fetch_add(1, Ordering::Relaxed);
-                    self.stats.blocks_written.fetch_add(done.blocks, Ordering::Relaxed);
-                    self.stats.samples_compacted.fetch_add(done.samples, Ordering::Relaxed);
-                    self.stats.block_bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                    self.stats
+                        .block_files_written
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .blocks_written
+                        .fetch_add(done.blocks, Ordering::Relaxed);
+                    self.stats
+                        .samples_compacted
+                        .fetch_add(done.samples, Ordering::Relaxed);
+                    self.stats
+                        .block_bytes_written
+                        .fetch_add(bytes, Ordering::Relaxed);
                     self.stats.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
                     self.dir.block_files.push(TrackedFile {
                         path,
@@ -804,7 +868,10 @@ impl DiskWriter {
             };
             if covered && remove(&segment.path) {
                 stats.wal_segments_deleted.fetch_add(1, Ordering::Relaxed);
-                stats.disk_bytes.fetch_sub(segment.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                stats.disk_bytes.fetch_sub(
+                    segment.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 return false;
             }
             true
@@ -821,7 +888,10 @@ impl DiskWriter {
             }
             if remove(&file.path) {
                 stats.block_files_deleted.fetch_add(1, Ordering::Relaxed);
-                stats.disk_bytes.fetch_sub(file.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                stats.disk_bytes.fetch_sub(
+                    file.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 return false;
             }
             true
@@ -845,7 +915,11 @@ fn remove(path: &Path) -> bool {
 fn write_atomically(dir: &Path, path: &Path, image: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("blk.tmp");
     let written = (|| {
-        let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
         file.write_all(image)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -856,4 +930,3 @@ fn write_atomically(dir: &Path, path: &Path, image: &[u8]) -> io::Result<()> {
     }
     written
 }
-

@@ -186,7 +186,11 @@ mod tests {
         for i in 0..n {
             let v = i as f64;
             let bw = if i % 5 == 0 { f64::NAN } else { 50.0 + v };
-            batch.push_row(&format!("sw-{i}"), first_ts + i as i64 % 3, &[bw, 0.5 * v, v]);
+            batch.push_row(
+                &format!("sw-{i}"),
+                first_ts + i as i64 % 3,
+                &[bw, 0.5 * v, v],
+            );
         }
         batch
     }

@@ -28,7 +28,10 @@ const MAX_METRICS: usize = 4096;
 pub enum BlockFileError {
     NotABlockFile,
     /// The file is shorter than its header says (a torn write).
-    Truncated { expected: u64, found: u64 },
+    Truncated {
+        expected: u64,
+        found: u64,
+    },
     Checksum,
     /// The checksum matched but the content is inconsistent (a writer bug).
     Malformed(&'static str),
@@ -86,7 +89,10 @@ impl BlockFileWriter {
             block.encode(&mut self.switches);
             self.n_blocks += 1;
             self.samples += block.samples();
-            self.max_last_ts = Some(self.max_last_ts.map_or(block.last_ts, |t| t.max(block.last_ts)));
+            self.max_last_ts = Some(
+                self.max_last_ts
+                    .map_or(block.last_ts, |t| t.max(block.last_ts)),
+            );
         }
         self.n_switches += 1;
     }
@@ -187,14 +193,25 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
         let n_metrics = r.count(MAX_METRICS).map_err(malformed("position count"))?;
         let mut metrics = Vec::with_capacity(n_metrics);
         for _ in 0..n_metrics {
-            let index = r.count(n_names.saturating_sub(1)).map_err(malformed("metric index"))?;
-            metrics.push(names.get(index).cloned().ok_or(BlockFileError::Malformed("metric index"))?);
+            let index = r
+                .count(n_names.saturating_sub(1))
+                .map_err(malformed("metric index"))?;
+            metrics.push(
+                names
+                    .get(index)
+                    .cloned()
+                    .ok_or(BlockFileError::Malformed("metric index"))?,
+            );
         }
         let n_blocks = r.count(r.remaining()).map_err(malformed("block count"))?;
         let mut blocks: Vec<Block> = Vec::with_capacity(n_blocks);
         for _ in 0..n_blocks {
-            let block = Block::decode(&mut r, n_metrics).map_err(|_| BlockFileError::Malformed("block"))?;
-            if blocks.last().is_some_and(|prev| prev.last_ts >= block.first_ts) {
+            let block =
+                Block::decode(&mut r, n_metrics).map_err(|_| BlockFileError::Malformed("block"))?;
+            if blocks
+                .last()
+                .is_some_and(|prev| prev.last_ts >= block.first_ts)
+            {
                 return Err(BlockFileError::Malformed("blocks out of order"));
             }
             blocks.push(block);

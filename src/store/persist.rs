@@ -22,7 +22,11 @@ impl SwitchSeries {
     /// Seals the open block if no future row could extend it (its span has passed: the switch
     /// stopped reporting), so the WAL does not have to keep its rows forever.
     fn seal_if_overdue(&mut self, now: Micros, span: Micros) {
-        if self.open.as_ref().is_some_and(|open| now - open.first_ts > span) {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| now - open.first_ts > span)
+        {
             self.seal_open();
         }
     }
@@ -134,13 +138,20 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
         let decoded = view.for_each_row(|ts, row| {
             for (slot, &value) in newest_in_block.iter_mut().zip(row) {
                 if !value.is_nan() {
-                    *slot = Some(super::Sample { timestamp: ts, value });
+                    *slot = Some(super::Sample {
+                        timestamp: ts,
+                        value,
+                    });
                 }
             }
             true
         });
         if decoded.is_err() {
-            log::error!("corrupt block [{}, {}] while finding the newest values", block.first_ts, block.last_ts);
+            log::error!(
+                "corrupt block [{}, {}] while finding the newest values",
+                block.first_ts,
+                block.last_ts
+            );
             continue;
         }
         for (latest, found) in series.latest.iter_mut().zip(newest_in_block) {

@@ -1,0 +1,439 @@
+//! Durable history (`--data-dir`): kill -9 and restart, damaged files set aside, disk errors
+//! survived, one server per data directory, a clean shutdown that loses nothing.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fabric_telemetry::timestamp;
+
+use crate::util::{self, FakeFeed, FeedReply, Proc, HEADER};
+
+/// A data directory, removed when the test ends.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        let path = std::env::temp_dir().join(format!("fabric-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        DataDir(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+
+    /// Files of `sub` ending in `suffix`, by name (= sequence number).
+    fn files(&self, sub: &str, suffix: &str) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.0.join(sub))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with(suffix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SWITCHES: usize = 20;
+/// Rows per switch in the first answer: 38 s of history, 100 ms apart.
+const START_ROWS: usize = 380;
+
+/// A feed holding the whole history of `SWITCHES` switches: rows 100 ms apart from 40 s
+/// before it started, `START_ROWS` of them plus one more per request (so time keeps pace with
+/// 100 ms polls). Answers 503 while the flag is set.
+fn history_feed() -> (FakeFeed, Arc<AtomicBool>) {
+    let feed = FakeFeed::start();
+    let paused = Arc::new(AtomicBool::new(false));
+    let base = timestamp::now_micros() - 40_000_000;
+    let flag = Arc::clone(&paused);
+    feed.set(move |n| {
+        if flag.load(Ordering::SeqCst) {
+            return FeedReply::Status(503);
+        }
+        let mut body = format!("{HEADER}\n");
+        for k in 0..START_ROWS + n as usize {
+            let ts = timestamp::to_rfc3339(base + k as i64 * 100_000);
+            for s in 0..SWITCHES {
+                let bandwidth = 50.0 + ((k * 7 + s) % 100) as f64 / 4.0;
+                let latency = ((k * 3 + s) % 50) as f64 / 100.0;
+                body.push_str(&format!(
+                    "sw{s},{bandwidth},{latency},{},{ts}\n",
+                    (k + s) % 3
+                ));
+            }
+        }
+        FeedReply::Csv(body)
+    });
+    (feed, paused)
+}
+
+/// Retention 80 s (blocks of 10 s), compaction every 200 ms, old rows accepted.
+fn durable_server(feed: &str, dir: &DataDir, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--data-dir",
+        dir.path(),
+        "--retention",
+        "80s",
+        "--max-age",
+        "10m",
+        "--compaction-interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    util::server(&[feed], &args)
+}
+
+fn storage(server: &Proc) -> serde_json::Value {
+    util::stats(server)["storage"].clone()
+}
+
+fn counter(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a counter: {value}"))
+}
+
+/// Waits until the server has applied and logged everything it fetched: rows accepted and
+/// WAL records unchanged over two looks 300 ms apart, with the feed paused.
+fn wait_quiet(server: &Proc) {
+    let mut last = (u64::MAX, u64::MAX);
+    util::wait_for("ingest to go quiet", Duration::from_secs(10), || {
+        let stats = util::stats(server);
+        let now = (
+            counter(&stats["ingest"]["rows_accepted"]),
+            counter(&stats["storage"]["wal_records"]),
+        );
+        let quiet = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+        quiet.then_some(())
+    });
+}
+
+/// What a client sees: `/aggregate`, and the full history of every metric of some switches.
+fn snapshot(server: &Proc) -> (String, Vec<Vec<serde_json::Value>>) {
+    let aggregate = util::get(&server.url("/telemetry/aggregate"));
+    assert_eq!(aggregate.status, 200, "{}", aggregate.body);
+    let mut histories = Vec::new();
+    for s in [0, 7, SWITCHES - 1] {
+        for metric in ["bandwidth", "latency", "errors"] {
+            let answer = util::get(&server.url(&format!(
+                "/telemetry/history?switch_id=sw{s}&metric={metric}"
+            )));
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let samples = answer.json().as_array().expect("array").clone();
+            histories.push(samples);
+        }
+    }
+    (aggregate.body, histories)
+}
+
+fn wait_for_block_files(server: &Proc, at_least: u64) {
+    util::wait_for("block files", Duration::from_secs(20), || {
+        (counter(&storage(server)["block_files_written"]) >= at_least).then_some(())
+    });
+}
+
+#[test]
+fn kill_9_then_restart_serves_everything_that_was_logged() {
+    let dir = DataDir::new("kill9");
+    let (feed, paused) = history_feed();
+    let server = durable_server(&feed.url, &dir, &["--fsync", "every-batch"]);
+    wait_for_block_files(&server, 1);
+
+    // Quiet: the state before the kill must come back exactly.
+    paused.store(true, Ordering::SeqCst);
+    wait_quiet(&server);
+    let before = snapshot(&server);
+    drop(server); // SIGKILL
+    let server = durable_server(&feed.url, &dir, &[]);
+    let recovery = storage(&server)["recovery"].clone();
+    assert!(counter(&recovery["blocks_loaded"]) > 0, "{recovery}");
+    assert!(counter(&recovery["wal_rows_replayed"]) > 0, "{recovery}");
+    let after = snapshot(&server);
+    assert_eq!(after.0, before.0, "/aggregate changed across kill -9");
+    assert_eq!(after.1, before.1, "/history changed across kill -9");
+
+    // Mid-ingest: killed while polls land; the feed stops at the kill, so whatever the
+    // restarted server has came from its data directory. At most the last poll may be lost.
+    paused.store(false, Ordering::SeqCst);
+    let polls = feed.requests();
+    util::wait_for("more polls", Duration::from_secs(10), || {
+        (feed.requests() >= polls + 20).then_some(())
+    });
+    let before = snapshot(&server);
+    paused.store(true, Ordering::SeqCst);
+    drop(server);
+    let server = durable_server(&feed.url, &dir, &[]);
+    let after = snapshot(&server);
+    for (old, new) in before.1.iter().zip(&after.1) {
+        let kept = old.len() - 1;
+        assert!(
+            new.len() >= kept,
+            "lost more than one poll: {} -> {}",
+            old.len(),
+            new.len()
+        );
+        assert_eq!(
+            new[..kept],
+            old[..kept],
+            "history differs after kill -9 mid-ingest"
+        );
+    }
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_a_corrupt_block_file_set_aside() {
+    let dir = DataDir::new("damage");
+    let (feed, paused) = history_feed();
+    let server = durable_server(&feed.url, &dir, &[]);
+    wait_for_block_files(&server, 1);
+    // Wait until the WAL segment of the first poll is gone: from then on the rows of the
+    // first block file exist nowhere else.
+    let first_segment = dir.files("wal", ".wal")[0].clone();
+    util::wait_for("WAL truncation", Duration::from_secs(30), || {
+        (!first_segment.exists()).then_some(())
+    });
+    paused.store(true, Ordering::SeqCst);
+    wait_quiet(&server);
+    let before = snapshot(&server);
+    drop(server);
+
+    // A record cut short by the crash: a header promising more than is there.
+    let newest = dir.files("wal", ".wal").pop().expect("a WAL segment");
+    let mut torn = std::fs::read(&newest).expect("read segment");
+    let good_len = torn.len();
+    torn.extend_from_slice(&1000u32.to_le_bytes());
+    torn.extend_from_slice(&[7; 14]);
+    std::fs::write(&newest, &torn).expect("tear the tail");
+    let server = durable_server(&feed.url, &dir, &[]);
+    assert_eq!(counter(&storage(&server)["recovery"]["wal_tails_cut"]), 1);
+    assert!(
+        server.logs().iter().any(|l| l.contains("torn record")),
+        "{:?}",
+        server.logs()
+    );
+    assert_eq!(
+        std::fs::metadata(&newest).expect("segment").len() as usize,
+        good_len
+    );
+    assert_eq!(
+        snapshot(&server),
+        before,
+        "a torn tail changed what is served"
+    );
+    drop(server);
+
+    // One flipped byte in the oldest block file: set aside, the rest served, nothing wrong.
+    let oldest = dir.files("blocks", ".blk")[0].clone();
+    let mut bytes = std::fs::read(&oldest).expect("read block file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&oldest, &bytes).expect("corrupt block file");
+    let server = durable_server(&feed.url, &dir, &[]);
+    let recovery = storage(&server)["recovery"].clone();
+    assert_eq!(
+        counter(&recovery["block_files_quarantined"]),
+        1,
+        "{recovery}"
+    );
+    assert!(
+        server.logs().iter().any(|l| l.contains("is damaged")),
+        "{:?}",
+        server.logs()
+    );
+    assert!(!oldest.exists());
+    assert!(PathBuf::from(format!("{}.corrupt", oldest.display())).exists());
+    let after = snapshot(&server);
+    let mut lost = 0;
+    for (old, new) in before.1.iter().zip(&after.1) {
+        assert!(
+            !new.is_empty(),
+            "the rest of the history must still be served"
+        );
+        for sample in new {
+            assert!(
+                old.contains(sample),
+                "served a sample that was never stored: {sample}"
+            );
+        }
+        lost += old.len() - new.len();
+    }
+    assert!(lost > 0, "the damaged file's rows cannot have come back");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let dir = DataDir::new("lock");
+    let (feed, _paused) = history_feed();
+    let first = durable_server(&feed.url, &dir, &[]);
+    let mut second = Command::new(util::server_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            &feed.url,
+            "--data-dir",
+            dir.path(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the second server");
+    let status = util::wait_for("the second server to exit", Duration::from_secs(10), || {
+        second.try_wait().ok().flatten()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another metrics-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    // The first one is unharmed.
+    assert_eq!(
+        util::get(&first.url("/telemetry/list?metric=latency")).status,
+        200
+    );
+}
+
+#[test]
+fn sigterm_flushes_and_a_restart_serves_the_same() {
+    let dir = DataDir::new("sigterm");
+    let (feed, paused) = history_feed();
+    let mut server = durable_server(&feed.url, &dir, &["--fsync", "never"]);
+    wait_for_block_files(&server, 1);
+    paused.store(true, Ordering::SeqCst);
+    wait_quiet(&server);
+    let before = snapshot(&server);
+    util::signal(&server, libc::SIGTERM);
+    assert_eq!(util::wait_exit(&mut server).code(), Some(0));
+    let server = durable_server(&feed.url, &dir, &[]);
+    assert_eq!(snapshot(&server), before);
+}
+
+/// Sets the file-size limit of a running process (`None`: unlimited).
+fn set_file_size_limit(pid: u32, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on a child this test owns, with a valid struct and no old-value pointer.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn write_errors_keep_ingest_going_and_writes_resume() {
+    let dir = DataDir::new("diskerr");
+    let (feed, _paused) = history_feed();
+    let server = durable_server(&feed.url, &dir, &[]);
+    // Every file the server writes may now hold 4 KiB: WAL appends and block files fail
+    // with EFBIG, as they would on a full disk.
+    set_file_size_limit(server.pid(), Some(4096));
+    let failing = util::wait_for("storage to fail", Duration::from_secs(20), || {
+        let storage = storage(&server);
+        (storage["status"] == "failing" && counter(&storage["block_files_pending"]) > 0)
+            .then_some(storage)
+    });
+    assert!(counter(&failing["write_errors"]) > 0);
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("File too large"),
+        "{failing}"
+    );
+    let health = util::get(&server.url("/healthz")).json();
+    assert_eq!(health["storage"]["status"], "failing", "{health}");
+    assert!(util::get(&server.url("/metrics"))
+        .body
+        .contains("fabric_storage_healthy 0"));
+    // Ingest and queries go on.
+    let accepted = counter(&util::stats(&server)["ingest"]["rows_accepted"]);
+    util::wait_for("ingest to go on", Duration::from_secs(10), || {
+        (counter(&util::stats(&server)["ingest"]["rows_accepted"]) > accepted).then_some(())
+    });
+    assert_eq!(util::get(&server.url("/telemetry/aggregate")).status, 200);
+
+    set_file_size_limit(server.pid(), None);
+    let written = counter(&failing["block_files_written"]);
+    let healthy = util::wait_for("storage to recover", Duration::from_secs(20), || {
+        let storage = storage(&server);
+        (storage["status"] == "ok" && counter(&storage["block_files_written"]) > written)
+            .then_some(storage)
+    });
+    assert_eq!(counter(&healthy["block_files_pending"]), 0, "{healthy}");
+    assert!(util::get(&server.url("/metrics"))
+        .body
+        .contains("fabric_storage_healthy 1"));
+}
+
+/// A real full disk: a 256 KiB tmpfs, grown once the server has noticed. Needs the right to
+/// mount (root in CI); skipped with a note otherwise.
+#[test]
+fn a_full_file_system_is_survived_and_writes_resume_when_it_grows() {
+    let dir = DataDir::new("tmpfs");
+    std::fs::create_dir_all(&dir.0).expect("mount point");
+    let mount = |options: &str| {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs", dir.path()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !mount("size=256k") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers write errors");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_string());
+    let (feed, _paused) = history_feed();
+    let server = durable_server(&feed.url, &dir, &[]);
+    let failing = util::wait_for("the disk to fill", Duration::from_secs(30), || {
+        let storage = storage(&server);
+        (storage["status"] == "failing").then_some(storage)
+    });
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("No space left"),
+        "{failing}"
+    );
+    assert_eq!(util::get(&server.url("/telemetry/aggregate")).status, 200);
+    eprintln!("tmpfs full: {}", failing["last_error"]);
+    assert!(mount("remount,size=64m"), "cannot grow the tmpfs");
+    util::wait_for("storage to recover", Duration::from_secs(20), || {
+        let storage = storage(&server);
+        (storage["status"] == "ok" && counter(&storage["block_files_written"]) > 0).then_some(())
+    });
+    drop(server);
+}
