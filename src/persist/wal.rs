@@ -271,3 +271,52 @@ mod tests {
         assert_eq!(read_segment(b"garbage!").damage, Some(Damage::BadMagic));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+
+        /// Arbitrary segment bytes never panic the reader; what it keeps is a prefix it can
+        /// vouch for.
+        #[test]
+        fn arbitrary_wal_segments_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800),
+        ) {
+            let mut segment = MAGIC.to_vec();
+            segment.extend_from_slice(&bytes);
+            let read = read_segment(&segment);
+            proptest::prop_assert!(read.good_len <= segment.len());
+            let _ = read_segment(&bytes);
+        }
+
+        /// Any cut of a valid segment keeps exactly the whole records before the cut.
+        #[test]
+        fn arbitrary_cuts_keep_whole_records(cut in 0usize..4000, rows in 1usize..30) {
+            let mut batch = FeedBatch::with_metrics(&["bandwidth"]);
+            for i in 0..rows {
+                batch.push_row(&format!("sw{i}"), i as i64, &[i as f64]);
+            }
+            let all: Vec<u32> = (0..rows as u32).collect();
+            let mut segment = MAGIC.to_vec();
+            let mut ends = Vec::new();
+            for _ in 0..3 {
+                encode_rows(&batch, &all, &mut segment);
+                ends.push(segment.len());
+            }
+            let cut = cut.min(segment.len());
+            let read = read_segment(&segment[..cut]);
+            let whole = ends.iter().filter(|&&end| end <= cut).count();
+            proptest::prop_assert_eq!(read.batches.len(), whole);
+        }
+    }
+}

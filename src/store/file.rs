@@ -227,3 +227,47 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
     }
     Ok(BlockFile { switches })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+
+        /// Arbitrary bytes, and arbitrary damage to a valid file, never panic the reader and
+        /// never load a damaged file.
+        #[test]
+        fn arbitrary_block_files_never_panic_or_load_damaged(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            flip in proptest::prelude::any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let _ = read_block_file(&bytes);
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = read_block_file(&with_magic);
+
+            let mut store = crate::store::Store::new(crate::store::BlockLimits { max_rows: 8, span: i64::MAX });
+            let mut batch = crate::feed::FeedBatch::with_metrics(&["bandwidth", "latency"]);
+            for (i, b) in bytes.iter().take(40).enumerate() {
+                batch.push_row(&format!("s{}", b % 3), i as i64 * 1000, &[f64::from(*b), 0.5]);
+            }
+            store.ingest(&batch);
+            let mut writer = BlockFileWriter::default();
+            store.export_range(i64::MAX, 0..usize::MAX, &mut writer);
+            let mut image = writer.finish();
+            proptest::prop_assert!(read_block_file(&image).is_ok());
+            let at = flip % image.len();
+            image[at] ^= 1 << bit;
+            proptest::prop_assert!(read_block_file(&image).is_err(), "a flipped bit at {} loaded", at);
+        }
+    }
+}

@@ -36,7 +36,7 @@ impl Store {
     /// For switches `range`: seals overdue open blocks, adds every block sealed since the last
     /// export to `out`, and returns the oldest first timestamp of a block left open (every
     /// older row of these switches is now in a sealed, exported block).
-    fn export_range(
+    pub(super) fn export_range(
         &mut self,
         now: Micros,
         range: std::ops::Range<usize>,

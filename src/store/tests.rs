@@ -305,3 +305,154 @@ fn expiry_scans_only_when_a_block_can_have_expired() {
     assert_eq!(handle.expire(202 * S), 2);
     assert_eq!(handle.read().retained_rows(), 0);
 }
+
+/// Everything a reader can ask about one series.
+fn series_view(store: &Store, switch_id: &str, metric: &str) -> String {
+    let (Some(switch), Some(metric_id)) = (store.switch(switch_id), store.metrics().id(metric))
+    else {
+        return "absent".to_string();
+    };
+    let mut history = Vec::new();
+    store.history(switch, metric_id, i64::MIN, i64::MAX, &mut |s| {
+        history.push((s.timestamp, s.value.to_bits()));
+        true
+    });
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        store.latest(switch, metric_id),
+        store.retained_agg(switch, metric_id),
+        store.count_total(switch, metric_id),
+        history
+    )
+}
+
+/// Rows of `n_switches` switches every second for `seconds`, with absent values, and a metric
+/// some switches start reporting halfway.
+fn varied_batches(n_switches: usize, seconds: i64) -> Vec<FeedBatch> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    (0..seconds)
+        .map(|t| {
+            let mut b = FeedBatch::with_metrics(&["bandwidth", "latency", "errors", "temperature"]);
+            for s in 0..n_switches {
+                let present = |rng: &mut rand::rngs::StdRng| rng.random_range(0..10) > 0;
+                let bw = if present(&mut rng) {
+                    rng.random_range(0..10_000) as f64 / 100.0
+                } else {
+                    f64::NAN
+                };
+                let temp = if t > seconds / 2 && s % 2 == 0 {
+                    40.0 + (t % 7) as f64
+                } else {
+                    f64::NAN
+                };
+                b.push_row(
+                    &format!("sw{s}"),
+                    1_700_000_000 * S + t * S + s as i64,
+                    &[
+                        bw,
+                        rng.random_range(0..100) as f64 / 100.0,
+                        rng.random_range(0..3) as f64,
+                        temp,
+                    ],
+                );
+            }
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn block_files_plus_the_replayed_wal_rebuild_the_same_store() {
+    let limits = BlockLimits {
+        max_rows: 4096,
+        span: 20 * S,
+    };
+    let batches = varied_batches(6, 150);
+    let mut original = Store::new(limits);
+    let mut images = Vec::new();
+    let mut keep_from = None;
+    for (i, b) in batches.iter().enumerate() {
+        original.ingest(b);
+        // A compaction every 30 s, as the store thread would do it.
+        if i % 30 == 29 {
+            let mut writer = file::BlockFileWriter::default();
+            let now = b.timestamp(0);
+            keep_from = original.export_range(now, 0..usize::MAX, &mut writer);
+            if !writer.is_empty() {
+                images.push(writer.finish());
+            }
+        }
+    }
+    assert!(images.len() >= 4, "{} block files", images.len());
+    let keep_from = keep_from.expect("open blocks remain");
+
+    let mut restored = Store::new(limits);
+    for image in &images {
+        let file = file::read_block_file(image).expect("a valid block file");
+        let outcome = restored.import(file, i64::MIN);
+        assert_eq!(outcome.conflicting_blocks, 0);
+    }
+    restored.finish_import();
+    // Replay the WAL: every row from the oldest still open block on, plus (as a real WAL
+    // holds) some older rows that the blocks already have.
+    for b in &batches {
+        if b.timestamp(0) >= keep_from - 5 * S {
+            restored.ingest(b);
+        }
+    }
+    assert_eq!(restored.retained_rows(), original.retained_rows());
+    for s in 0..6 {
+        for metric in ["bandwidth", "latency", "errors", "temperature"] {
+            let id = format!("sw{s}");
+            assert_eq!(
+                series_view(&restored, &id, metric),
+                series_view(&original, &id, metric),
+                "{id} {metric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn restored_newest_values_come_from_the_blocks_alone() {
+    let limits = BlockLimits {
+        max_rows: 4096,
+        span: 10 * S,
+    };
+    let mut original = Store::new(limits);
+    for b in varied_batches(3, 60) {
+        original.ingest(&b);
+    }
+    let mut writer = file::BlockFileWriter::default();
+    // Long after the last row: every open block is overdue and sealed into the file.
+    let keep_from = original.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer);
+    assert_eq!(keep_from, None);
+    let mut restored = Store::new(limits);
+    restored.import(
+        file::read_block_file(&writer.finish()).expect("valid"),
+        i64::MIN,
+    );
+    restored.finish_import();
+    for metric in ["bandwidth", "latency", "errors", "temperature"] {
+        assert_eq!(
+            series_view(&restored, "sw0", metric),
+            series_view(&original, "sw0", metric)
+        );
+    }
+    // Expired blocks are not loaded.
+    let mut writer = file::BlockFileWriter::default();
+    let mut again = Store::new(limits);
+    for b in varied_batches(3, 60) {
+        again.ingest(&b);
+    }
+    again.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer);
+    let mut pruned = Store::new(limits);
+    let outcome = pruned.import(
+        file::read_block_file(&writer.finish()).expect("valid"),
+        1_700_000_000 * S + 30 * S,
+    );
+    assert!(
+        outcome.expired_blocks > 0 && outcome.blocks > 0,
+        "{outcome:?}"
+    );
+}
