@@ -186,6 +186,8 @@ impl MetricsServer {
                 compaction_interval: persist_config.compaction_interval,
             });
         }
+        // What recovery loaded counts from the first answer, not the store's first tick.
+        ingest.set_retained_rows(store.read().retained_rows());
         let ingest = Arc::new(ingest);
         let mut threads = Vec::new();
         threads.push(
