@@ -28,7 +28,9 @@ use fabric_telemetry::generator::Fabric;
 use fabric_telemetry::persist::{self, DataDir, FsyncPolicy, PersistConfig, StorageStats};
 use fabric_telemetry::stats::IngestStats;
 use fabric_telemetry::store::file::BlockFileWriter;
-use fabric_telemetry::store::{self, BlockLimits, IngestBatch, Outlets, Persistence, Store, StoreHandle};
+use fabric_telemetry::store::{
+    self, BlockLimits, IngestBatch, Outlets, Persistence, Store, StoreHandle,
+};
 use fabric_telemetry::timestamp::{self, MICROS_PER_SEC};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -1131,10 +1133,14 @@ fn restart_on(dir: &std::path::Path, n: usize, extra: &[&str]) -> (f64, util::Pr
     args.extend_from_slice(extra);
     let server = util::Proc::start(util::server_bin(), &args);
     let agent = util::client();
-    util::wait_for("the restarted server to serve", Duration::from_secs(120), || {
-        let answer = util::get_with(&agent, &server.url("/telemetry/aggregate"));
-        (answer.status == 200 && answer.body.matches("max_latency").count() == n).then_some(())
-    });
+    util::wait_for(
+        "the restarted server to serve",
+        Duration::from_secs(120),
+        || {
+            let answer = util::get_with(&agent, &server.url("/telemetry/aggregate"));
+            (answer.status == 200 && answer.body.matches("max_latency").count() == n).then_some(())
+        },
+    );
     (started.elapsed().as_secs_f64(), server)
 }
 
@@ -1196,7 +1202,11 @@ fn store_throughput(batches: &[feed::FeedBatch], dir: Option<&std::path::Path>) 
     if let Some(storage) = storage {
         let report = storage.report();
         assert_eq!(report.rows_not_logged, 0, "every row logged");
-        assert_eq!(report.wal_fsyncs as usize, batches.len(), "one fsync per poll");
+        assert_eq!(
+            report.wal_fsyncs as usize,
+            batches.len(),
+            "one fsync per poll"
+        );
     }
     total as f64 / elapsed
 }
@@ -1237,7 +1247,12 @@ fn durability_section(report: &mut Report, quick: bool) {
     let (seconds, server) = restart_on(&dir, n, &[]);
     let recovery = util::stats(&server)["storage"]["recovery"].clone();
     report
-        .add("durable", format!("restart with {ticks} s of {n} switches: serving after"), seconds, "s")
+        .add(
+            "durable",
+            format!("restart with {ticks} s of {n} switches: serving after"),
+            seconds,
+            "s",
+        )
         .baseline(5.0)
         .note(format!(
             "target <= 5 s; recovery itself {:.2} s ({} blocks, {} WAL rows)",
@@ -1275,7 +1290,16 @@ fn durability_section(report: &mut Report, quick: bool) {
     let dir_arg = dir.to_str().expect("utf-8").to_string();
     let (generator, server) = system(
         n,
-        &["--data-dir", &dir_arg, "--fsync", "every-batch", "--max-age", "1h", "--compaction-interval", "5s"],
+        &[
+            "--data-dir",
+            &dir_arg,
+            "--fsync",
+            "every-batch",
+            "--max-age",
+            "1h",
+            "--compaction-interval",
+            "5s",
+        ],
     );
     wait_for_rows(&server, 15 * n as u64);
     let probes = ["switch1", "switch5000", "switch10000"];
@@ -1288,21 +1312,34 @@ fn durability_section(report: &mut Report, quick: bool) {
     };
     let aggregate_before = util::get(&server.url("/telemetry/aggregate")).json();
     let histories_before: Vec<Vec<Value>> = probes.iter().map(|id| history(&server, id)).collect();
-    let retained_before = util::stats(&server)["ingest"]["retained_rows"].as_u64().unwrap_or(0);
+    let retained_before = util::stats(&server)["ingest"]["retained_rows"]
+        .as_u64()
+        .unwrap_or(0);
     drop(server); // SIGKILL, mid-ingest: the generator keeps ticking
     drop(generator);
     let (seconds, server) = restart_on(&dir, n, &["--max-age", "1h"]);
     let aggregate_after = util::get(&server.url("/telemetry/aggregate")).json();
-    let retained_after = util::stats(&server)["ingest"]["retained_rows"].as_u64().unwrap_or(0);
+    let retained_after = util::stats(&server)["ingest"]["retained_rows"]
+        .as_u64()
+        .unwrap_or(0);
     let same_switches = aggregate_before
         .as_object()
-        .map(|before| before.iter().filter(|(id, v)| aggregate_after.get(id.as_str()) == Some(v)).count())
+        .map(|before| {
+            before
+                .iter()
+                .filter(|(id, v)| aggregate_after.get(id.as_str()) == Some(v))
+                .count()
+        })
         .unwrap_or(0);
     let mut polls_lost = 0usize;
     for (id, before) in probes.iter().zip(&histories_before) {
         let after = history(&server, id);
         let common = after.len().min(before.len());
-        assert_eq!(after[..common], before[..common], "{id}: history changed across kill -9");
+        assert_eq!(
+            after[..common],
+            before[..common],
+            "{id}: history changed across kill -9"
+        );
         polls_lost = polls_lost.max(before.len() - common);
     }
     report
@@ -1311,7 +1348,12 @@ fn durability_section(report: &mut Report, quick: bool) {
             "retained {retained_before} before the kill, {retained_after} after; probe histories equal, {polls_lost} poll(s) short at most; target: at most one poll ({n} rows)"
         ));
     report
-        .add("durable", "kill -9 at 10k switches: /aggregate entries identical", same_switches as f64, "switches")
+        .add(
+            "durable",
+            "kill -9 at 10k switches: /aggregate entries identical",
+            same_switches as f64,
+            "switches",
+        )
         .baseline(n as f64)
         .note(format!("restart to serving {seconds:.2} s"));
 }

@@ -310,7 +310,7 @@ const GENERATOR_KEYS: [&str; 11] = [
 ];
 
 /// Flags that take no value: `true` sets them, `false` leaves them unset.
-const SWITCH_KEYS: [&str; 2] = ["demo", "insecure-no-auth"];
+const SWITCH_KEYS: [&str; 3] = ["demo", "insecure-no-auth", "in-memory"];
 
 /// The `--config PATH` (or `--config=PATH`) of a command line, if any.
 fn config_path(args: &[OsString]) -> Option<OsString> {
@@ -673,6 +673,48 @@ mod tests {
         assert_eq!(config.max_feed_bytes, 64 << 20);
         assert_eq!(config.workers, 8);
         assert!(config.demo);
+    }
+
+    #[test]
+    fn durability_flags() {
+        let config = server(&[
+            "--data-dir",
+            "/var/lib/ft",
+            "--fsync",
+            "interval",
+            "--fsync-interval",
+            "250ms",
+        ])
+        .expect("valid");
+        let persist = config.persist().expect("persists");
+        assert_eq!(persist.data_dir, std::path::PathBuf::from("/var/lib/ft"));
+        assert_eq!(
+            persist.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(persist.compaction_interval, Duration::from_secs(60));
+        // Order does not matter; the default is every-batch.
+        let config = server(&["--fsync-interval", "2s", "--fsync", "interval"]).expect("valid");
+        assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_secs(2)));
+        assert_eq!(server(&[]).map(|c| c.fsync), Ok(FsyncPolicy::EveryBatch));
+        assert_eq!(server(&[]).map(|c| c.persist()), Ok(None));
+        let forced = server(&["--data-dir", "/x", "--in-memory"]).expect("valid");
+        assert_eq!(forced.persist(), None);
+        for (list, flag) in [
+            (&["--fsync", "sometimes"][..], "--fsync"),
+            (&["--fsync-interval", "1s"][..], "--fsync-interval"),
+            (
+                &["--fsync", "interval", "--fsync-interval", "1ms"][..],
+                "--fsync-interval",
+            ),
+            (
+                &["--compaction-interval", "0s"][..],
+                "--compaction-interval",
+            ),
+        ] {
+            let error = server(list).expect_err("invalid");
+            assert!(error.contains(flag), "{list:?}: {error}");
+        }
     }
 
     #[test]

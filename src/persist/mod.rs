@@ -930,3 +930,6 @@ fn write_atomically(dir: &Path, path: &Path, image: &[u8]) -> io::Result<()> {
     }
     written
 }
+
+#[cfg(test)]
+mod tests;
