@@ -1,7 +1,8 @@
 //! The benchmark: `cargo bench --bench fabric [-- SECTION… ] [--quick] [--json PATH]`.
 //!
 //! Sections: `http` (wrk against the API vs a bare tiny_http server with the same body size
-//! and worker count), `load` (wrk on /get at 100k switches: stale answers and on-time polls
+//! and worker count), `access` (/get with the rate limiter and bearer tokens on vs off, and
+//! whether a 1000/s limit holds), `load` (wrk on /get at 100k switches: stale answers and on-time polls
 //! under load), `ingest` (10k/100k/1M switches at 1 s: on-time polls, poll-to-queryable
 //! latency, CPU per million rows, all switches fresh), `memory` (RSS growth per retained sample
 //! after a simulated hour of 10k switches), `durability` (disk bytes per sample and restart
@@ -72,9 +73,17 @@ fn options() -> Options {
         }
     }
     if sections.is_empty() {
-        sections = ["http", "load", "ingest", "durability", "memory", "window"]
-            .map(String::from)
-            .to_vec();
+        sections = [
+            "http",
+            "access",
+            "load",
+            "ingest",
+            "durability",
+            "memory",
+            "window",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     Options {
         sections,
@@ -192,7 +201,15 @@ fn parse_ms(text: &str) -> f64 {
 }
 
 fn wrk(url: &str, script: Option<&str>, seconds: u64) -> WrkResult {
+    wrk_with(url, script, seconds, &[])
+}
+
+/// `wrk` with extra request headers (`"Name: value"`).
+fn wrk_with(url: &str, script: Option<&str>, seconds: u64, headers: &[&str]) -> WrkResult {
     let mut command = Command::new("wrk");
+    for header in headers {
+        command.args(["-H", header]);
+    }
     command.args([
         "-t2",
         "-c64",
@@ -455,6 +472,108 @@ fn http_section(report: &mut Report, quick: bool) {
             )
             .note(format!("of {} requests", ours.requests));
     }
+}
+
+/// `/get` throughput with the rate limiter (and bearer tokens) on, against the same server
+/// without them, and whether a real limit holds.
+fn access_section(report: &mut Report, quick: bool) {
+    let n = 10_000;
+    let seconds = if quick { 2 } else { 4 };
+    let dir = scratch_dir("access");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "bench-token-0123456789\n").expect("token file");
+    let tokens = tokens.to_str().expect("utf-8").to_string();
+    let (generator, open) = system(n, &[]);
+    let source = generator.url("/counters");
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            &source,
+            "--log-level",
+            "info",
+        ];
+        args.extend_from_slice(extra);
+        util::Proc::start(util::server_bin(), &args)
+    };
+    // A limit no client reaches: every request pays for the check, none is refused.
+    let limited = start(&["--rate-limit", "10000000/s"]);
+    let authed = start(&["--rate-limit", "10000000/s", "--auth-token-file", &tokens]);
+    for server in [&open, &limited] {
+        wait_for_rows(server, 2 * n as u64);
+    }
+    let bearer = "Authorization: Bearer bench-token-0123456789";
+    util::wait_for(
+        "the authenticated server's rows",
+        Duration::from_secs(60),
+        || {
+            let stats = util::request(
+                &util::client(),
+                "GET",
+                &authed.url("/telemetry/stats"),
+                &[("Authorization", "Bearer bench-token-0123456789")],
+            );
+            (stats.json()["ingest"]["rows_accepted"].as_u64()? >= 2 * n as u64).then_some(())
+        },
+    );
+    let script = random_get_script(n);
+    let (mut plain, mut with_limit, mut with_both) = (Vec::new(), Vec::new(), Vec::new());
+    // Control: the same header sent to a server that ignores it (tiny_http parses it anyway).
+    let mut header_only = Vec::new();
+    for _ in 0..3 {
+        plain.push(wrk(&open.url("/"), Some(&script), seconds));
+        with_limit.push(wrk(&limited.url("/"), Some(&script), seconds));
+        header_only.push(wrk_with(
+            &limited.url("/"),
+            Some(&script),
+            seconds,
+            &[bearer],
+        ));
+        with_both.push(wrk_with(
+            &authed.url("/"),
+            Some(&script),
+            seconds,
+            &[bearer],
+        ));
+    }
+    let base = median_result(&plain);
+    for (name, runs) in [
+        ("rate limiter on", &with_limit),
+        (
+            "rate limiter on, Authorization header ignored",
+            &header_only,
+        ),
+        ("rate limiter + bearer token", &with_both),
+    ] {
+        let ours = median_result(runs);
+        let refused: u64 = runs.iter().map(|r| r.non_2xx).sum();
+        report
+            .add("access", format!("/get req/s, {name}"), ours.requests_per_sec, "req/s")
+            .baseline(base.requests_per_sec)
+            .note(format!(
+                "median of 3 alternating runs, one client address (one bucket: the worst case); baseline = same server without; {refused} non-2xx"
+            ));
+    }
+    drop((limited, authed));
+    // A real limit: 1000/s with a burst of 1000, pushed by wrk for the whole run.
+    let strict = start(&["--rate-limit", "1000/s", "--burst", "1000"]);
+    wait_for_rows(&strict, n as u64);
+    let run = wrk(&strict.url("/"), Some(&script), seconds);
+    let allowed = (run.requests - run.non_2xx) as f64 / seconds as f64;
+    report
+        .add(
+            "access",
+            "allowed req/s under --rate-limit 1000/s --burst 1000",
+            allowed,
+            "req/s",
+        )
+        .baseline(1000.0 + 1000.0 / seconds as f64)
+        .note(format!(
+            "{} of {} requests answered 429 in {seconds} s; baseline = rate + burst / duration",
+            run.non_2xx, run.requests
+        ));
 }
 
 fn load_section(report: &mut Report, quick: bool) {
@@ -1378,6 +1497,9 @@ fn main() {
     }
     if wants("hostile") {
         hostile_section(&mut report);
+    }
+    if wants("access") {
+        access_section(&mut report, options.quick);
     }
     if wants("soak") {
         soak_section(&mut report, options.soak_switches, options.soak_minutes);
