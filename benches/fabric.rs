@@ -1089,6 +1089,9 @@ fn mixed_soak_section(report: &mut Report, minutes: u64) {
         let rss = rss_bytes(&pid.to_string());
         let (threads, fds) = threads_and_fds(pid);
         let t = started.elapsed().as_secs_f64();
+        if t >= (minutes * 60) as f64 {
+            break; // the clients have stopped: their connections are gone
+        }
         println!(
             "  mixsoak  t={t:>5.0}s rss={:.1} MB threads={threads} fds={fds}",
             rss as f64 / 1e6

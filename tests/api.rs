@@ -221,59 +221,17 @@ fn oversized_requests_get_4xx_and_the_server_stays_up() {
     assert_eq!(answer.status, 200);
 }
 
-/// What the server did with a request head that never ends.
-#[derive(Debug, PartialEq)]
-enum Cutoff {
-    Status(u16),
-    Closed,
-    /// Still reading after 5 s: it would go on buffering whatever the client sends.
-    StillReading,
-}
-
-/// Sends `prefix` then `total` bytes of `a` without a newline, then waits for the server.
-fn endless_head(server: &Proc, prefix: &[u8], total: usize) -> Cutoff {
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let _ = stream.write_all(prefix);
-    let chunk = vec![b'a'; 64 << 10];
-    let mut sent = 0;
-    while sent < total && stream.write_all(&chunk).is_ok() {
-        sent += chunk.len();
-    }
-    let mut response = Vec::new();
-    match stream.read_to_end(&mut response) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Cutoff::StillReading
-        }
-        _ => String::from_utf8_lossy(&response)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .map_or(Cutoff::Closed, Cutoff::Status),
-    }
-}
-
 #[test]
 fn endless_request_lines_and_headers_are_cut_off() {
     let (_feed, server) = two_switches();
-    let line = endless_head(&server, b"GET /", 1 << 20);
+    let line = util::endless_head(&server, b"GET /", 1 << 20);
     assert!(
-        matches!(line, Cutoff::Status(414) | Cutoff::Closed),
+        matches!(line, util::Cutoff::Status(414) | util::Cutoff::Closed),
         "{line:?}"
     );
-    let header = endless_head(&server, b"GET / HTTP/1.1\r\nX-Flood: ", 1 << 20);
+    let header = util::endless_head(&server, b"GET / HTTP/1.1\r\nX-Flood: ", 1 << 20);
     assert!(
-        matches!(header, Cutoff::Status(431) | Cutoff::Closed),
+        matches!(header, util::Cutoff::Status(431) | util::Cutoff::Closed),
         "{header:?}"
     );
     let answer = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"));

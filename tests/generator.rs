@@ -77,6 +77,24 @@ fn other_paths_and_methods_are_refused() {
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }
 
+/// The generator's HTTP side shares the server's protections (worker pool, supervisor,
+/// bounded request heads).
+#[test]
+fn endless_request_heads_are_cut_off_and_the_feed_keeps_serving() {
+    let generator = util::generator(&["--switches", "3"]);
+    let line = util::endless_head(&generator, b"GET /", 1 << 20);
+    assert!(
+        matches!(line, util::Cutoff::Status(414) | util::Cutoff::Closed),
+        "{line:?}"
+    );
+    let header = util::endless_head(&generator, b"GET /counters HTTP/1.1\r\nX-Flood: ", 1 << 20);
+    assert!(
+        matches!(header, util::Cutoff::Status(431) | util::Cutoff::Closed),
+        "{header:?}"
+    );
+    assert_eq!(counters(&generator).status, 200);
+}
+
 #[test]
 fn the_same_seed_gives_the_same_values() {
     let values = |seed: &str| {

@@ -394,3 +394,46 @@ pub fn wait_exit(proc: &mut Proc) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What the server did with a request head that never ends.
+#[derive(Debug, PartialEq)]
+pub enum Cutoff {
+    Status(u16),
+    Closed,
+    /// Still reading after 5 s: it would go on buffering whatever the client sends.
+    StillReading,
+}
+
+/// Sends `prefix` then `total` bytes of `a` without a newline, then waits for the server.
+pub fn endless_head(server: &Proc, prefix: &[u8], total: usize) -> Cutoff {
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    let _ = stream.write_all(prefix);
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0;
+    while sent < total && stream.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Cutoff::StillReading
+        }
+        _ => String::from_utf8_lossy(&response)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .map_or(Cutoff::Closed, Cutoff::Status),
+    }
+}
