@@ -1042,6 +1042,9 @@ fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
     f64::from(sorted_us[idx]) / 1000.0
 }
 
+/// (seconds since start, RSS bytes, threads, open descriptors) of the server.
+type ProcSample = (f64, u64, u64, u64);
+
 /// Issue 6's soak: a mixed read load at half the measured maximum against 10k switches, for
 /// `minutes`; RSS, threads and descriptors sampled every 30 s; every status counted.
 fn mixed_soak_section(report: &mut Report, minutes: u64) {
@@ -1083,7 +1086,7 @@ fn mixed_soak_section(report: &mut Report, minutes: u64) {
     );
     let started = Instant::now();
     let warm_up = Duration::from_secs((minutes * 60 / 3).max(7 * 60).min(minutes * 60 / 2));
-    let mut samples: Vec<(f64, u64, u64, u64)> = Vec::new();
+    let mut samples: Vec<ProcSample> = Vec::new();
     while started.elapsed() < Duration::from_secs(minutes * 60) {
         std::thread::sleep(Duration::from_secs(30));
         let rss = rss_bytes(&pid.to_string());
@@ -1103,7 +1106,7 @@ fn mixed_soak_section(report: &mut Report, minutes: u64) {
         .iter()
         .filter(|s| s.0 >= warm_up.as_secs_f64())
         .collect();
-    let spread = |f: &dyn Fn(&(f64, u64, u64, u64)) -> u64| {
+    let spread = |f: &dyn Fn(&ProcSample) -> u64| {
         let values: Vec<u64> = after.iter().map(|s| f(s)).collect();
         let (lo, hi) = (
             values.iter().copied().min().unwrap_or(0),
