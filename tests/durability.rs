@@ -280,6 +280,7 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let dir = DataDir::new("lock");
     let (feed, _paused) = history_feed();
     let first = durable_server(&feed.url, &dir, &[]);
+    util::wait_for_status(&first.url("/telemetry/list?metric=latency"), 200);
     let mut second = Command::new(util::server_bin())
         .args([
             "--listen",
@@ -305,11 +306,12 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
         "{stderr}"
     );
     assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
-    // The first one is unharmed.
+    // The first one is unharmed: still serving, still writing.
     assert_eq!(
         util::get(&first.url("/telemetry/list?metric=latency")).status,
         200
     );
+    assert_eq!(storage(&first)["status"], "ok");
 }
 
 #[test]
