@@ -376,18 +376,22 @@ fn system(n_switches: usize, extra_server_args: &[&str]) -> (util::Proc, util::P
             "info",
         ],
     );
-    let source = generator.url("/counters");
+    let server = server_polling(&generator.url("/counters"), extra_server_args);
+    (generator, server)
+}
+
+/// A metrics server on a free port polling `source`, plus `extra` flags.
+fn server_polling(source: &str, extra: &[&str]) -> util::Proc {
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--source",
-        &source,
+        source,
         "--log-level",
         "info",
     ];
-    args.extend_from_slice(extra_server_args);
-    let server = util::Proc::start(util::server_bin(), &args);
-    (generator, server)
+    args.extend_from_slice(extra);
+    util::Proc::start(util::server_bin(), &args)
 }
 
 fn source_stats(server: &util::Proc) -> Value {
@@ -493,18 +497,7 @@ fn access_section(report: &mut Report, quick: bool) {
     let tokens = tokens.to_str().expect("utf-8").to_string();
     let (generator, open) = system(n, &[]);
     let source = generator.url("/counters");
-    let start = |extra: &[&str]| {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            &source,
-            "--log-level",
-            "info",
-        ];
-        args.extend_from_slice(extra);
-        util::Proc::start(util::server_bin(), &args)
-    };
+    let start = |extra: &[&str]| server_polling(&source, extra);
     // A limit no client reaches: every request pays for the check, none is refused.
     let limited = start(&["--rate-limit", "10000000/s"]);
     let authed = start(&["--rate-limit", "10000000/s", "--auth-token-file", &tokens]);

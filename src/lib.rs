@@ -43,3 +43,13 @@ pub mod stats;
 pub mod store;
 pub mod timestamp;
 pub mod wire;
+
+/// Cases per proptest property: 512 in `cargo test`, `PROPTEST_CASES` for longer fuzzing runs
+/// (an explicit proptest config would otherwise ignore the variable).
+#[cfg(test)]
+pub(crate) fn proptest_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}

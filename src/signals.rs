@@ -66,7 +66,27 @@ pub fn wait_for_termination() -> std::io::Result<Termination> {
 
 /// Start-up for a long-running program, before any thread exists: raise the open-file limit
 /// and block the signals [`run_until_stopped`] takes. Failures are logged, not fatal.
+/// Allocations of this size or more get their own mapping, returned to the kernel when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+
+/// glibc raises its mmap threshold each time a large block is freed, after which answer
+/// bodies (0.1–2 MB for /list, /aggregate, /metrics at 10k switches) come from the worker
+/// threads' arenas and stay resident there as fragments: in a 30-minute soak RSS crept by
+/// ~0.3 MB/min with the live heap flat. A fixed threshold keeps large transient buffers out of
+/// the arenas.
+fn limit_allocator_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads start.
+    unsafe {
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 0 {
+            log::warn!("cannot set the allocator's mmap threshold");
+        }
+    }
+}
+
 pub fn prepare_process() {
+    limit_allocator_retention();
     match crate::http::raise_fd_limit() {
         Ok(limit) => log::debug!("open-file limit {limit}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),

@@ -866,15 +866,7 @@ impl DiskWriter {
                 (None, _) | (_, None) => true,
                 (Some(max_ts), Some(keep)) => max_ts < keep,
             };
-            if covered && remove(&segment.path) {
-                stats.wal_segments_deleted.fetch_add(1, Ordering::Relaxed);
-                stats.disk_bytes.fetch_sub(
-                    segment.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-                return false;
-            }
-            true
+            !(covered && delete_tracked(segment, &stats, &stats.wal_segments_deleted))
         });
     }
 
@@ -886,17 +878,23 @@ impl DiskWriter {
             if file.max_ts.is_some_and(|t| t >= cutoff) {
                 return true;
             }
-            if remove(&file.path) {
-                stats.block_files_deleted.fetch_add(1, Ordering::Relaxed);
-                stats.disk_bytes.fetch_sub(
-                    file.bytes.min(stats.disk_bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-                return false;
-            }
-            true
+            !delete_tracked(file, &stats, &stats.block_files_deleted)
         });
     }
+}
+
+/// Deletes a file the persist thread tracks; on success counts it in `deleted` and takes its
+/// bytes off the disk usage. Whether it is gone.
+fn delete_tracked(file: &TrackedFile, stats: &StorageStats, deleted: &AtomicU64) -> bool {
+    if !remove(&file.path) {
+        return false;
+    }
+    deleted.fetch_add(1, Ordering::Relaxed);
+    let held = stats.disk_bytes.load(Ordering::Relaxed);
+    stats
+        .disk_bytes
+        .fetch_sub(file.bytes.min(held), Ordering::Relaxed);
+    true
 }
 
 fn remove(path: &Path) -> bool {

@@ -323,16 +323,8 @@ mod tests {
         );
     }
 
-    /// 512 cases by default; PROPTEST_CASES sets more.
-    fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512)
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
 
         /// Decoding arbitrary bytes as a block never panics: it yields rows or `Corrupt`.
         #[test]

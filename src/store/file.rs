@@ -232,15 +232,8 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
 mod tests {
     use super::*;
 
-    fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512)
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
 
         /// Arbitrary bytes, and arbitrary damage to a valid file, never panic the reader and
         /// never load a damaged file.

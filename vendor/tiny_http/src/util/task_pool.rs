@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // fabric-telemetry patch: upstream queues the task whenever any thread is waiting, but
+        // a waiting thread takes one task, and it has not left the waiting count until it
+        // wakes. A burst of connections then queues several tasks per waiting thread; once
+        // those threads block on their (idle) connections, the rest stay queued until some
+        // later connection frees a thread, one per new connection. Only queue what the
+        // waiting threads can take.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
