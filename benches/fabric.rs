@@ -1139,6 +1139,21 @@ fn mixed_soak_section(report: &mut Report, minutes: u64) {
             after.len(),
             warm_up.as_secs()
         ));
+    // Drift: the median RSS of the last third of the samples after warm-up against the first.
+    let third = (after.len() / 3).max(1);
+    if after.len() >= 3 {
+        let median_rss = |xs: &[&ProcSample]| median(xs.iter().map(|s| s.1 as f64).collect());
+        let early = median_rss(&after[..third]);
+        let late = median_rss(&after[after.len() - third..]);
+        report
+            .add(
+                "mixsoak",
+                format!("{label}: RSS drift, last third vs first third after warm-up"),
+                (late / early - 1.0) * 100.0,
+                "%",
+            )
+            .note(format!("medians {:.1} → {:.1} MB", early / 1e6, late / 1e6));
+    }
     let (lo, hi, pct) = spread(&|s| s.2);
     report
         .add(
