@@ -154,7 +154,7 @@ impl CountersHandler {
                 }
             }
             Some(FaultMode::Stale) => {
-                let stale_by = i64::try_from(self.faults.stale_by.as_micros()).unwrap_or(i64::MAX);
+                let stale_by = crate::timestamp::duration_micros(self.faults.stale_by);
                 ReplyBody::Owned(restamp(
                     &snapshot.csv,
                     snapshot.produced_at.saturating_sub(stale_by),

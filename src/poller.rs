@@ -90,7 +90,7 @@ pub fn poll_once(
     let response = agent.get(&config.url).call().map_err(PollError::Request)?;
     let freshness = Freshness {
         now: timestamp::now_micros(),
-        max_age: i64::try_from(config.max_age.as_micros()).unwrap_or(i64::MAX),
+        max_age: crate::timestamp::duration_micros(config.max_age),
     };
     let reader = response
         .into_body()

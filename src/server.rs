@@ -72,7 +72,7 @@ fn recover(
     store: &mut Store,
 ) -> Result<(DataDir, Arc<StorageStats>), StartError> {
     let mut dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
-    let retention = i64::try_from(config.retention.as_micros()).unwrap_or(i64::MAX);
+    let retention = crate::timestamp::duration_micros(config.retention);
     let cutoff = timestamp::now_micros().saturating_sub(retention);
     let report = dir.recover(store, cutoff).map_err(StartError::DataDir)?;
     log::info!(

@@ -64,8 +64,6 @@ pub fn wait_for_termination() -> std::io::Result<Termination> {
     })
 }
 
-/// Start-up for a long-running program, before any thread exists: raise the open-file limit
-/// and block the signals [`run_until_stopped`] takes. Failures are logged, not fatal.
 /// Allocations of this size or more get their own mapping, returned to the kernel when freed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
@@ -85,6 +83,8 @@ fn limit_allocator_retention() {
     }
 }
 
+/// Start-up for a long-running program, before any thread exists: fix the allocator's mmap
+/// threshold, raise the open-file limit, ignore SIGXFSZ, and block the signals [`run_until_stopped`] takes. Failures are logged, not fatal.
 pub fn prepare_process() {
     limit_allocator_retention();
     match crate::http::raise_fd_limit() {

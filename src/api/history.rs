@@ -1,7 +1,5 @@
 //! `/telemetry/history` parameters and step downsampling: pure functions, no store access.
 
-use std::time::Duration;
-
 use crate::store::Sample;
 use crate::timestamp::{self, Micros};
 
@@ -27,15 +25,11 @@ pub fn parse_instant(text: &str, now: Micros) -> Result<Micros, String> {
         }
     }
     match humantime::parse_duration(text) {
-        Ok(ago) => Ok(now.saturating_sub(micros(ago))),
+        Ok(ago) => Ok(now.saturating_sub(timestamp::duration_micros(ago))),
         Err(_) => Err(format!(
             "{text:?} is neither an RFC 3339 time (2025-09-14T12:30:05Z) nor a duration before now (15m)"
         )),
     }
-}
-
-pub fn micros(d: Duration) -> Micros {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// A positive humantime duration.
@@ -46,7 +40,7 @@ pub fn parse_span(name: &str, text: &str) -> Result<Micros, String> {
     if span.is_zero() {
         return Err(format!("parameter {name:?} must be greater than zero"));
     }
-    Ok(micros(span))
+    Ok(timestamp::duration_micros(span))
 }
 
 /// min/avg/max of the samples in `[start, start + step)`.

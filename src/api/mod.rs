@@ -284,7 +284,7 @@ impl Api {
             store,
             stats,
             ingest,
-            max_age: history::micros(max_age),
+            max_age: timestamp::duration_micros(max_age),
             lists: AnswerCache::default(),
             aggregates: AnswerCache::default(),
             auth: None,

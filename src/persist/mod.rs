@@ -573,7 +573,7 @@ pub fn spawn(
     let writer = DiskWriter {
         dir,
         fsync: config.fsync,
-        retention: i64::try_from(config.retention.as_micros()).unwrap_or(i64::MAX),
+        retention: crate::timestamp::duration_micros(config.retention),
         stats: Arc::clone(&stats),
         segment: None,
         last_sync: Instant::now(),

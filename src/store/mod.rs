@@ -60,7 +60,7 @@ impl BlockLimits {
     /// Blocks of retention / 8 (between 10 s and 15 min), so expiry is fine-grained enough
     /// and per-block overhead stays small.
     pub fn for_retention(retention: Duration) -> BlockLimits {
-        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        let retention = crate::timestamp::duration_micros(retention);
         BlockLimits {
             max_rows: 4096,
             span: (retention / 8).clamp(10 * MICROS_PER_SEC, 900 * MICROS_PER_SEC),
@@ -157,7 +157,7 @@ impl SwitchSeries {
                 self.sealed.reserve_exact(2);
             }
             self.sealed.push_back(block);
-            self.unpersisted += 1;
+            self.unpersisted = self.unpersisted.saturating_add(1);
         }
     }
 
@@ -750,7 +750,7 @@ pub fn spawn(
     stats: Arc<IngestStats>,
     outlets: Outlets,
 ) -> std::io::Result<JoinHandle<()>> {
-    let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    let retention = crate::timestamp::duration_micros(retention);
     std::thread::Builder::new()
         .name("store".to_string())
         .spawn(move || {
