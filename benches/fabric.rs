@@ -268,8 +268,10 @@ impl Baseline {
     fn start(body_len: usize, workers: usize) -> Baseline {
         // The same listener set-up as our servers (TCP_NODELAY), so the ratio is our overhead.
         let listener = fabric_telemetry::http::bind("127.0.0.1:0").expect("baseline binds");
-        let server =
-            Arc::new(tiny_http::Server::from_listener(listener, None).expect("baseline serves"));
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, Default::default())
+                .expect("baseline serves"),
+        );
         let addr = server.server_addr().to_ip().expect("ip listener");
         let mut body = vec![b' '; body_len.max(2)];
         body[0] = b'{';

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::access;
 use crate::generator_http::{FaultMode, GeneratorConfig};
+use crate::http::ConnectionLimits;
 use crate::logging::{self, LogFormat, LogSettings};
 use crate::persist::{FsyncPolicy, PersistConfig};
 
@@ -70,6 +71,8 @@ pub struct ServerConfig {
     pub in_memory: bool,
     pub fsync: FsyncPolicy,
     pub compaction_interval: Duration,
+    /// Bounds on every API connection.
+    pub http: ConnectionLimits,
 }
 
 pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             in_memory: false,
             fsync: FsyncPolicy::EveryBatch,
             compaction_interval: Duration::from_secs(60),
+            http: ConnectionLimits::default(),
         }
     }
 }
@@ -125,7 +129,20 @@ fn parse_fsync(value: &str, interval: Duration) -> Result<FsyncPolicy, String> {
     }
 }
 
-pub const SERVER_HELP: &str = "\
+/// The connection-bound flags both programs share, for their help texts (defaults: see
+/// [`ConnectionLimits::default`], checked by a test).
+macro_rules! connection_flags_help {
+    () => {
+        "  --request-timeout DUR    a request head must arrive, and an answer be taken, within it;
+                           else 408 / close (default 10s)
+  --idle-timeout DUR       close a kept-alive connection idle this long (default 60s)
+  --max-connections N      connections beyond this many get 503 + Retry-After (default 1024)
+"
+    };
+}
+
+pub const SERVER_HELP: &str = concat!(
+    "\
 metrics-server: polls switch counter feeds and answers a JSON API about them
 
 USAGE: metrics-server [FLAGS]
@@ -141,6 +158,9 @@ FLAGS:
   --max-age DUR            samples older than this are stale (default 3s)
   --retention DUR          history older than this is dropped (default 1h)
   --workers N              API worker threads (default 4)
+",
+    connection_flags_help!(),
+    "\
   --log-level LEVEL        off, error, warn, info, debug or trace (default info)
   --log-format FORMAT      text, or json (one object per line, for journald/Loki)
   --demo                   also run a generator in-process where the first --source points
@@ -164,9 +184,11 @@ FLAGS:
   -V, --version            print the version
 
 DUR is humantime syntax: 500ms, 2s, 5m, 1h. SIZE is bytes, or with KiB/MiB/GiB (KB/MB/GB).
-";
+"
+);
 
-pub const GENERATOR_HELP: &str = "\
+pub const GENERATOR_HELP: &str = concat!(
+    "\
 telemetry-generator: simulates switch counters and serves them as a CSV feed at /counters
 
 USAGE: telemetry-generator [FLAGS]
@@ -177,6 +199,9 @@ FLAGS:
   --interval DUR           time between counter updates (default 1s)
   --seed N                 seed for reproducible values (default: random)
   --workers N              HTTP worker threads (default 4)
+",
+    connection_flags_help!(),
+    "\
   --fault-rate P           fraction of requests that misbehave on purpose, 0..1 (default 0)
   --fault-modes LIST       comma-separated: 500, truncate, slow, stale (default all)
   --fault-delay DUR        how long a 'slow' answer waits (default 10s)
@@ -188,7 +213,8 @@ FLAGS:
   -V, --version            print the version
 
 DUR is humantime syntax: 500ms, 2s, 5m, 1h.
-";
+"
+);
 
 fn text(flag: &str, value: OsString) -> Result<String, ConfigError> {
     value
@@ -269,7 +295,10 @@ pub fn check_source(url: &str) -> Result<(), String> {
 }
 
 /// The flags a server config file may set (its keys are the flag names).
-const SERVER_KEYS: [&str; 22] = [
+const SERVER_KEYS: [&str; 25] = [
+    CONNECTION_KEYS[0],
+    CONNECTION_KEYS[1],
+    CONNECTION_KEYS[2],
     "data-dir",
     "in-memory",
     "fsync",
@@ -295,7 +324,10 @@ const SERVER_KEYS: [&str; 22] = [
 ];
 
 /// The flags a generator config file may set.
-const GENERATOR_KEYS: [&str; 11] = [
+const GENERATOR_KEYS: [&str; 14] = [
+    CONNECTION_KEYS[0],
+    CONNECTION_KEYS[1],
+    CONNECTION_KEYS[2],
     "listen",
     "switches",
     "interval",
@@ -439,6 +471,23 @@ pub fn parse_generator_args(
     parse_generator_flags(config, log, args)
 }
 
+/// The connection-bound flags both programs share (their config-file keys too).
+const CONNECTION_KEYS: [&str; 3] = ["request-timeout", "idle-timeout", "max-connections"];
+
+/// Sets one of [`CONNECTION_KEYS`] in `limits`.
+fn connection_flag(
+    name: &str,
+    value: OsString,
+    limits: &mut ConnectionLimits,
+) -> Result<(), ConfigError> {
+    match name {
+        "request-timeout" => limits.request_timeout = duration("--request-timeout", value)?,
+        "idle-timeout" => limits.idle_timeout = duration("--idle-timeout", value)?,
+        _ => limits.max_connections = number("--max-connections", value, 1..=1_000_000)?,
+    }
+    Ok(())
+}
+
 fn version_or_help<C>(arg: &lexopt::Arg<'_>) -> Option<Command<C>> {
     use lexopt::Arg::{Long, Short};
     match arg {
@@ -465,6 +514,10 @@ fn parse_server_flags(
             return Ok(command);
         }
         match arg {
+            Long(name) if CONNECTION_KEYS.contains(&name) => {
+                let name = name.to_string();
+                connection_flag(&name, parser.value()?, &mut config.http)?
+            }
             Long("listen") => config.listen = text("--listen", parser.value()?)?,
             // Read before the flags (see `config_file`); the flags then override the file.
             Long("config") => {
@@ -575,6 +628,10 @@ fn parse_generator_flags(
             return Ok(command);
         }
         match arg {
+            Long(name) if CONNECTION_KEYS.contains(&name) => {
+                let name = name.to_string();
+                connection_flag(&name, parser.value()?, &mut config.http)?
+            }
             Long("listen") => config.listen = text("--listen", parser.value()?)?,
             // Read before the flags (see `config_file`); the flags then override the file.
             Long("config") => {

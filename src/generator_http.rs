@@ -14,7 +14,9 @@ use crossbeam_channel::Sender;
 use rand::Rng;
 
 use crate::generator::{self, Fabric, SnapshotCell};
-use crate::http::{self, HttpError, HttpServer, Reply, ReplyBody, RequestHead};
+use crate::http::{
+    self, ConnectionLimits, HttpError, HttpMonitor, HttpServer, Reply, ReplyBody, RequestHead,
+};
 use crate::timestamp;
 
 /// A way the feed can misbehave on purpose.
@@ -98,6 +100,8 @@ pub struct GeneratorConfig {
     pub seed: Option<u64>,
     pub workers: usize,
     pub faults: FaultConfig,
+    /// Bounds on every connection to the feed.
+    pub http: ConnectionLimits,
 }
 
 impl Default for GeneratorConfig {
@@ -109,6 +113,7 @@ impl Default for GeneratorConfig {
             seed: None,
             workers: 4,
             faults: FaultConfig::default(),
+            http: ConnectionLimits::default(),
         }
     }
 }
@@ -253,7 +258,14 @@ impl GeneratorService {
             snapshots,
             faults: config.faults.clone(),
         });
-        let http = HttpServer::start(listener, "generator-http", config.workers, handler)?;
+        let http = HttpServer::start(
+            listener,
+            "generator-http",
+            config.workers,
+            config.http,
+            handler,
+            HttpMonitor::new(),
+        )?;
         Ok(GeneratorService { http, stop, ticker })
     }
 

@@ -2,16 +2,23 @@
 //! threads (the shape tiny_http's own docs show: one `Arc<Server>`, N threads looping on
 //! `recv()`), the limits every request is checked against, and the [`Reply`] handlers return.
 //!
+//! Workers never do client I/O: the vendored tiny_http (see `vendor/tiny_http/PATCHED.md`)
+//! gives each connection a thread that reads request heads and writes answers under
+//! [`ConnectionLimits`], one request at a time, and hands workers only complete heads. A
+//! worker's answer is handed back as bytes (shared, not copied, for cached answers). So a
+//! slow, stalled or hostile client costs its own connection thread, never a worker.
+//!
 //! Handlers are plain functions of a [`RequestHead`], so they are tested without sockets. A
-//! panicking handler becomes a 500 for that request; the worker lives on.
+//! panic anywhere in answering becomes a 500 for that request, is logged and counted
+//! ([`HttpMonitor`]); the worker lives on.
 
 use std::io::Cursor;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest accepted request target (path and query), in bytes; longer answers 414.
 pub const MAX_URL_LEN: usize = 8 * 1024;
@@ -31,6 +38,22 @@ pub struct RequestHead {
     /// The `Authorization` header, if any (never logged).
     pub authorization: Option<String>,
     pub remote_ip: Option<std::net::IpAddr>,
+    /// What the head declared about a body; the API takes none, and none is ever read.
+    pub body: DeclaredBody,
+}
+
+/// What a request head declared about a body that would follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredBody {
+    None,
+    /// A `Content-Length` above zero.
+    Length(u64),
+    /// A `Transfer-Encoding` (chunked or other).
+    Encoded,
+    /// A `Content-Length` that is not a number, overflows, or repeats with another value.
+    Malformed,
+    /// Both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape).
+    Conflicting,
 }
 
 impl RequestHead {
@@ -42,6 +65,7 @@ impl RequestHead {
             accept: None,
             authorization: None,
             remote_ip: None,
+            body: DeclaredBody::None,
         }
     }
 
@@ -109,9 +133,37 @@ impl Reply {
     }
 }
 
-/// The reply for a request that breaks the size limits, if it does. Handlers call it first,
-/// so the answer is counted like any other.
+/// The reply for a request that breaks the size limits or declares a body, if it does.
+/// Handlers call it first, so the answer is counted like any other. The body itself is never
+/// read: its connection is closed after this answer.
 pub fn check_limits(head: &RequestHead) -> Option<Reply> {
+    match head.body {
+        DeclaredBody::None => {}
+        DeclaredBody::Length(n) => {
+            return Some(Reply::error(
+                413,
+                &format!("this API takes no request body (Content-Length: {n})"),
+            ))
+        }
+        DeclaredBody::Encoded => {
+            return Some(Reply::error(
+                413,
+                "this API takes no request body (Transfer-Encoding)",
+            ))
+        }
+        DeclaredBody::Malformed => {
+            return Some(Reply::error(
+                400,
+                "malformed Content-Length: expected one decimal number below 2^64",
+            ))
+        }
+        DeclaredBody::Conflicting => {
+            return Some(Reply::error(
+                400,
+                "both Content-Length and Transfer-Encoding: refused (RFC 9112 section 6.1)",
+            ))
+        }
+    }
     if head.url.len() > MAX_URL_LEN {
         return Some(Reply::error(
             414,
@@ -165,48 +217,107 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// The tiny_http servers workers take requests from: the current one, and ones retired by a
-/// restart that may still hold keep-alive connections (drained for [`RETIRED_FOR`]).
-struct Servers {
-    current: Arc<tiny_http::Server>,
-    retired: Vec<(Instant, Arc<tiny_http::Server>)>,
+/// Bounds on every connection (flags `--request-timeout`, `--idle-timeout`,
+/// `--max-connections` of both programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request head must arrive within it (from the accept, or from its first byte on a
+    /// kept-alive connection), else 408 and close; an answer must be taken within it, else
+    /// the connection is closed; a request that waited this long for a worker is answered 503.
+    pub request_timeout: Duration,
+    /// A kept-alive connection with no new request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections beyond this many are answered 503 with `Retry-After` and closed; connection
+    /// threads stay bounded by it.
+    pub max_connections: usize,
 }
 
-/// How long a replaced server's connections are still served.
-const RETIRED_FOR: Duration = Duration::from_secs(60);
-/// How long a worker waits on the current server before looking at the others again.
-const POLL: Duration = Duration::from_millis(100);
-
-/// What workers and the supervisor share.
-struct Shared {
-    servers: RwLock<Servers>,
-    stopping: AtomicBool,
-    /// Workers answering a request right now.
-    busy: AtomicUsize,
-    /// A worker saw tiny_http report an accept failure.
-    accept_failed: AtomicBool,
-    restarts: AtomicU64,
-}
-
-impl Shared {
-    fn servers(&self) -> std::sync::RwLockReadGuard<'_, Servers> {
-        self.servers.read().unwrap_or_else(|p| p.into_inner())
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
     }
 }
 
-/// A running server, its worker threads, and the supervisor that keeps it listening.
+/// What the HTTP side has seen since start, for `/metrics` and stats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HttpCounters {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections refused (503) at `--max-connections`.
+    pub connections_refused: u64,
+    /// Request heads that did not arrive within `--request-timeout` (408).
+    pub head_timeouts: u64,
+    /// Kept-alive connections closed after `--idle-timeout`.
+    pub idle_closed: u64,
+    /// Answers not taken within `--request-timeout` (connection closed mid-answer).
+    pub write_timeouts: u64,
+    /// Requests that waited `--request-timeout` for a worker (503: the server is behind).
+    pub shed: u64,
+    /// Panics caught while answering, on connection threads or in the accept loop.
+    pub panics: u64,
+    /// Failed `accept()` calls (retried after a pause).
+    pub accept_errors: u64,
+}
+
+/// The counters of one HTTP server, readable before the server exists (handlers are built
+/// first and report on the server that runs them).
+#[derive(Default)]
+pub struct HttpMonitor {
+    server: OnceLock<Weak<tiny_http::Server>>,
+    panics: AtomicU64,
+    shed: AtomicU64,
+}
+
+impl HttpMonitor {
+    pub fn new() -> Arc<HttpMonitor> {
+        Arc::new(HttpMonitor::default())
+    }
+
+    /// Counts a panic caught while answering a request.
+    pub fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> HttpCounters {
+        let connections = self
+            .server
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|server| server.connection_stats())
+            .unwrap_or_default();
+        HttpCounters {
+            connections_open: connections.open as u64,
+            connections_accepted: connections.accepted,
+            connections_refused: connections.refused,
+            head_timeouts: connections.head_timeouts,
+            idle_closed: connections.idle_closed,
+            write_timeouts: connections.write_timeouts,
+            shed: self.shed.load(Ordering::Relaxed) + connections.unanswered,
+            panics: self.panics.load(Ordering::Relaxed) + connections.panics,
+            accept_errors: connections.accept_errors,
+        }
+    }
+}
+
+/// How long a worker waits for a request before looking at the stop flag again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running server and its worker threads.
 ///
-/// tiny_http's accept thread ends for good on any `accept()` error (and panics when it cannot
-/// duplicate an accepted socket): out of file descriptors, the process would stay up but
-/// deaf. The supervisor notices (the error reaches a worker; or a self-probe goes unanswered
-/// while no worker is busy) and starts a new tiny_http server on a duplicate of the listening
-/// socket, retrying until descriptors are free again.
+/// The vendored tiny_http's accept loop never ends while the server lives (accept errors are
+/// retried with a pause: see PATCHED.md), so nothing has to watch it from outside.
 pub struct HttpServer {
-    shared: Arc<Shared>,
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
-    supervisor: Option<JoinHandle<()>>,
-    stop_supervisor: Option<crossbeam_channel::Sender<()>>,
     addr: SocketAddr,
+    monitor: Arc<HttpMonitor>,
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -219,8 +330,8 @@ pub fn bind(addr: &str) -> Result<TcpListener, HttpError> {
     Ok(listener)
 }
 
-/// Raises the soft limit on open files to the hard limit (each connection costs tiny_http two
-/// descriptors); returns the limit now in force.
+/// Raises the soft limit on open files to the hard limit (each connection costs one
+/// descriptor); returns the limit now in force.
 pub fn raise_fd_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -265,56 +376,53 @@ pub fn set_nodelay(listener: &TcpListener) {
 }
 
 impl HttpServer {
-    /// Serves `listener` with `n_workers` threads named `{name}-{i}`.
+    /// Serves `listener` with `n_workers` threads named `{name}-{i}`, each connection held to
+    /// `limits`; what happens is counted in `monitor`.
     pub fn start(
         listener: TcpListener,
         name: &str,
         n_workers: usize,
+        limits: ConnectionLimits,
         handler: Arc<dyn Handler>,
+        monitor: Arc<HttpMonitor>,
     ) -> Result<HttpServer, HttpError> {
         let addr = listener
             .local_addr()
             .map_err(|e| HttpError::Start(e.to_string()))?;
-        // Kept to rebuild the accept loop on the same socket.
-        let spare = listener
-            .try_clone()
-            .map_err(|e| HttpError::Start(e.to_string()))?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| HttpError::Start(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            servers: RwLock::new(Servers {
-                current: Arc::new(server),
-                retired: Vec::new(),
-            }),
-            stopping: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-            accept_failed: AtomicBool::new(false),
-            restarts: AtomicU64::new(0),
-        });
+        let server = tiny_http::Server::from_listener(
+            listener,
+            tiny_http::ConnectionLimits {
+                request_timeout: limits.request_timeout,
+                idle_timeout: limits.idle_timeout,
+                max_connections: limits.max_connections,
+            },
+        )
+        .map_err(|e| HttpError::Start(e.to_string()))?;
+        let server = Arc::new(server);
+        // A second server on the same monitor (tests) reports on the first one only.
+        let _ = monitor.server.set(Arc::downgrade(&server));
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(n_workers);
         for i in 0..n_workers.max(1) {
-            let shared = Arc::clone(&shared);
-            let handler = Arc::clone(&handler);
+            let worker = Worker {
+                server: Arc::clone(&server),
+                stopping: Arc::clone(&stopping),
+                handler: Arc::clone(&handler),
+                monitor: Arc::clone(&monitor),
+                request_timeout: limits.request_timeout,
+            };
             let worker = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&shared, handler.as_ref()))
+                .spawn(move || worker.run())
                 .map_err(|e| HttpError::Start(e.to_string()))?;
             workers.push(worker);
         }
-        let (stop_supervisor, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let supervisor = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("{name}-supervisor"))
-                .spawn(move || supervise(&shared, &spare, addr, &stop_rx))
-                .map_err(|e| HttpError::Start(e.to_string()))?
-        };
         Ok(HttpServer {
-            shared,
+            server,
+            stopping,
             workers,
-            supervisor: Some(supervisor),
-            stop_supervisor: Some(stop_supervisor),
             addr,
+            monitor,
         })
     }
 
@@ -322,159 +430,74 @@ impl HttpServer {
         self.addr
     }
 
-    /// How often the accept loop was rebuilt.
-    pub fn restarts(&self) -> u64 {
-        self.shared.restarts.load(Ordering::Relaxed)
+    /// What this server has counted so far.
+    pub fn counters(&self) -> HttpCounters {
+        self.monitor.counters()
     }
 
-    /// Stops the workers after the requests they are answering, and joins them.
+    /// Stops the workers after the requests they are answering, and joins them; the accept
+    /// loop ends with the last reference to the server.
     pub fn shutdown(mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        drop(self.stop_supervisor.take());
-        if let Some(supervisor) = self.supervisor.take() {
-            let _ = supervisor.join();
-        }
+        self.stopping.store(true, Ordering::SeqCst);
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+        drop(self.server);
     }
 }
 
-/// The address a self-probe connects to: the bound port on loopback.
-fn probe_addr(addr: SocketAddr) -> SocketAddr {
-    let ip: std::net::IpAddr = if addr.is_ipv4() {
-        std::net::Ipv4Addr::LOCALHOST.into()
-    } else {
-        std::net::Ipv6Addr::LOCALHOST.into()
-    };
-    SocketAddr::new(ip, addr.port())
+/// One API worker: takes complete request heads, answers them, hands the answer back.
+struct Worker {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    handler: Arc<dyn Handler>,
+    monitor: Arc<HttpMonitor>,
+    request_timeout: Duration,
 }
 
-/// Whether the server answers a probe within a second.
-fn answers(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_secs(1);
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&probe_addr(addr), timeout) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    if stream
-        .write_all(
-            format!("GET {PROBE_PATH} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .is_err()
-    {
-        return false;
-    }
-    let mut first = [0u8; 12];
-    stream.read_exact(&mut first).is_ok() && first.starts_with(b"HTTP/1.1 204")
-}
-
-/// The path the supervisor probes; answered by the worker pool, never by a handler.
-pub const PROBE_PATH: &str = "/-/probe";
-
-fn supervise(
-    shared: &Shared,
-    spare: &TcpListener,
-    addr: SocketAddr,
-    stop: &crossbeam_channel::Receiver<()>,
-) {
-    let mut unanswered = 0;
-    loop {
-        match stop.recv_timeout(Duration::from_secs(1)) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return,
+impl Worker {
+    fn run(self) {
+        while !self.stopping.load(Ordering::SeqCst) {
+            // `recv_timeout` only fails when unblocked; the stop flag decides.
+            let Ok(Some(request)) = self.server.recv_timeout(POLL) else {
+                continue;
+            };
+            // Dropping an unanswered request answers 500 on its connection: no I/O here.
+            if catch_unwind(AssertUnwindSafe(|| self.answer(request))).is_err() {
+                self.monitor.record_panic();
+                log::error!("panic while answering a request; answered 500, worker goes on");
+            }
         }
-        let failed = shared.accept_failed.swap(false, Ordering::SeqCst);
-        // Only an idle pool makes an unanswered probe mean "deaf" rather than "busy".
-        let deaf = if failed {
-            true
-        } else if shared.busy.load(Ordering::SeqCst) == 0 && !answers(addr) {
-            unanswered += 1;
-            unanswered >= 2
-        } else {
-            unanswered = 0;
-            false
+    }
+
+    fn answer(&self, request: tiny_http::Request) {
+        let waited = request.received_at().elapsed();
+        if waited > self.request_timeout {
+            // The server is behind: answering late helps nobody and deepens the queue.
+            self.monitor.shed.fetch_add(1, Ordering::Relaxed);
+            let reply = Reply::error(
+                503,
+                &format!(
+                    "server busy: the request waited {:.1} s for a worker; retry shortly",
+                    waited.as_secs_f64()
+                ),
+            )
+            .with_header("Retry-After", "1".to_string());
+            let _ = respond(request, reply);
+            return;
+        }
+        let head = head_of(&request);
+        let reply = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&head))) {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.monitor.record_panic();
+                log::error!("handler panicked on {} {:?}", head.method, head.url);
+                Reply::error(500, "internal error")
+            }
         };
-        if deaf {
-            unanswered = 0;
-            restart(shared, spare, stop);
-        }
-        let mut servers = shared.servers.write().unwrap_or_else(|p| p.into_inner());
-        servers
-            .retired
-            .retain(|(since, _)| since.elapsed() < RETIRED_FOR);
+        // An error means the connection is gone already; nothing to do for it.
+        let _ = respond(request, reply);
     }
-}
-
-/// Replaces the current server with a new one on the same socket, retrying while
-/// descriptors are exhausted.
-fn restart(shared: &Shared, spare: &TcpListener, stop: &crossbeam_channel::Receiver<()>) {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match spare
-            .try_clone()
-            .map_err(|e| e.to_string())
-            .and_then(|listener| {
-                tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
-            }) {
-            Ok(server) => {
-                let mut servers = shared.servers.write().unwrap_or_else(|p| p.into_inner());
-                let old = std::mem::replace(&mut servers.current, Arc::new(server));
-                servers.retired.push((Instant::now(), old));
-                let n = shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!("HTTP accept loop died; restarted it on the same socket (restart {n})");
-                return;
-            }
-            Err(why) => {
-                log::warn!("cannot restart the HTTP accept loop yet: {why}");
-                match stop.recv_timeout(wait) {
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-fn work(shared: &Shared, handler: &dyn Handler) {
-    let mut accept_errors = crate::logging::RateLimiter::new(Duration::from_secs(30));
-    while !shared.stopping.load(Ordering::SeqCst) {
-        let (current, retired): (Arc<tiny_http::Server>, Vec<Arc<tiny_http::Server>>) = {
-            let servers = shared.servers();
-            let retired = servers.retired.iter().map(|(_, s)| Arc::clone(s)).collect();
-            (Arc::clone(&servers.current), retired)
-        };
-        for old in &retired {
-            while let Ok(Some(request)) = old.try_recv() {
-                answer(shared, request, handler);
-            }
-        }
-        match current.recv_timeout(POLL) {
-            Ok(Some(request)) => answer(shared, request, handler),
-            Ok(None) => {}
-            Err(e) => {
-                shared.accept_failed.store(true, Ordering::SeqCst);
-                if let Some(held_back) = accept_errors.allow(Instant::now()) {
-                    log::error!("HTTP accept failed: {e} ({held_back} more since the last report); restarting the accept loop");
-                }
-                std::thread::sleep(POLL);
-            }
-        }
-    }
-}
-
-fn answer(shared: &Shared, request: tiny_http::Request, handler: &dyn Handler) {
-    shared.busy.fetch_add(1, Ordering::SeqCst);
-    if request.url() == PROBE_PATH {
-        let _ = request.respond(tiny_http::Response::empty(204));
-    } else {
-        serve(request, handler);
-    }
-    shared.busy.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn head_of(request: &tiny_http::Request) -> RequestHead {
@@ -497,21 +520,13 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
         accept: header("Accept"),
         authorization: header("Authorization"),
         remote_ip: request.remote_addr().map(|a| a.ip()),
-    }
-}
-
-fn serve(request: tiny_http::Request, handler: &dyn Handler) {
-    let head = head_of(&request);
-    let reply = match catch_unwind(AssertUnwindSafe(|| handler.handle(&head))) {
-        Ok(reply) => reply,
-        Err(_) => {
-            log::error!("handler panicked on {} {}", head.method, head.url);
-            Reply::error(500, "internal error")
-        }
-    };
-    if let Err(e) = respond(request, reply) {
-        // The client went away mid-answer; nothing to do for it.
-        log::debug!("could not write reply to {} {}: {e}", head.method, head.url);
+        body: match request.declared_body() {
+            tiny_http::DeclaredBody::None => DeclaredBody::None,
+            tiny_http::DeclaredBody::Length(n) => DeclaredBody::Length(n),
+            tiny_http::DeclaredBody::Encoded => DeclaredBody::Encoded,
+            tiny_http::DeclaredBody::Malformed => DeclaredBody::Malformed,
+            tiny_http::DeclaredBody::Conflicting => DeclaredBody::Conflicting,
+        },
     }
 }
 
@@ -530,9 +545,20 @@ fn content_type(value: &'static str) -> Option<tiny_http::Header> {
     header("Content-Type", value)
 }
 
+/// `Cache-Control: no-store`, parsed once.
+fn cache_control() -> Option<tiny_http::Header> {
+    static NO_STORE: OnceLock<Option<tiny_http::Header>> = OnceLock::new();
+    NO_STORE
+        .get_or_init(|| header("Cache-Control", "no-store"))
+        .clone()
+}
+
+/// Hands the answer to the request's connection thread (never blocks).
 fn respond(request: tiny_http::Request, reply: Reply) -> std::io::Result<()> {
-    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+    let mut headers = Vec::with_capacity(reply.headers.len() + 2);
     headers.extend(content_type(reply.content_type));
+    // Live telemetry: no cache between us and a client may keep an answer.
+    headers.extend(cache_control());
     for (name, value) in &reply.headers {
         headers.extend(header(name, value));
     }

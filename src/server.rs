@@ -13,7 +13,7 @@ use crate::access::{Auth, RateLimiter};
 use crate::api::Api;
 use crate::config::ServerConfig;
 use crate::generator_http::{GeneratorConfig, GeneratorService};
-use crate::http::{self, HttpError, HttpServer};
+use crate::http::{self, HttpError, HttpMonitor, HttpServer};
 use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
 use crate::poller::{self, PollerConfig};
 use crate::remote_write::RemoteWriter;
@@ -226,9 +226,18 @@ impl MetricsServer {
         let limiter = config
             .rate_limit
             .map(|(rate, burst)| RateLimiter::new(rate, burst));
+        let monitor = HttpMonitor::new();
         let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age)
-            .with_access(auth.clone(), limiter);
-        let http = HttpServer::start(listener, "api", config.workers, Arc::new(api))?;
+            .with_access(auth.clone(), limiter)
+            .with_http_monitor(Arc::clone(&monitor));
+        let http = HttpServer::start(
+            listener,
+            "api",
+            config.workers,
+            config.http,
+            Arc::new(api),
+            monitor,
+        )?;
         Ok(MetricsServer {
             http,
             stop,

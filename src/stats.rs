@@ -497,6 +497,8 @@ pub struct StatsReport {
     /// Present when history persists (`--data-dir`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageReport>,
+    /// What the HTTP side saw of connections (timeouts, refusals, panics).
+    pub http: crate::http::HttpCounters,
 }
 
 fn latency_report(latency: Latency) -> LatencyReport {
@@ -512,7 +514,11 @@ fn latency_report(latency: Latency) -> LatencyReport {
     }
 }
 
-pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
+pub fn report(
+    api: &ApiStats,
+    ingest: &IngestStats,
+    http: crate::http::HttpCounters,
+) -> StatsReport {
     let uptime = api.uptime().as_secs_f64();
     let mut rows_rejected = serde_json::Map::new();
     for reason in RejectReason::ALL {
@@ -539,5 +545,6 @@ pub fn report(api: &ApiStats, ingest: &IngestStats) -> StatsReport {
             remote_write: ingest.remote_write(),
         },
         storage: ingest.storage().map(StorageStats::report),
+        http,
     }
 }

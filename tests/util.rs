@@ -193,8 +193,15 @@ impl FakeFeed {
                 }
             }
         };
-        let server =
-            HttpServer::start(listener, "fake-feed", 8, Arc::new(handler)).expect("fake feed");
+        let server = HttpServer::start(
+            listener,
+            "fake-feed",
+            8,
+            fabric_telemetry::http::ConnectionLimits::default(),
+            Arc::new(handler),
+            fabric_telemetry::http::HttpMonitor::new(),
+        )
+        .expect("fake feed");
         let url = format!("http://{}/counters", server.local_addr());
         FakeFeed {
             server: Some(server),

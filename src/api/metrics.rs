@@ -10,6 +10,7 @@
 use std::fmt::Write;
 
 use crate::feed::RejectReason;
+use crate::http::HttpCounters;
 use crate::metric::{self, MetricKind};
 use crate::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::store::Store;
@@ -189,6 +190,7 @@ pub fn render(
     telemetry: &Telemetry,
     api: &ApiStats,
     ingest: &IngestStats,
+    http: &HttpCounters,
     now: Micros,
     openmetrics: bool,
 ) -> String {
@@ -352,6 +354,57 @@ pub fn render(
         "fabric_http_rate_limited_total",
         &[],
         api.rate_limited_count() as f64,
+    );
+    x.family(
+        "fabric_http_connections_open",
+        Kind::Gauge,
+        "HTTP connections open now (bounded by --max-connections)",
+    );
+    x.sample(
+        "fabric_http_connections_open",
+        &[],
+        http.connections_open as f64,
+    );
+    x.family(
+        "fabric_http_connections_total",
+        Kind::Counter,
+        "HTTP connections by how they ended early: refused at --max-connections, head not in \
+         time (408), idle past --idle-timeout, answer not taken in time",
+    );
+    for (outcome, n) in [
+        ("accepted", http.connections_accepted),
+        ("refused", http.connections_refused),
+        ("head_timeout", http.head_timeouts),
+        ("idle_closed", http.idle_closed),
+        ("write_timeout", http.write_timeouts),
+    ] {
+        x.sample(
+            "fabric_http_connections_total",
+            &[("outcome", outcome)],
+            n as f64,
+        );
+    }
+    x.family(
+        "fabric_http_shed_total",
+        Kind::Counter,
+        "Requests answered 503 because they waited --request-timeout for a worker",
+    );
+    x.sample("fabric_http_shed_total", &[], http.shed as f64);
+    x.family(
+        "fabric_http_panics_total",
+        Kind::Counter,
+        "Panics caught while answering HTTP requests (each answered 500 when possible)",
+    );
+    x.sample("fabric_http_panics_total", &[], http.panics as f64);
+    x.family(
+        "fabric_http_accept_errors_total",
+        Kind::Counter,
+        "Failed accept() calls (e.g. out of file descriptors), retried after a pause",
+    );
+    x.sample(
+        "fabric_http_accept_errors_total",
+        &[],
+        http.accept_errors as f64,
     );
     if let Some(remote) = ingest.remote_write() {
         x.family(

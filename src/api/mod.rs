@@ -271,6 +271,7 @@ pub struct Api {
     aggregates: AnswerCache<Option<Micros>>,
     auth: Option<Arc<Auth>>,
     limiter: Option<RateLimiter>,
+    http: Arc<http::HttpMonitor>,
 }
 
 impl Api {
@@ -289,7 +290,14 @@ impl Api {
             aggregates: AnswerCache::default(),
             auth: None,
             limiter: None,
+            http: http::HttpMonitor::new(),
         }
+    }
+
+    /// Reports the counters of the HTTP server that runs this API (`/metrics`, stats).
+    pub fn with_http_monitor(mut self, monitor: Arc<http::HttpMonitor>) -> Api {
+        self.http = monitor;
+        self
     }
 
     /// Requires a bearer token from `auth` and/or limits each client's request rate.
@@ -299,32 +307,40 @@ impl Api {
         self
     }
 
-    /// Authentication, then the client's rate limit. `/healthz` is always open.
+    /// The client's rate limit, then authentication. `/healthz` is always open.
+    ///
+    /// The limit comes first so that a flood without a valid token is refused with 429 (by
+    /// address) instead of costing a token check and a 401 each, forever.
     fn admit(&self, head: &RequestHead) -> Result<(), ApiError> {
         if head.path_and_query().0 == "/healthz" {
             return Ok(());
         }
-        let client =
-            match &self.auth {
-                Some(auth) => {
-                    let Some(token) = access::bearer(head.authorization.as_deref()) else {
-                        return Err(ApiError::Unauthorized(
-                            "missing bearer token (Authorization: Bearer <token>)".to_string(),
-                        ));
-                    };
-                    Client::Token(auth.verify(token).ok_or_else(|| {
-                        ApiError::Unauthorized("invalid bearer token".to_string())
-                    })?)
-                }
-                None => head.remote_ip.map_or(Client::Unknown, Client::Address),
-            };
+        let by_address = head.remote_ip.map_or(Client::Unknown, Client::Address);
+        let verified =
+            self.auth
+                .as_ref()
+                .map(|auth| match access::bearer(head.authorization.as_deref()) {
+                    None => Err(ApiError::Unauthorized(
+                        "missing bearer token (Authorization: Bearer <token>)".to_string(),
+                    )),
+                    Some(token) => auth
+                        .verify(token)
+                        .ok_or_else(|| ApiError::Unauthorized("invalid bearer token".to_string())),
+                });
+        let client = match &verified {
+            Some(Ok(token)) => Client::Token(*token),
+            _ => by_address,
+        };
         if let Some(limiter) = &self.limiter {
             if let Err(retry_after) = limiter.check(client, Instant::now()) {
                 self.stats.rate_limited();
                 return Err(ApiError::TooManyRequests { retry_after });
             }
         }
-        Ok(())
+        match verified {
+            Some(Err(refused)) => Err(refused),
+            _ => Ok(()),
+        }
     }
 
     fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
@@ -364,7 +380,11 @@ impl Api {
             Endpoint::GetMetric => self.get_metric(&query),
             Endpoint::ListMetrics => self.list_metrics(&query),
             Endpoint::AggregateMetrics => self.aggregate_metrics(&query),
-            Endpoint::Stats => json_reply(&stats::report(&self.stats, &self.ingest)),
+            Endpoint::Stats => json_reply(&stats::report(
+                &self.stats,
+                &self.ingest,
+                self.http.counters(),
+            )),
             Endpoint::History => self.history(&query),
         };
         (Some(endpoint), result)
@@ -375,7 +395,14 @@ impl Api {
         let now = timestamp::now_micros();
         let telemetry = metrics::collect(&self.store.read(), now, self.max_age);
         let openmetrics = metrics::wants_openmetrics(accept);
-        let body = metrics::render(&telemetry, &self.stats, &self.ingest, now, openmetrics);
+        let body = metrics::render(
+            &telemetry,
+            &self.stats,
+            &self.ingest,
+            &self.http.counters(),
+            now,
+            openmetrics,
+        );
         Reply {
             status: 200,
             content_type: if openmetrics {
@@ -383,22 +410,40 @@ impl Api {
             } else {
                 metrics::TEXT
             },
-            headers: Vec::new(),
+            // The format follows `Accept`: a cache must not serve one scraper the other's.
+            headers: vec![("Vary", "Accept".to_string())],
             body: ReplyBody::Owned(body.into_bytes()),
         }
     }
 
-    /// Ready when a source has been polled successfully and the newest sample is fresh.
-    /// Alive: always 200. With a data directory, also whether writes to it work (ingest and
-    /// queries go on from memory while they fail, so it is a warning, not a failure).
+    /// Alive: always 200 while the process answers; the body says `ok`, or `failing` and
+    /// which parts, and nothing more (it is open without a token: details such as error
+    /// messages and paths stay in `/telemetry/stats`, behind auth when auth is on).
     fn liveness(&self) -> Result<Reply, ApiError> {
-        let mut body = serde_json::json!({ "status": "ok" });
-        if let Some(storage) = self.storage_health() {
-            body["storage"] = storage;
-        }
+        let failing = self.failing_parts();
+        let body = if failing.is_empty() {
+            serde_json::json!({ "status": "ok" })
+        } else {
+            serde_json::json!({ "status": "failing", "failing": failing })
+        };
         json_reply(&body)
     }
 
+    /// The parts of the server that are failing now (`storage`: writes to the data
+    /// directory fail; history goes on in memory).
+    fn failing_parts(&self) -> Vec<&'static str> {
+        let mut failing = Vec::new();
+        if self
+            .ingest
+            .storage()
+            .is_some_and(|storage| storage.report().status != "ok")
+        {
+            failing.push("storage");
+        }
+        failing
+    }
+
+    /// Storage health for `/readyz`, which is behind auth when auth is on.
     fn storage_health(&self) -> Option<serde_json::Value> {
         let storage = self.ingest.storage()?.report();
         Some(serde_json::json!({

@@ -94,44 +94,46 @@
 #![allow(dead_code, unused_imports)]
 
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+compile_error!(
+    "this patched copy of tiny_http serves plain HTTP only (PATCHED.md); terminate TLS in front of it"
+);
 
 use std::error::Error;
 use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::{DeclaredBody, Request};
 pub use response::{Response, ResponseBox};
-pub use test::TestRequest;
 
 mod client;
 mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
-mod test;
 mod util;
 
-/// The main class of this library.
+pub use client::{MAX_HEADER_SECTION, MAX_REQUEST_LINE};
+
+/// The HTTP server.
 ///
-/// Destroying this object will immediately close the listening socket and the reading
-///  part of all the client's connections. Requests that have already been returned by
-///  the `recv()` function will not close and the responses will be transferred to the client.
+/// fabric-telemetry patch: an accept thread that never ends while the server lives, at most
+/// `max_connections` connections (one thread each, which reads heads and writes answers under
+/// deadlines: see `client.rs`), and counters of what happened to connections.
 pub struct Server {
     // should be false as long as the server exists
     // when set to true, all the subtasks will close within a few hundreds ms
@@ -142,23 +144,71 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    counters: Arc<Counters>,
 }
 
 enum Message {
-    Error(IoError),
     NewRequest(Request),
 }
 
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
+/// fabric-telemetry patch: the bounds every connection is held to.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A new connection's first request head must arrive within it; a later head must arrive
+    /// within it of its first byte; an answer must be taken within it.
+    pub request_timeout: Duration,
+    /// A kept-alive connection with no new request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections beyond this many are answered 503 (with `Retry-After`) and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
     }
 }
 
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
-        Message::NewRequest(rq)
-    }
+/// fabric-telemetry patch: what happened to connections, counted as it happens.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) open: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) head_timeouts: AtomicU64,
+    pub(crate) idle_closed: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
+    pub(crate) unanswered: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+}
+
+/// A snapshot of a server's connection counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections accepted since start (served or refused).
+    pub accepted: u64,
+    /// Connections refused with 503 because `max_connections` were open.
+    pub refused: u64,
+    /// Request heads that did not arrive in time (answered 408).
+    pub head_timeouts: u64,
+    /// Kept-alive connections closed for idling.
+    pub idle_closed: u64,
+    /// Answers the client did not take in time (connection closed mid-answer).
+    pub write_timeouts: u64,
+    /// Requests the workers did not answer within 5 minutes (answered 503).
+    pub unanswered: u64,
+    /// Panics caught on connection or accept threads.
+    pub panics: u64,
+    /// Failed `accept()` calls (retried after a pause).
+    pub accept_errors: u64,
 }
 
 // this trait is to make sure that Server implements Share and Send
@@ -176,19 +226,15 @@ pub struct IncomingRequests<'a> {
 pub struct ServerConfig {
     /// The addresses to try to listen to.
     pub addr: ConfigListenAddr,
-
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
+    /// The bounds every connection is held to.
+    pub limits: ConnectionLimits,
 }
 
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
-}
+/// How long the accept thread pauses after a failed `accept()` at first, and at most.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// How many refused connections may wait for their 503 to be taken.
+const REFUSED_QUEUE: usize = 256;
 
 impl Server {
     /// Shortcut for a simple server on a specific address.
@@ -199,23 +245,7 @@ impl Server {
     {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
-        })
-    }
-
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
+            limits: ConnectionLimits::default(),
         })
     }
 
@@ -227,140 +257,55 @@ impl Server {
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
+            limits: ConnectionLimits::default(),
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener(listener, config.limits)
     }
 
-    /// Builds a new server using the specified TCP listener.
-    ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
+    /// Builds a new server using the specified listener.
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
+        let local_addr = listener.local_addr()?;
+        log::debug!("Server listening on {}", local_addr);
 
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
+        let counters = Arc::new(Counters::default());
+        let (refuse, refused) = mpsc::sync_channel::<Connection>(REFUSED_QUEUE);
+        thread::Builder::new()
+            .name("http-refuse".to_string())
+            .spawn(move || answer_refused(&refused))?;
 
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let accept = Accept {
+            listener,
+            close: Arc::clone(&close_trigger),
+            messages: Arc::clone(&messages),
+            counters: Arc::clone(&counters),
+            limits: Arc::new(limits),
+            refuse,
+            pool: util::TaskPool::new(),
+        };
+        thread::Builder::new()
+            .name("http-accept".to_string())
+            .spawn(move || accept.run())?;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            counters,
         })
     }
 
     /// Returns an iterator for all the incoming requests.
-    ///
-    /// The iterator will return `None` if the server socket is shutdown.
     #[inline]
     pub fn incoming_requests(&self) -> IncomingRequests<'_> {
         IncomingRequests { server: self }
@@ -372,25 +317,33 @@ impl Server {
         self.listening_addr.clone()
     }
 
-    /// Returns the number of clients currently connected to the server.
-    pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+    /// fabric-telemetry patch: what happened to connections so far.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        let c = &self.counters;
+        ConnectionStats {
+            open: c.open.load(Relaxed),
+            accepted: c.accepted.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            head_timeouts: c.head_timeouts.load(Relaxed),
+            idle_closed: c.idle_closed.load(Relaxed),
+            write_timeouts: c.write_timeouts.load(Relaxed),
+            unanswered: c.unanswered.load(Relaxed),
+            panics: c.panics.load(Relaxed),
+            accept_errors: c.accept_errors.load(Relaxed),
+        }
     }
 
-    /// Blocks until an HTTP request has been submitted and returns it.
+    /// Blocks until the next request arrives (or `unblock` is called).
     pub fn recv(&self) -> IoResult<Request> {
         match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(rq),
             None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
         }
     }
 
-    /// Same as `recv()` but doesn't block longer than timeout
+    /// Same as `recv()` but doesn't block longer than timeout.
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
         match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
         }
@@ -399,17 +352,158 @@ impl Server {
     /// Same as `recv()` but doesn't block.
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
         match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
         }
     }
 
     /// Unblock thread stuck in recv() or incoming_requests().
-    /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// Decrements the open-connection count when a connection ends, however it ends.
+struct OpenGuard(Arc<Counters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The accept thread's state.
+struct Accept {
+    listener: Listener,
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+    counters: Arc<Counters>,
+    limits: Arc<ConnectionLimits>,
+    refuse: mpsc::SyncSender<Connection>,
+    pool: util::TaskPool,
+}
+
+impl Accept {
+    /// Accepts until the server is dropped. Nothing ends it early: a failed `accept()`
+    /// (descriptors exhausted, an aborted connection) is counted and retried after a pause
+    /// that grows while failures last, and a panic while handing a connection over is caught.
+    fn run(self) {
+        let mut pause = ACCEPT_PAUSE;
+        let mut last_report: Option<Instant> = None;
+        while !self.close.load(Relaxed) {
+            match self.listener.accept() {
+                Ok((conn, remote)) => {
+                    pause = ACCEPT_PAUSE;
+                    if self.close.load(Relaxed) {
+                        break;
+                    }
+                    let handed = catch_unwind(AssertUnwindSafe(|| self.hand_over(conn, remote)));
+                    if handed.is_err() {
+                        self.counters.panics.fetch_add(1, Relaxed);
+                        log::error!("panic while handing over a connection; accepting on");
+                    }
+                }
+                Err(e) => {
+                    self.counters.accept_errors.fetch_add(1, Relaxed);
+                    if last_report.map_or(true, |at| at.elapsed() >= Duration::from_secs(30)) {
+                        log::error!(
+                            "accept() failed: {e}; retrying (every failure is counted, one report per 30 s)"
+                        );
+                        last_report = Some(Instant::now());
+                    }
+                    // An aborted handshake is the client's; anything else (EMFILE, ENFILE,
+                    // ENOBUFS) needs resources to come back: pause, longer while it lasts.
+                    if e.kind() != IoErrorKind::ConnectionAborted {
+                        thread::sleep(pause);
+                        pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    }
+                }
+            }
+        }
+        log::debug!("Terminating accept thread");
+    }
+
+    fn hand_over(&self, conn: Connection, remote: Option<SocketAddr>) {
+        let accepted = Instant::now();
+        self.counters.accepted.fetch_add(1, Relaxed);
+        // Counted before the thread runs, so a burst cannot overshoot the limit.
+        if self.counters.open.fetch_add(1, Relaxed) >= self.limits.max_connections {
+            self.counters.open.fetch_sub(1, Relaxed);
+            self.counters.refused.fetch_add(1, Relaxed);
+            // A full queue of refused connections: close this one outright.
+            let _ = self.refuse.try_send(conn);
+            return;
+        }
+        let guard = OpenGuard(Arc::clone(&self.counters));
+        let messages = Arc::clone(&self.messages);
+        let counters = Arc::clone(&self.counters);
+        let limits = Arc::clone(&self.limits);
+        let mut task = Some((conn, guard));
+        let spawned = self.pool.spawn(Box::new(move || {
+            let Some((conn, guard)) = task.take() else {
+                return;
+            };
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                client::serve_connection(conn, remote, accepted, &limits, &counters, &messages)
+            }));
+            if served.is_err() {
+                counters.panics.fetch_add(1, Relaxed);
+                log::error!("panic on a connection thread; the connection was closed");
+            }
+            drop(guard);
+        }));
+        if let Err(e) = spawned {
+            // The task (and so the connection and its guard) was dropped with the error.
+            self.counters.accept_errors.fetch_add(1, Relaxed);
+            log::error!("cannot start a connection thread: {e}; connection closed");
+        }
+    }
+}
+
+/// Answers connections refused for the connection limit: a 503 with `Retry-After`, then a
+/// short lingering close so the client can read it. One thread, never blocking on a client.
+fn answer_refused(refused: &mpsc::Receiver<Connection>) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 48\r\nConnection: close\r\n\r\n{\"error\":\"too many connections; retry shortly\"}\n";
+    const LINGER: Duration = Duration::from_millis(500);
+    let mut lingering: Vec<(Connection, Instant)> = Vec::new();
+    loop {
+        let next = if lingering.is_empty() {
+            refused
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            refused.recv_timeout(Duration::from_millis(20))
+        };
+        match next {
+            Ok(conn) => {
+                if conn.set_nonblocking(true).is_ok() {
+                    let mut writer = &conn;
+                    let _ = writer.write(ANSWER);
+                    let _ = conn.shutdown(Shutdown::Write);
+                    if lingering.len() < REFUSED_QUEUE {
+                        lingering.push((conn, Instant::now() + LINGER));
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let mut buf = [0u8; 4096];
+        lingering.retain(|(conn, until)| {
+            if now >= *until {
+                return false;
+            }
+            let mut reader = conn;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == IoErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
     }
 }
 
@@ -427,11 +521,10 @@ impl Drop for Server {
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
             #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
+            ListenAddr::Unix(addr) => match addr.as_pathname() {
+                Some(path) => std::os::unix::net::UnixStream::connect(path).map(Connection::from),
+                None => Err(IoError::new(IoErrorKind::Other, "unnamed socket")),
+            },
         };
         if let Ok(stream) = maybe_stream {
             let _ = stream.shutdown(Shutdown::Both);
