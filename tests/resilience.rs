@@ -227,16 +227,6 @@ fn out_of_file_descriptors_the_server_answers_again_once_the_flood_ends() {
     );
 }
 
-/// Threads of a running process, from /proc.
-fn threads_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Idle connections (connected, never a byte sent) cost a thread each in tiny_http; normal
 /// clients are still answered while they are held, and the threads go when they leave.
 #[test]
@@ -247,7 +237,7 @@ fn idle_connections_do_not_starve_clients_and_their_threads_go_when_they_leave()
     let server = util::server(&[&feed.url], &[]);
     let get = server.url("/telemetry/get?switch_id=switch1&metric=bandwidth");
     util::wait_for_status(&get, 200);
-    let baseline = threads_of(server.pid());
+    let baseline = util::threads_of(server.pid());
     // In bursts of 100 (below the listen backlog, so the kernel drops no handshake), each
     // needing a thread per connection within 10 s: unpatched tiny_http left most of a burst
     // queued behind the first few (vendor/tiny_http/PATCHED.md).
@@ -261,7 +251,7 @@ fn idle_connections_do_not_starve_clients_and_their_threads_go_when_they_leave()
         util::wait_for(
             "a thread per idle connection",
             Duration::from_secs(10),
-            || (threads_of(server.pid()) >= 100 * batch).then_some(()),
+            || (util::threads_of(server.pid()) >= 100 * batch).then_some(()),
         );
     }
     assert_eq!(idle.len(), 300);
@@ -271,6 +261,6 @@ fn idle_connections_do_not_starve_clients_and_their_threads_go_when_they_leave()
     util::wait_for(
         "the idle connections' threads to go",
         Duration::from_secs(15),
-        || (threads_of(server.pid()) <= baseline).then_some(()),
+        || (util::threads_of(server.pid()) <= baseline).then_some(()),
     );
 }

@@ -10,6 +10,7 @@ mod durability;
 mod fuzz;
 mod generator;
 mod history;
+mod hostile;
 mod ingest;
 mod lifecycle;
 mod prometheus;

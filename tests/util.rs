@@ -444,3 +444,22 @@ pub fn endless_head(server: &Proc, prefix: &[u8], total: usize) -> Cutoff {
             .map_or(Cutoff::Closed, Cutoff::Status),
     }
 }
+
+/// Threads of a running process, from /proc.
+pub fn threads_of(pid: u32) -> u64 {
+    proc_status(pid, "Threads:")
+}
+
+/// Resident memory of a running process in KiB, from /proc.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS:")
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

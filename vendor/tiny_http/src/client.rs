@@ -329,10 +329,7 @@ pub(crate) fn serve_connection(
             }
         };
         if close {
-            response.add_header(Header {
-                field: "Connection".parse().expect("a valid header name"),
-                value: AsciiString::from_ascii("close").expect("ascii"),
-            });
+            response.close_connection();
         }
         let mut writer = BufWriter::with_capacity(
             8192,
@@ -383,10 +380,7 @@ fn answer_error(conn: &Connection, limits: &ConnectionLimits, status: u16) {
             value: AsciiString::from_ascii("1").expect("ascii"),
         });
     }
-    response.add_header(Header {
-        field: "Connection".parse().expect("a valid header name"),
-        value: AsciiString::from_ascii("close").expect("ascii"),
-    });
+    response.close_connection();
     let _ = response.raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None);
 }
 

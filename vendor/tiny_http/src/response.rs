@@ -285,6 +285,17 @@ where
         self.headers.push(header);
     }
 
+    /// fabric-telemetry patch: marks the answer as the connection's last (`add_header` refuses
+    /// `Connection`, which is the server's to decide).
+    pub(crate) fn close_connection(&mut self) {
+        if !self.headers.iter().any(|h| h.field.equiv("Connection")) {
+            self.headers.push(Header {
+                field: "Connection".parse().expect("a valid header name"),
+                value: ascii::AsciiString::from_ascii("close").expect("ascii"),
+            });
+        }
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a

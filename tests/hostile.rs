@@ -1,0 +1,433 @@
+//! Hostile clients, one test per attack, against the real binaries: whatever a client
+//! declares, however slowly it sends or reads, the process stays up, an ordinary client is
+//! answered within a second during and after the attack, threads return to their baseline
+//! and memory stays bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::util::{self, FakeFeed, Proc};
+
+/// A server polling a fake feed of `switches` switches every 100 ms, with `extra` flags.
+fn server_with_feed(switches: usize, extra: &[&str]) -> (FakeFeed, Proc) {
+    let feed = FakeFeed::start();
+    let rows: Vec<String> = (1..=switches)
+        .map(|i| format!("switch{i},50,0.5,0,{{ts}}"))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    feed.serve_fresh(&rows);
+    let server = util::server(&[&feed.url], extra);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    (feed, server)
+}
+
+/// An ordinary client on a fresh connection is answered 200 within a second.
+fn assert_answered_within_a_second(proc: &Proc, path: &str) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let started = Instant::now();
+    let answer = util::get_with(&agent, &proc.url(path));
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+/// Everything the server sends until it closes (or `limit` passes: then what came so far,
+/// and `false`).
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).into_owned(), false);
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// Waits until the process has at most `baseline` threads again.
+fn wait_threads_back(proc: &Proc, baseline: u64) {
+    util::wait_for(
+        &format!("threads back to {baseline}"),
+        Duration::from_secs(20),
+        || (util::threads_of(proc.pid()) <= baseline).then_some(()),
+    );
+}
+
+/// The thread count once connection threads from start-up have gone idle and exited.
+fn settled_threads(proc: &Proc) -> u64 {
+    // tiny_http keeps 4 connection threads and retires others after 5 s idle.
+    std::thread::sleep(Duration::from_millis(300));
+    util::threads_of(proc.pid())
+}
+
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+/// Was: four such requests made every worker panic ("capacity overflow") outside any
+/// catch_unwind and the server deaf for good; 10^12 aborted the process.
+fn huge_content_lengths(proc: &mut Proc, path: &str) {
+    let baseline = settled_threads(proc);
+    let cases = [
+        ("18446744073709551615", "413"),
+        ("1000000000000", "413"),
+        ("18446744073709551616", "400"),
+        ("-1", "400"),
+        ("12, 13", "400"),
+    ];
+    for _ in 0..3 {
+        for (length, status) in cases {
+            let mut stream = connect(proc.addr);
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+            )
+            .expect("send");
+            let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+            assert!(
+                status_line(&answer).starts_with(&format!("HTTP/1.1 {status}")),
+                "Content-Length {length}: {answer:?}"
+            );
+            assert!(closed, "the connection stays open after a declared body");
+        }
+    }
+    assert!(proc.try_wait().is_none(), "the process died");
+    assert_answered_within_a_second(proc, path);
+    wait_threads_back(proc, baseline);
+}
+
+#[test]
+fn huge_content_lengths_are_refused_unread_by_the_server() {
+    let (_feed, mut server) = server_with_feed(3, &["--workers", "4"]);
+    huge_content_lengths(&mut server, "/healthz");
+    let stats = util::stats(&server);
+    assert_eq!(stats["http"]["panics"], 0, "{}", stats["http"]);
+}
+
+#[test]
+fn huge_content_lengths_are_refused_unread_by_the_generator() {
+    let mut generator = util::generator(&["--workers", "2", "--switches", "3"]);
+    huge_content_lengths(&mut generator, "/counters");
+}
+
+/// Was: every worker blocked reading a body that never came, with no timeout.
+fn bodies_that_never_come(proc: &Proc, path: &str) {
+    let baseline = settled_threads(proc);
+    let mut held: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut stream = connect(proc.addr);
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nabc"
+            )
+            .expect("send");
+            stream
+        })
+        .collect();
+    // Answered at once, without the rest of the body.
+    for stream in &mut held {
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).expect("an answer");
+        assert_eq!(&head, b"HTTP/1.1 413");
+    }
+    for _ in 0..3 {
+        assert_answered_within_a_second(proc, path);
+    }
+    // Closed after a short lingering, though the client keeps its side open.
+    for stream in &mut held {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(5));
+        assert!(closed, "a connection with an unread body stayed open");
+    }
+    drop(held);
+    wait_threads_back(proc, baseline);
+}
+
+#[test]
+fn a_body_that_never_comes_holds_no_server_worker() {
+    let (_feed, server) = server_with_feed(3, &["--workers", "2"]);
+    bodies_that_never_come(&server, "/telemetry/stats");
+}
+
+#[test]
+fn a_body_that_never_comes_holds_no_generator_worker() {
+    let generator = util::generator(&["--workers", "2", "--switches", "3"]);
+    bodies_that_never_come(&generator, "/counters");
+}
+
+/// Was: clients pipelining requests and never reading the answers blocked every worker on a
+/// write with no timeout.
+fn answers_never_read(proc: &Proc, path: &str) {
+    let baseline = settled_threads(proc);
+    let rss_before = util::rss_kib_of(proc.pid());
+    let started = Instant::now();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = connect(proc.addr);
+            // Far more answer bytes than socket buffers hold; nothing is ever read.
+            for _ in 0..200 {
+                if stream.write_all(request.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            stream
+        })
+        .collect();
+    for _ in 0..5 {
+        assert_answered_within_a_second(proc, path);
+    }
+    let rss_during = util::rss_kib_of(proc.pid());
+    // --request-timeout 2s: the writes give up and the connection threads end while the
+    // clients still hold their sockets (our unread buffers keep the server's FIN queued, so
+    // the client side cannot tell; the server's threads can).
+    wait_threads_back(proc, baseline);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "threads ended before the request timeout: were the writes ever blocked?"
+    );
+    drop(held);
+    assert_answered_within_a_second(proc, path);
+    assert!(
+        rss_during < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_during} KiB"
+    );
+}
+
+#[test]
+fn clients_that_never_read_their_answers_hold_no_server_worker() {
+    // ~150 KiB per /list answer.
+    let (_feed, server) = server_with_feed(3000, &["--workers", "2", "--request-timeout", "2s"]);
+    answers_never_read(&server, "/telemetry/list?metric=bandwidth");
+    let stats = util::stats(&server);
+    assert!(
+        stats["http"]["write_timeouts"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        stats["http"]
+    );
+}
+
+#[test]
+fn clients_that_never_read_their_answers_hold_no_generator_worker() {
+    let generator = util::generator(&[
+        "--workers",
+        "2",
+        "--switches",
+        "3000",
+        "--request-timeout",
+        "2s",
+    ]);
+    answers_never_read(&generator, "/counters");
+}
+
+/// Was: the supervisor probed 127.0.0.1 whatever the listen address, failed, and rebuilt the
+/// accept loop every 2 s, forever (threads 18 → 48 in 12 s).
+#[test]
+fn a_specific_listen_address_keeps_its_threads() {
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    let server = Proc::start(
+        util::server_bin(),
+        &[
+            "--listen",
+            "127.0.0.2:0",
+            "--poll-interval",
+            "100ms",
+            "--source",
+            &feed.url,
+        ],
+    );
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.2");
+    util::wait_for_status(&server.url("/telemetry/stats"), 200);
+    let first = settled_threads(&server);
+    std::thread::sleep(Duration::from_secs(6));
+    let later = util::threads_of(server.pid());
+    assert!(later <= first, "threads {first} → {later} while idle");
+    assert_answered_within_a_second(&server, "/telemetry/stats");
+}
+
+/// RFC 9112 §6.1: a request with both framing headers must be refused or, at least, its
+/// connection closed after the answer. Was: answered, kept open, and the "body" parsed as a
+/// second request.
+#[test]
+fn content_length_with_transfer_encoding_is_refused_and_the_connection_closed() {
+    let (_feed, server) = server_with_feed(1, &[]);
+    let generator = util::generator(&["--switches", "1"]);
+    for (proc, path) in [(&server, "/telemetry/stats"), (&generator, "/counters")] {
+        let mut stream = connect(proc.addr);
+        let smuggled = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+            5 + smuggled.len()
+        )
+        .expect("send");
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+        assert!(
+            status_line(&answer).starts_with("HTTP/1.1 400"),
+            "{answer:?}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer:?}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+        assert!(closed, "the connection stayed open");
+    }
+}
+
+/// Was: a flood without a token was answered 401 forever, never 429.
+#[test]
+fn the_rate_limit_applies_before_authentication() {
+    let dir = std::env::temp_dir().join(format!("hostile-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "a-long-enough-secret-token-for-tests\n").expect("tokens");
+    let server = util::server(
+        &[],
+        &[
+            "--auth-token-file",
+            tokens.to_str().expect("utf-8"),
+            "--rate-limit",
+            "5/s",
+            "--burst",
+            "5",
+        ],
+    );
+    let agent = util::client();
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| util::get_with(&agent, &server.url("/telemetry/stats")).status)
+        .collect();
+    assert!(statuses.contains(&401), "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "never 429 without a token: {statuses:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A head trickled byte by byte, or never sent, gets 408 and a close after
+/// `--request-timeout`; ordinary clients are answered meanwhile.
+#[test]
+fn slow_and_missing_request_heads_time_out() {
+    let (_feed, server) = server_with_feed(1, &["--request-timeout", "1s"]);
+    let baseline = settled_threads(&server);
+    let silent = connect(server.addr);
+    let mut slow = connect(server.addr);
+    slow.write_all(b"GET /telemetry/stats HTTP/1.1\r\n")
+        .expect("send");
+    let started = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        // One header byte every 200 ms: each read is quick, the head never completes.
+        for byte in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+            if slow.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
+        (answer, closed)
+    });
+    assert_answered_within_a_second(&server, "/telemetry/stats");
+    let (answer, closed) = trickle.join().expect("trickle");
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert!(closed);
+    assert!(started.elapsed() < Duration::from_secs(9));
+    let mut silent = silent;
+    let (answer, closed) = read_until_closed(&mut silent, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert!(closed);
+    let stats = util::stats(&server);
+    assert!(stats["http"]["head_timeouts"].as_u64().unwrap_or(0) >= 2);
+    wait_threads_back(&server, baseline);
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let (_feed, server) = server_with_feed(1, &["--idle-timeout", "1s"]);
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+    assert!(closed, "an idle kept-alive connection stayed open");
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
+        "closed after {idle:?}"
+    );
+    assert_eq!(
+        util::stats(&server)["http"]["idle_closed"].as_u64(),
+        Some(1)
+    );
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_with_retry_after() {
+    let (_feed, server) = server_with_feed(1, &["--max-connections", "8"]);
+    // Wait for the client that checked readiness to leave its slot.
+    util::wait_for(
+        "the start-up connections to close",
+        Duration::from_secs(5),
+        || (util::stats(&server)["http"]["connections_open"].as_u64() == Some(1)).then_some(()),
+    );
+    let held: Vec<TcpStream> = (0..8).map(|_| connect(server.addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect(server.addr);
+    extra
+        .write_all(b"GET /telemetry/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let (answer, closed) = read_until_closed(&mut extra, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 503"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("Retry-After: 1"), "{answer:?}");
+    assert!(closed);
+    drop(held);
+    util::wait_for("a slot to free", Duration::from_secs(5), || {
+        (util::get(&server.url("/telemetry/stats")).status == 200).then_some(())
+    });
+    assert_answered_within_a_second(&server, "/telemetry/stats");
+    let stats = util::stats(&server);
+    assert!(stats["http"]["connections_refused"].as_u64().unwrap_or(0) >= 1);
+}
