@@ -1480,7 +1480,13 @@ fn simulate_durable_hour(dir: &std::path::Path, n: usize, ticks: i64) -> (u64, A
     data_dir.recover(&mut store, i64::MIN).expect("empty dir");
     let handle = StoreHandle::new(store);
     let stats = Arc::new(StorageStats::new(&config));
-    let (disk, thread) = persist::spawn(data_dir, &config, Arc::clone(&stats)).expect("persist");
+    let (disk, thread) = persist::spawn(
+        data_dir,
+        &config,
+        Arc::clone(&stats),
+        &fabric_telemetry::watch::Watch::new(|| {}),
+    )
+    .expect("persist");
     let mut fabric = Fabric::new(n, Some(3));
     let mut csv = Vec::new();
     // A minute of slack so the oldest rows are not expired by the time the server restarts.
@@ -1556,8 +1562,13 @@ fn store_throughput(batches: &[feed::FeedBatch], dir: Option<&std::path::Path>) 
         let mut data_dir = DataDir::open(dir).expect("data dir");
         data_dir.recover(&mut store, i64::MIN).expect("recover");
         let storage_stats = Arc::new(StorageStats::new(&config));
-        let (disk, thread) =
-            persist::spawn(data_dir, &config, Arc::clone(&storage_stats)).expect("persist");
+        let (disk, thread) = persist::spawn(
+            data_dir,
+            &config,
+            Arc::clone(&storage_stats),
+            &fabric_telemetry::watch::Watch::new(|| {}),
+        )
+        .expect("persist");
         outlets.persistence = Some(Persistence {
             disk,
             compaction_interval: config.compaction_interval,
@@ -1568,8 +1579,16 @@ fn store_throughput(batches: &[feed::FeedBatch], dir: Option<&std::path::Path>) 
     let handle = StoreHandle::new(store);
     let (tx, rx) = crossbeam_channel::bounded(2);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let thread = store::spawn(handle, retention, rx, stop_rx, Arc::clone(&stats), outlets)
-        .expect("store thread");
+    let thread = store::spawn(
+        handle,
+        retention,
+        rx,
+        stop_rx,
+        Arc::clone(&stats),
+        outlets,
+        &fabric_telemetry::watch::Watch::new(|| {}),
+    )
+    .expect("store thread");
     let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
     let started = Instant::now();
     for batch in batches {

@@ -51,7 +51,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let watch = server.watch();
     server.shutdown();
+    if let Some(thread) = watch.fatal() {
+        log::error!(
+            "metrics-server stopped because its {thread} thread panicked; exiting non-zero so a supervisor restarts it"
+        );
+        return ExitCode::FAILURE;
+    }
     log::info!("metrics-server stopped cleanly");
     ExitCode::SUCCESS
 }

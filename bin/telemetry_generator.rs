@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
 use fabric_telemetry::generator_http::GeneratorService;
+use fabric_telemetry::watch::Watch;
 use fabric_telemetry::{logging, signals};
 
 fn main() -> ExitCode {
@@ -26,7 +27,8 @@ fn main() -> ExitCode {
     logging::init(log);
     // Before any thread exists, so every thread inherits the signal mask.
     signals::prepare_process();
-    let service = match GeneratorService::start(&config) {
+    let watch = Watch::new(signals::stop_process);
+    let service = match GeneratorService::start(&config, &watch) {
         Ok(service) => service,
         Err(e) => {
             log::error!("{e}");
@@ -49,6 +51,10 @@ fn main() -> ExitCode {
         }
     }
     service.shutdown();
+    if let Some(thread) = watch.fatal() {
+        log::error!("telemetry-generator stopped because its {thread} thread panicked");
+        return ExitCode::FAILURE;
+    }
     log::info!("telemetry-generator stopped cleanly");
     ExitCode::SUCCESS
 }

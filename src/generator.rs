@@ -177,6 +177,7 @@ pub fn spawn(
     mut fabric: Fabric,
     interval: Duration,
     stop: Receiver<()>,
+    watch: &std::sync::Arc<crate::watch::Watch>,
 ) -> std::io::Result<(SnapshotCell, JoinHandle<()>)> {
     fabric.tick();
     let mut csv = Vec::new();
@@ -188,9 +189,10 @@ pub fn spawn(
         tick: 1,
     });
     let writer = cell.clone();
-    let handle = std::thread::Builder::new()
-        .name("generator".to_string())
-        .spawn(move || run_ticks(fabric, interval, &stop, &writer))?;
+    // Vital: the simulated counters live here; a panic stops the process.
+    let handle = watch.spawn_vital("generator", move || {
+        run_ticks(fabric, interval, &stop, &writer)
+    })?;
     Ok((cell, handle))
 }
 
@@ -203,6 +205,7 @@ fn run_ticks(mut fabric: Fabric, interval: Duration, stop: &Receiver<()>, cell: 
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+        crate::watch::injected_panic_point();
         fabric.tick();
         tick += 1;
         let produced_at = timestamp::now_micros();

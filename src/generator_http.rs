@@ -18,6 +18,7 @@ use crate::http::{
     self, ConnectionLimits, HttpError, HttpMonitor, HttpServer, Reply, ReplyBody, RequestHead,
 };
 use crate::timestamp;
+use crate::watch::Watch;
 
 /// A way the feed can misbehave on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,20 +240,24 @@ pub struct GeneratorService {
 }
 
 impl GeneratorService {
-    /// Binds `config.listen` and starts serving.
-    pub fn start(config: &GeneratorConfig) -> Result<GeneratorService, HttpError> {
+    /// Binds `config.listen` and starts serving; its tick thread runs under `watch`.
+    pub fn start(
+        config: &GeneratorConfig,
+        watch: &Arc<Watch>,
+    ) -> Result<GeneratorService, HttpError> {
         let listener = http::bind(&config.listen)?;
-        GeneratorService::start_on(listener, config)
+        GeneratorService::start_on(listener, config, watch)
     }
 
     /// Serves an already-bound listener (tests, and `--demo` which binds first).
     pub fn start_on(
         listener: TcpListener,
         config: &GeneratorConfig,
+        watch: &Arc<Watch>,
     ) -> Result<GeneratorService, HttpError> {
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
         let fabric = Fabric::new(config.n_switches, config.seed);
-        let (snapshots, ticker) = generator::spawn(fabric, config.interval, stop_rx)
+        let (snapshots, ticker) = generator::spawn(fabric, config.interval, stop_rx, watch)
             .map_err(|e| HttpError::Start(e.to_string()))?;
         let handler = Arc::new(CountersHandler {
             snapshots,
@@ -326,9 +331,13 @@ mod tests {
     #[test]
     fn routes() {
         let (_stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
-        let (snapshots, _ticker) =
-            generator::spawn(Fabric::new(3, Some(1)), Duration::from_secs(3600), stop_rx)
-                .expect("spawn");
+        let (snapshots, _ticker) = generator::spawn(
+            Fabric::new(3, Some(1)),
+            Duration::from_secs(3600),
+            stop_rx,
+            &crate::watch::Watch::new(|| {}),
+        )
+        .expect("spawn");
         let handler = CountersHandler {
             snapshots,
             faults: FaultConfig::default(),

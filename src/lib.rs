@@ -42,6 +42,7 @@ pub mod signals;
 pub mod stats;
 pub mod store;
 pub mod timestamp;
+pub mod watch;
 pub mod wire;
 
 /// Cases per proptest property: 512 in `cargo test`, `PROPTEST_CASES` for longer fuzzing runs

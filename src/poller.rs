@@ -17,6 +17,7 @@ use crate::logging::RateLimiter;
 use crate::stats::IngestStats;
 use crate::store::IngestBatch;
 use crate::timestamp;
+use crate::watch::Watch;
 
 /// How one source is polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,10 +191,12 @@ pub fn spawn(
     batches: Sender<IngestBatch>,
     stats: Arc<IngestStats>,
     stop: Receiver<()>,
+    watch: &Arc<Watch>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("poller-{source}"))
-        .spawn(move || run(source, &config, &batches, &stats, &stop))
+    // Restarted after a panic: it holds nothing a fresh start loses (the next poll is due).
+    watch.spawn_restarting(&format!("poller-{source}"), stop.clone(), move || {
+        run(source, &config, &batches, &stats, &stop)
+    })
 }
 
 fn run(
@@ -216,6 +219,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+        crate::watch::injected_panic_point();
         let due = next_poll;
         next_poll += config.interval;
         let message = |feed: FeedBatch, last: bool| IngestBatch {

@@ -228,7 +228,11 @@ pub struct RemoteWriter {
 
 impl RemoteWriter {
     /// Starts the sender thread for `url`; it ends when `stop` fires or the queue is dropped.
-    pub fn start(url: &str, stop: Receiver<()>) -> std::io::Result<RemoteWriter> {
+    pub fn start(
+        url: &str,
+        stop: Receiver<()>,
+        watch: &Arc<crate::watch::Watch>,
+    ) -> std::io::Result<RemoteWriter> {
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE_BATCHES);
         let stats = Arc::new(RemoteWriteStats::default());
         let queue = RemoteWriteQueue {
@@ -243,9 +247,11 @@ impl RemoteWriter {
             .into();
         let thread_stats = Arc::clone(&stats);
         let thread_url = url.to_string();
-        let thread = std::thread::Builder::new()
-            .name("remote-write".to_string())
-            .spawn(move || run(&agent, &thread_url, &receiver, &stop, &thread_stats))?;
+        // Restarted after a panic: the batch it held is lost (counted as dropped would need
+        // it; it is not), the queue and its statistics carry on.
+        let thread = watch.spawn_restarting("remote-write", stop.clone(), move || {
+            run(&agent, &thread_url, &receiver, &stop, &thread_stats)
+        })?;
         Ok(RemoteWriter {
             queue,
             stats,
@@ -321,6 +327,7 @@ fn run(
     let mut pending_rows = 0usize;
     let mut oldest: Option<Instant> = None;
     loop {
+        crate::watch::injected_panic_point();
         let wait = oldest.map_or(Duration::from_secs(1), |t| {
             FLUSH_AFTER.saturating_sub(t.elapsed())
         });

@@ -17,9 +17,11 @@ use crate::http::{self, HttpError, HttpMonitor, HttpServer};
 use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
 use crate::poller::{self, PollerConfig};
 use crate::remote_write::RemoteWriter;
+use crate::signals;
 use crate::stats::{ApiStats, IngestStats};
 use crate::store::{self, BlockLimits, Outlets, Persistence, Store, StoreHandle};
 use crate::timestamp;
+use crate::watch::Watch;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -64,6 +66,7 @@ pub struct MetricsServer {
     auth: Option<Arc<Auth>>,
     /// Joined after the store thread, whose exit lets it flush and end.
     persist_thread: Option<JoinHandle<()>>,
+    watch: Arc<Watch>,
 }
 
 /// Opens (locks) the data directory and loads what it holds into `store`.
@@ -111,7 +114,7 @@ fn refuse_open_non_loopback(listen: &str) -> Result<(), StartError> {
 
 /// Starts the demo generator where `source` points; returns it and the URL that reaches it
 /// (the port differs when the source asked for port 0).
-fn start_demo(source: &str) -> Result<(GeneratorService, String), StartError> {
+fn start_demo(source: &str, watch: &Arc<Watch>) -> Result<(GeneratorService, String), StartError> {
     let uri: ureq::http::Uri = source
         .parse()
         .map_err(|e| StartError::Demo(format!("{source:?}: {e}")))?;
@@ -127,7 +130,7 @@ fn start_demo(source: &str) -> Result<(GeneratorService, String), StartError> {
         ..GeneratorConfig::default()
     };
     let generator =
-        GeneratorService::start(&config).map_err(|e| StartError::Demo(e.to_string()))?;
+        GeneratorService::start(&config, watch).map_err(|e| StartError::Demo(e.to_string()))?;
     let url = format!("http://{}{}", generator.local_addr(), uri.path());
     Ok((generator, url))
 }
@@ -149,10 +152,13 @@ impl MetricsServer {
             None => None,
         };
         let listener = http::bind(&config.listen)?;
+        // A vital thread's panic stops the process the way SIGTERM does; `main` then sees
+        // `fatal()` and exits non-zero.
+        let watch = Watch::new(signals::stop_process);
         let mut sources = config.sources.clone();
         let demo = match (config.demo, sources.first_mut()) {
             (true, Some(first)) => {
-                let (generator, url) = start_demo(first)?;
+                let (generator, url) = start_demo(first, &watch)?;
                 log::info!("demo generator serving {url}");
                 *first = url;
                 Some(generator)
@@ -163,9 +169,9 @@ impl MetricsServer {
         let (batches, batches_rx) = crossbeam_channel::bounded(2 * sources.len().max(1));
         let store = StoreHandle::new(store);
         let remote = match &config.remote_write {
-            Some(url) => {
-                Some(RemoteWriter::start(url, stop_rx.clone()).map_err(StartError::Thread)?)
-            }
+            Some(url) => Some(
+                RemoteWriter::start(url, stop_rx.clone(), &watch).map_err(StartError::Thread)?,
+            ),
             None => None,
         };
         let mut ingest = IngestStats::with_remote_write(
@@ -178,8 +184,8 @@ impl MetricsServer {
         let mut persistence = None;
         if let Some(((dir, storage_stats), persist_config)) = recovered {
             ingest = ingest.with_storage(Arc::clone(&storage_stats));
-            let (disk, thread) =
-                persist::spawn(dir, &persist_config, storage_stats).map_err(StartError::Thread)?;
+            let (disk, thread) = persist::spawn(dir, &persist_config, storage_stats, &watch)
+                .map_err(StartError::Thread)?;
             persist_thread = Some(thread);
             persistence = Some(Persistence {
                 disk,
@@ -201,6 +207,7 @@ impl MetricsServer {
                     remote: remote.as_ref().map(|r| r.queue.clone()),
                     persistence,
                 },
+                &watch,
             )
             .map_err(StartError::Thread)?,
         );
@@ -219,6 +226,7 @@ impl MetricsServer {
                 batches.clone(),
                 Arc::clone(&ingest),
                 stop_rx.clone(),
+                &watch,
             )
             .map_err(StartError::Thread)?;
             threads.push(handle);
@@ -229,7 +237,8 @@ impl MetricsServer {
         let monitor = HttpMonitor::new();
         let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age)
             .with_access(auth.clone(), limiter)
-            .with_http_monitor(Arc::clone(&monitor));
+            .with_http_monitor(Arc::clone(&monitor))
+            .with_watch(Arc::clone(&watch));
         let http = HttpServer::start(
             listener,
             "api",
@@ -247,7 +256,14 @@ impl MetricsServer {
             remote,
             auth,
             persist_thread,
+            watch,
         })
+    }
+
+    /// The server's threads and what became of them; `fatal()` says whether a vital thread's
+    /// panic is what stopped it.
+    pub fn watch(&self) -> Arc<Watch> {
+        Arc::clone(&self.watch)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -103,6 +103,15 @@ pub fn prepare_process() {
 
 /// Runs `on_hangup` for every SIGHUP until SIGTERM or SIGINT arrives; returns that signal,
 /// or the error that made waiting impossible.
+/// Asks this process's signal loop ([`run_until_stopped`]) to stop, as SIGTERM would: what a
+/// vital thread's death calls (see `watch`), so the process shuts down as cleanly as it can.
+pub fn stop_process() {
+    // SAFETY: kill(2) on our own pid with a valid signal number.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+}
+
 pub fn run_until_stopped(mut on_hangup: impl FnMut()) -> std::io::Result<Termination> {
     loop {
         match wait_for_termination()? {

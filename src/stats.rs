@@ -499,6 +499,8 @@ pub struct StatsReport {
     pub storage: Option<StorageReport>,
     /// What the HTTP side saw of connections (timeouts, refusals, panics).
     pub http: crate::http::HttpCounters,
+    /// Every watched long-lived thread: up, panics, seconds since the last panic.
+    pub threads: Vec<crate::watch::ThreadReport>,
 }
 
 fn latency_report(latency: Latency) -> LatencyReport {
@@ -518,6 +520,7 @@ pub fn report(
     api: &ApiStats,
     ingest: &IngestStats,
     http: crate::http::HttpCounters,
+    threads: Vec<crate::watch::ThreadReport>,
 ) -> StatsReport {
     let uptime = api.uptime().as_secs_f64();
     let mut rows_rejected = serde_json::Map::new();
@@ -546,5 +549,6 @@ pub fn report(
         },
         storage: ingest.storage().map(StorageStats::report),
         http,
+        threads,
     }
 }

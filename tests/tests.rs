@@ -15,3 +15,4 @@ mod ingest;
 mod lifecycle;
 mod prometheus;
 mod resilience;
+mod threads;

@@ -15,6 +15,7 @@ use crate::metric::{self, MetricKind};
 use crate::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::store::Store;
 use crate::timestamp::Micros;
+use crate::watch::ThreadReport;
 
 pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -191,6 +192,7 @@ pub fn render(
     api: &ApiStats,
     ingest: &IngestStats,
     http: &HttpCounters,
+    threads: &[ThreadReport],
     now: Micros,
     openmetrics: bool,
 ) -> String {
@@ -396,6 +398,30 @@ pub fn render(
         "Panics caught while answering HTTP requests (each answered 500 when possible)",
     );
     x.sample("fabric_http_panics_total", &[], http.panics as f64);
+    x.family(
+        "fabric_thread_up",
+        Kind::Gauge,
+        "Whether a long-lived thread is running (0 between a panic and its restart)",
+    );
+    for t in threads {
+        x.sample(
+            "fabric_thread_up",
+            &[("thread", &t.name)],
+            if t.up { 1.0 } else { 0.0 },
+        );
+    }
+    x.family(
+        "fabric_thread_panics_total",
+        Kind::Counter,
+        "Panics of long-lived threads (pollers and remote write restart; store, persist exit)",
+    );
+    for t in threads {
+        x.sample(
+            "fabric_thread_panics_total",
+            &[("thread", &t.name)],
+            t.panics as f64,
+        );
+    }
     x.family(
         "fabric_http_accept_errors_total",
         Kind::Counter,

@@ -27,6 +27,7 @@ use crate::query::{Query, QueryError};
 use crate::stats::{self, ApiStats, Endpoint, IngestStats};
 use crate::store::{MetricAgg, Sample, StoreHandle};
 use crate::timestamp::{self, Micros};
+use crate::watch::Watch;
 
 /// Why a request could not be answered with data.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +273,7 @@ pub struct Api {
     auth: Option<Arc<Auth>>,
     limiter: Option<RateLimiter>,
     http: Arc<http::HttpMonitor>,
+    watch: Option<Arc<Watch>>,
 }
 
 impl Api {
@@ -291,7 +293,14 @@ impl Api {
             auth: None,
             limiter: None,
             http: http::HttpMonitor::new(),
+            watch: None,
         }
+    }
+
+    /// Reports the server's watched threads (`/healthz`, `/readyz`, `/metrics`, stats).
+    pub fn with_watch(mut self, watch: Arc<Watch>) -> Api {
+        self.watch = Some(watch);
+        self
     }
 
     /// Reports the counters of the HTTP server that runs this API (`/metrics`, stats).
@@ -384,6 +393,7 @@ impl Api {
                 &self.stats,
                 &self.ingest,
                 self.http.counters(),
+                self.threads(),
             )),
             Endpoint::History => self.history(&query),
         };
@@ -400,6 +410,7 @@ impl Api {
             &self.stats,
             &self.ingest,
             &self.http.counters(),
+            &self.threads(),
             now,
             openmetrics,
         );
@@ -429,16 +440,20 @@ impl Api {
         json_reply(&body)
     }
 
-    /// The parts of the server that are failing now (`storage`: writes to the data
-    /// directory fail; history goes on in memory).
-    fn failing_parts(&self) -> Vec<&'static str> {
+    /// The parts of the server that are failing now: `storage` (writes to the data directory
+    /// fail; history goes on in memory), and threads that are down or panicked within the
+    /// last minute (by name: `poller-0`, `store`, ...).
+    fn failing_parts(&self) -> Vec<String> {
         let mut failing = Vec::new();
         if self
             .ingest
             .storage()
             .is_some_and(|storage| storage.report().status != "ok")
         {
-            failing.push("storage");
+            failing.push("storage".to_string());
+        }
+        if let Some(watch) = &self.watch {
+            failing.extend(watch.failing());
         }
         failing
     }
@@ -453,7 +468,16 @@ impl Api {
         }))
     }
 
+    fn threads(&self) -> Vec<crate::watch::ThreadReport> {
+        self.watch.as_ref().map(|w| w.report()).unwrap_or_default()
+    }
+
     fn readiness(&self) -> Result<Reply, ApiError> {
+        if let Some(thread) = self.watch.as_ref().and_then(|w| w.fatal()) {
+            return Err(ApiError::NoData(format!(
+                "not ready: the {thread} thread panicked; the process is stopping"
+            )));
+        }
         let sources = self.ingest.sources();
         let polled = sources.iter().filter(|s| s.last_success.is_some()).count();
         if polled == 0 {
@@ -483,6 +507,10 @@ impl Api {
                 });
                 if let Some(storage) = self.storage_health() {
                     body["storage"] = storage;
+                }
+                let failing = self.failing_parts();
+                if !failing.is_empty() {
+                    body["failing"] = failing.into();
                 }
                 json_reply(&body)
             }
@@ -788,13 +816,17 @@ impl http::Handler for Api {
         let (endpoint, reply) = match http::check_limits(head) {
             Some(reply) => (None, reply),
             // Caught here as well as in the worker so a panic is counted as an error.
-            None => match catch_unwind(AssertUnwindSafe(|| match self.admit(head) {
-                Ok(()) => self.route(head),
-                Err(refused) => (None, Err(refused)),
+            None => match catch_unwind(AssertUnwindSafe(|| {
+                crate::watch::injected_panic_point();
+                match self.admit(head) {
+                    Ok(()) => self.route(head),
+                    Err(refused) => (None, Err(refused)),
+                }
             })) {
                 Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
                 Err(_) => {
-                    log::error!("handler panicked on {} {}", head.method, head.url);
+                    self.http.record_panic();
+                    log::error!("handler panicked on {} {:?}", head.method, head.url);
                     (None, Reply::error(500, "internal error"))
                 }
             },

@@ -567,6 +567,7 @@ pub fn spawn(
     dir: DataDir,
     config: &PersistConfig,
     stats: Arc<StorageStats>,
+    watch: &Arc<crate::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
     stats.disk_bytes.store(dir.disk_bytes(), Ordering::Relaxed);
@@ -581,9 +582,9 @@ pub fn spawn(
         buf: Vec::new(),
         error_log: RateLimiter::new(Duration::from_secs(10)),
     };
-    let handle = std::thread::Builder::new()
-        .name("persist".to_string())
-        .spawn(move || writer.run(rx))?;
+    // Vital: exported blocks in its queue would vanish with it; a panic stops the process
+    // (what was not written is still in the WAL, or in memory and replayed from the WAL).
+    let handle = watch.spawn_vital("persist", move || writer.run(rx))?;
     Ok((Disk { jobs, stats }, handle))
 }
 
@@ -622,6 +623,7 @@ impl DiskWriter {
             _ => Duration::from_secs(1),
         };
         loop {
+            crate::watch::injected_panic_point();
             match jobs.recv_timeout(tick) {
                 Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
                 Ok(DiskJob::PollDone) => {

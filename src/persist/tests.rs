@@ -65,7 +65,13 @@ fn run(
     data_dir.recover(&mut store, i64::MIN).expect("recover");
     let handle = StoreHandle::new(store);
     let stats = Arc::new(StorageStats::new(&config));
-    let (disk, thread) = spawn(data_dir, &config, Arc::clone(&stats)).expect("spawn");
+    let (disk, thread) = spawn(
+        data_dir,
+        &config,
+        Arc::clone(&stats),
+        &crate::watch::Watch::new(|| {}),
+    )
+    .expect("spawn");
     let wait_for_room = || {
         while !disk.has_room() {
             std::thread::sleep(Duration::from_millis(1));

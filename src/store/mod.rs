@@ -749,31 +749,32 @@ pub fn spawn(
     stop: Receiver<()>,
     stats: Arc<IngestStats>,
     outlets: Outlets,
+    watch: &Arc<crate::watch::Watch>,
 ) -> std::io::Result<JoinHandle<()>> {
     let retention = crate::timestamp::duration_micros(retention);
-    std::thread::Builder::new()
-        .name("store".to_string())
-        .spawn(move || {
-            let mut last_compaction = std::time::Instant::now();
-            loop {
-                select! {
-                    recv(batches) -> msg => match msg {
-                        Ok(batch) => apply_batch(&handle, batch, &stats, &outlets),
-                        Err(_) => return,
-                    },
-                    recv(stop) -> _ => return,
-                    default(IDLE_TICK) => {}
-                }
-                handle.expire(timestamp::now_micros().saturating_sub(retention));
-                stats.set_retained_rows(handle.read().retained_rows());
-                if let Some(p) = &outlets.persistence {
-                    if last_compaction.elapsed() >= p.compaction_interval && p.disk.has_room() {
-                        last_compaction = std::time::Instant::now();
-                        compact(&handle, &p.disk);
-                    }
+    // Vital: it owns the history; a panic stops the process (recovery rebuilds it).
+    watch.spawn_vital("store", move || {
+        let mut last_compaction = std::time::Instant::now();
+        loop {
+            crate::watch::injected_panic_point();
+            select! {
+                recv(batches) -> msg => match msg {
+                    Ok(batch) => apply_batch(&handle, batch, &stats, &outlets),
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => return,
+                default(IDLE_TICK) => {}
+            }
+            handle.expire(timestamp::now_micros().saturating_sub(retention));
+            stats.set_retained_rows(handle.read().retained_rows());
+            if let Some(p) = &outlets.persistence {
+                if last_compaction.elapsed() >= p.compaction_interval && p.disk.has_room() {
+                    last_compaction = std::time::Instant::now();
+                    compact(&handle, &p.disk);
                 }
             }
-        })
+        }
+    })
 }
 
 fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, outlets: &Outlets) {
