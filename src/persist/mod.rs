@@ -17,7 +17,10 @@
 //! rows that are already in blocks. A torn or corrupt tail is cut off with a warning.
 //!
 //! Disk trouble never stops ingest: a failed write is logged and counted, rows go on into
-//! memory, and writing resumes (in a new segment) once the disk takes writes again.
+//! memory, and writing resumes (in a new segment) once the disk takes writes again. Block
+//! files that cannot be written wait in memory, in order, and are never dropped; past
+//! [`MAX_PENDING_BLOCK_BYTES`] the store stops exporting instead. The WAL is never trimmed past
+//! a row that is not in a durable block file (see `DiskWriter::truncate_wal`).
 
 pub mod wal;
 
