@@ -17,7 +17,10 @@
 //! rows that are already in blocks. A torn or corrupt tail is cut off with a warning.
 //!
 //! Disk trouble never stops ingest: a failed write is logged and counted, rows go on into
-//! memory, and writing resumes (in a new segment) once the disk takes writes again.
+//! memory, and writing resumes (in a new segment) once the disk takes writes again. Block
+//! files that cannot be written wait in memory, in order, and are never dropped; past
+//! [`MAX_PENDING_BLOCK_BYTES`] the store stops exporting instead. The WAL is never trimmed past
+//! a row that is not in a durable block file (see `DiskWriter::truncate_wal`).
 
 pub mod wal;
 
@@ -112,6 +115,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
 /// A file of the data directory the persist thread keeps track of.
 #[derive(Debug, Clone)]
 struct TrackedFile {
+    /// Its sequence number: segments opened after a compaction's cut have larger ones.
+    seq: u64,
     path: PathBuf,
     bytes: u64,
     /// Newest timestamp in it (`None`: no rows).
@@ -254,12 +259,12 @@ impl DataDir {
             .map(|(seq, _)| seq + 1)
             .max()
             .unwrap_or(0);
-        for (_, path) in block_files {
-            self.load_block_file(path, store, cutoff, &mut report);
+        for (seq, path) in block_files {
+            self.load_block_file(seq, path, store, cutoff, &mut report);
         }
         store.finish_import();
-        for (_, path) in segments {
-            self.replay_segment(path, store, &mut report);
+        for (seq, path) in segments {
+            self.replay_segment(seq, path, store, &mut report);
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
@@ -267,6 +272,7 @@ impl DataDir {
 
     fn load_block_file(
         &mut self,
+        seq: u64,
         path: PathBuf,
         store: &mut Store,
         cutoff: Micros,
@@ -296,6 +302,7 @@ impl DataDir {
                     );
                 }
                 self.block_files.push(TrackedFile {
+                    seq,
                     path,
                     bytes,
                     max_ts,
@@ -317,7 +324,13 @@ impl DataDir {
         }
     }
 
-    fn replay_segment(&mut self, path: PathBuf, store: &mut Store, report: &mut RecoveryReport) {
+    fn replay_segment(
+        &mut self,
+        seq: u64,
+        path: PathBuf,
+        store: &mut Store,
+        report: &mut RecoveryReport,
+    ) {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -369,6 +382,7 @@ impl DataDir {
             );
         }
         self.segments.push(TrackedFile {
+            seq,
             path,
             bytes: kept,
             max_ts,
@@ -404,6 +418,12 @@ pub struct StorageStats {
     pub disk_bytes: AtomicU64,
     /// Block images waiting to be retried after a failed write.
     pub block_files_pending: AtomicU64,
+    /// Bytes of block images handed to the persist thread and not yet durable (an upper
+    /// bound: counted from [`BlockFileWriter::max_image_bytes`]).
+    pub block_bytes_pending: AtomicU64,
+    /// Whether compaction is being put off because `block_bytes_pending` reached the cap
+    /// (logged once per episode).
+    compaction_held: AtomicBool,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
     recovery: Mutex<RecoveryReport>,
@@ -427,6 +447,7 @@ pub struct StorageReport {
     pub block_files_written: u64,
     pub block_files_deleted: u64,
     pub block_files_pending: u64,
+    pub block_bytes_pending: u64,
     pub blocks_written: u64,
     pub samples_compacted: u64,
     pub block_bytes_written: u64,
@@ -451,6 +472,8 @@ impl StorageStats {
             write_errors: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(0),
             block_files_pending: AtomicU64::new(0),
+            block_bytes_pending: AtomicU64::new(0),
+            compaction_held: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
             recovery: Mutex::new(RecoveryReport::default()),
@@ -492,6 +515,7 @@ impl StorageStats {
             block_files_written: load(&self.block_files_written),
             block_files_deleted: load(&self.block_files_deleted),
             block_files_pending: load(&self.block_files_pending),
+            block_bytes_pending: load(&self.block_bytes_pending),
             blocks_written: load(&self.blocks_written),
             samples_compacted: load(&self.samples_compacted),
             block_bytes_written: load(&self.block_bytes_written),
@@ -515,21 +539,29 @@ enum DiskJob {
         writer: BlockFileWriter,
         /// Oldest row still only in the WAL (`None`: none is).
         keep_wal_from: Option<Micros>,
+        /// What the writer added to `block_bytes_pending`.
+        counted: u64,
     },
+    /// Tests: answered once every job sent before it has been handled.
+    #[cfg(test)]
+    Barrier(Sender<()>),
 }
 
 /// Jobs queued for the persist thread at most (a few polls' chunks).
 const QUEUE: usize = 64;
 /// A WAL segment is closed at this size even between compactions.
 const SEGMENT_BYTES: u64 = 128 << 20;
-/// Block images held for retry while the disk fails, at most.
-const MAX_PENDING_BLOCK_BYTES: usize = 512 << 20;
+/// Block images that may wait for the disk (held in memory, retried) before compaction is
+/// put off. Never exceeded by more than one switch's blocks.
+pub const MAX_PENDING_BLOCK_BYTES: u64 = 512 << 20;
 
 /// The store thread's end of the persist thread. Never blocks.
 #[derive(Clone)]
 pub struct Disk {
     jobs: Sender<DiskJob>,
     pub stats: Arc<StorageStats>,
+    /// [`MAX_PENDING_BLOCK_BYTES`] but in tests.
+    max_pending_block_bytes: u64,
 }
 
 impl Disk {
@@ -548,17 +580,69 @@ impl Disk {
         let _ = self.jobs.try_send(DiskJob::PollDone);
     }
 
-    /// Whether a block file can be queued now. Check before exporting: exported blocks
-    /// count as persisted.
+    /// Whether the queue has room for a job now.
     pub fn has_room(&self) -> bool {
         self.jobs.len() < QUEUE
     }
 
+    /// Whether sealed blocks may be exported now. Check before exporting: the store counts
+    /// exported blocks as persisted and never exports them again.
+    ///
+    /// Past the cap on block images waiting for the disk, the answer is no: the blocks stay
+    /// unexported in the store (which holds them anyway) and go out with a later compaction,
+    /// once the backlog has reached the disk. Dropping a waiting image instead would leave a
+    /// hole in the block files that nothing could fill: later files hold newer blocks of the
+    /// same switches, so the WAL replay at the next start would reject the missing rows as
+    /// out of order, even if the WAL still held them.
+    pub fn can_take_blocks(&self) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        let below_cap = pending < self.max_pending_block_bytes;
+        let was_held = self
+            .stats
+            .compaction_held
+            .swap(!below_cap, Ordering::Relaxed);
+        match (was_held, below_cap) {
+            (false, false) => log::error!(
+                "{} MiB of block files are waiting for the disk: compaction is put off; \
+                 sealed blocks stay in memory and the WAL keeps their rows",
+                pending >> 20
+            ),
+            (true, true) => log::warn!("block files reach the disk again: compaction resumes"),
+            _ => {}
+        }
+        below_cap
+    }
+
+    /// How many more bytes of block images may wait for the disk: the size to which a
+    /// compaction limits its block file.
+    pub fn block_budget(&self) -> usize {
+        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        usize::try_from(self.max_pending_block_bytes.saturating_sub(pending)).unwrap_or(usize::MAX)
+    }
+
+    /// Queues exported blocks for a block file; `keep_wal_from` is the oldest row not in
+    /// them or in earlier exports (see [`crate::store::StoreHandle::export_sealed_within`]).
     pub fn write_blocks(&self, writer: BlockFileWriter, keep_wal_from: Option<Micros>) {
-        let _ = self.jobs.try_send(DiskJob::Blocks {
+        let counted = if writer.is_empty() {
+            0
+        } else {
+            writer.max_image_bytes() as u64
+        };
+        // Counted before sending: the persist thread may write the file and take the count
+        // back off before `try_send` returns.
+        let pending = &self.stats.block_bytes_pending;
+        pending.fetch_add(counted, Ordering::Relaxed);
+        let sent = self.jobs.try_send(DiskJob::Blocks {
             writer,
             keep_wal_from,
+            counted,
         });
+        if sent.is_err() {
+            pending.fetch_sub(counted, Ordering::Relaxed);
+        }
     }
 }
 
@@ -567,6 +651,17 @@ pub fn spawn(
     dir: DataDir,
     config: &PersistConfig,
     stats: Arc<StorageStats>,
+    watch: &Arc<crate::watch::Watch>,
+) -> io::Result<(Disk, JoinHandle<()>)> {
+    spawn_with_cap(dir, config, stats, MAX_PENDING_BLOCK_BYTES, watch)
+}
+
+/// [`spawn`] with another cap on block images waiting for the disk (tests: a small one).
+fn spawn_with_cap(
+    dir: DataDir,
+    config: &PersistConfig,
+    stats: Arc<StorageStats>,
+    max_pending_block_bytes: u64,
     watch: &Arc<crate::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
@@ -585,7 +680,14 @@ pub fn spawn(
     // Vital: exported blocks in its queue would vanish with it; a panic stops the process
     // (what was not written is still in the WAL, or in memory and replayed from the WAL).
     let handle = watch.spawn_vital("persist", move || writer.run(rx))?;
-    Ok((Disk { jobs, stats }, handle))
+    Ok((
+        Disk {
+            jobs,
+            stats,
+            max_pending_block_bytes,
+        },
+        handle,
+    ))
 }
 
 struct OpenSegment {
@@ -602,6 +704,11 @@ struct PendingFile {
     blocks: u64,
     samples: u64,
     keep_wal_from: Option<Micros>,
+    /// Sequence number of the first WAL segment opened after this export: only segments
+    /// before it can hold rows of the exported blocks.
+    wal_cut: u64,
+    /// Its share of `block_bytes_pending`.
+    counted: u64,
 }
 
 struct DiskWriter {
@@ -634,7 +741,12 @@ impl DiskWriter {
                 Ok(DiskJob::Blocks {
                     writer,
                     keep_wal_from,
-                }) => self.compact(writer, keep_wal_from),
+                    counted,
+                }) => self.compact(writer, keep_wal_from, counted),
+                #[cfg(test)]
+                Ok(DiskJob::Barrier(done)) => {
+                    let _ = done.send(());
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -690,6 +802,7 @@ impl DiskWriter {
             self.segment = Some(OpenSegment {
                 file,
                 tracked: TrackedFile {
+                    seq,
                     path,
                     bytes: wal::MAGIC.len() as u64,
                     max_ts: None,
@@ -782,31 +895,29 @@ impl DiskWriter {
         }
     }
 
-    fn compact(&mut self, writer: BlockFileWriter, keep_wal_from: Option<Micros>) {
-        // The cut: rows logged from now on go to a new segment.
+    fn compact(&mut self, writer: BlockFileWriter, keep_wal_from: Option<Micros>, counted: u64) {
+        // The cut: rows logged from now on go to a new segment. Jobs arrive in the order the
+        // store thread sent them, so the segments before the cut hold exactly the rows
+        // accepted before this export.
         self.close_segment();
+        let wal_cut = self.dir.next_seq;
         if !writer.is_empty() {
+            // Never dropped, however long the disk fails: the store stops exporting at the
+            // cap instead (`Disk::can_take_blocks`), so block files stay a gapless prefix of
+            // every switch's history and the WAL its continuation.
             let pending = PendingFile {
                 max_ts: writer.max_last_ts(),
                 blocks: writer.blocks(),
                 samples: writer.samples(),
                 image: writer.finish(),
                 keep_wal_from,
+                wal_cut,
+                counted,
             };
             self.pending.push_back(pending);
-            let mut held: usize = self.pending.iter().map(|p| p.image.len()).sum();
-            while held > MAX_PENDING_BLOCK_BYTES && self.pending.len() > 1 {
-                if let Some(dropped) = self.pending.pop_front() {
-                    held -= dropped.image.len();
-                    log::error!(
-                        "dropping a block file of {} blocks that could not be written: its rows stay in memory and in the WAL",
-                        dropped.blocks
-                    );
-                }
-            }
             self.write_pending();
         } else if self.pending.is_empty() {
-            self.truncate_wal(keep_wal_from);
+            self.truncate_wal(keep_wal_from, wal_cut);
         }
         self.stats
             .block_files_pending
@@ -825,6 +936,10 @@ impl DiskWriter {
                         break;
                     };
                     let bytes = done.image.len() as u64;
+                    let held = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+                    self.stats
+                        .block_bytes_pending
+                        .fetch_sub(done.counted.min(held), Ordering::Relaxed);
                     self.stats
                         .block_files_written
                         .fetch_add(1, Ordering::Relaxed);
@@ -839,12 +954,15 @@ impl DiskWriter {
                         .fetch_add(bytes, Ordering::Relaxed);
                     self.stats.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
                     self.dir.block_files.push(TrackedFile {
+                        seq,
                         path,
                         bytes,
                         max_ts: done.max_ts,
                     });
+                    // Only once every exported block is durable: an earlier file's horizon
+                    // would be too late while a file before it still waits.
                     if self.pending.is_empty() {
-                        self.truncate_wal(done.keep_wal_from);
+                        self.truncate_wal(done.keep_wal_from, done.wal_cut);
                     }
                     self.recovered();
                 }
@@ -859,15 +977,25 @@ impl DiskWriter {
             .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
-    /// Deletes closed segments whose rows are all in block files (all older than
-    /// `keep_from`, or every closed one when nothing is left only in the WAL).
-    fn truncate_wal(&mut self, keep_from: Option<Micros>) {
+    /// Deletes closed segments whose rows are all in durable block files, once every export
+    /// up to the one with this `keep_from` and `wal_cut` is durable: segments before the cut
+    /// whose rows are all older than `keep_from` (every one before the cut when nothing was
+    /// left only in the WAL).
+    ///
+    /// The rule: the WAL is never trimmed past a row that is not in a durable block file.
+    /// `keep_from` is the oldest row the store had not exported (open blocks, and sealed
+    /// ones a size-limited export left for later); nothing exported is dropped before it is
+    /// durable. The cut matters when files waited for the disk: segments closed after it
+    /// hold rows accepted after this export, which can be older than `keep_from` (a switch
+    /// that starts reporting late, with old timestamps) and are in no block file yet.
+    fn truncate_wal(&mut self, keep_from: Option<Micros>, wal_cut: u64) {
         let stats = Arc::clone(&self.stats);
         self.dir.segments.retain(|segment| {
-            let covered = match (segment.max_ts, keep_from) {
-                (None, _) | (_, None) => true,
-                (Some(max_ts), Some(keep)) => max_ts < keep,
-            };
+            let covered = segment.seq < wal_cut
+                && match (segment.max_ts, keep_from) {
+                    (None, _) | (_, None) => true,
+                    (Some(max_ts), Some(keep)) => max_ts < keep,
+                };
             !(covered && delete_tracked(segment, &stats, &stats.wal_segments_deleted))
         });
     }

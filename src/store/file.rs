@@ -110,6 +110,14 @@ impl BlockFileWriter {
         self.samples
     }
 
+    /// At least the size of the image [`finish`](Self::finish) will return (every varint
+    /// counted at its longest).
+    pub fn max_image_bytes(&self) -> usize {
+        const VARINT: usize = 10;
+        let names: usize = self.metric_names.iter().map(|n| n.len() + VARINT).sum();
+        HEADER_BYTES + VARINT + names + VARINT + self.switches.len()
+    }
+
     /// The newest timestamp in the file: once retention passes it, the file can go.
     pub fn max_last_ts(&self) -> Option<Micros> {
         self.max_last_ts
@@ -255,7 +263,7 @@ mod tests {
             }
             store.ingest(&batch);
             let mut writer = BlockFileWriter::default();
-            store.export_range(i64::MAX, 0..usize::MAX, &mut writer);
+            store.export_range(i64::MAX, 0..usize::MAX, &mut writer, usize::MAX);
             let mut image = writer.finish();
             proptest::prop_assert!(read_block_file(&image).is_ok());
             let at = flip % image.len();

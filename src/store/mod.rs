@@ -768,9 +768,10 @@ pub fn spawn(
             handle.expire(timestamp::now_micros().saturating_sub(retention));
             stats.set_retained_rows(handle.read().retained_rows());
             if let Some(p) = &outlets.persistence {
-                if last_compaction.elapsed() >= p.compaction_interval && p.disk.has_room() {
+                if last_compaction.elapsed() >= p.compaction_interval
+                    && compact(&handle, &p.disk, timestamp::now_micros())
+                {
                     last_compaction = std::time::Instant::now();
-                    compact(&handle, &p.disk);
                 }
             }
         }
@@ -793,12 +794,18 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
     }
 }
 
-/// Exports the blocks sealed since the last compaction to the persist thread, with the
-/// point from which the WAL must be kept.
-fn compact(handle: &StoreHandle, disk: &crate::persist::Disk) {
+/// Exports the blocks sealed since the last compaction to the persist thread (at most what
+/// its cap on block files waiting for the disk still allows), with the point from which the
+/// WAL must be kept. Whether it did: when the persist thread cannot take blocks now, nothing
+/// is exported, and the blocks wait in memory (their rows in the WAL) for a later try.
+pub(crate) fn compact(handle: &StoreHandle, disk: &crate::persist::Disk, now: Micros) -> bool {
+    if !disk.can_take_blocks() {
+        return false;
+    }
     let mut writer = file::BlockFileWriter::default();
-    let keep_wal_from = handle.export_sealed(timestamp::now_micros(), &mut writer);
+    let keep_wal_from = handle.export_sealed_within(now, &mut writer, disk.block_budget());
     disk.write_blocks(writer, keep_wal_from);
+    true
 }
 
 #[cfg(test)]

@@ -34,23 +34,30 @@ impl SwitchSeries {
 
 impl Store {
     /// For switches `range`: seals overdue open blocks, adds every block sealed since the last
-    /// export to `out`, and returns the oldest first timestamp of a block left open (every
-    /// older row of these switches is now in a sealed, exported block).
+    /// export to `out` (switch by switch, until `out` holds `max_bytes`), and returns the
+    /// oldest first timestamp of a block not exported: left open, or sealed and left for a
+    /// later export by the size limit. Every older row of these switches is in an exported
+    /// block (or expired).
+    ///
+    /// A switch's unexported blocks are always its newest, so exports (and the block files
+    /// made of them, written in order) hold each switch's history in order, without gaps.
     pub(super) fn export_range(
         &mut self,
         now: Micros,
         range: std::ops::Range<usize>,
         out: &mut BlockFileWriter,
+        max_bytes: usize,
     ) -> Option<Micros> {
         let span = self.limits.span;
         let end = range.end.min(self.switches.len());
         let start = range.start.min(end);
-        let mut oldest_open: Option<Micros> = None;
+        let mut keep_from: Option<Micros> = None;
         for idx in start..end {
             let series = &mut self.switches[idx];
             series.seal_if_overdue(now, span);
             let unpersisted = (series.unpersisted as usize).min(series.sealed.len());
-            if unpersisted > 0 {
+            // At least one switch per export, so a backlog always moves.
+            if unpersisted > 0 && (out.is_empty() || out.max_image_bytes() < max_bytes) {
                 let names: Vec<&str> = series
                     .metric_ids
                     .iter()
@@ -60,11 +67,19 @@ impl Store {
                 out.add_switch(&self.ids[idx], &names, series.sealed.range(first..));
                 series.unpersisted = 0;
             }
-            if let Some(open) = &series.open {
-                oldest_open = Some(oldest_open.map_or(open.first_ts, |t| t.min(open.first_ts)));
+            let left = (series.unpersisted as usize).min(series.sealed.len());
+            let oldest_unexported = match left {
+                0 => series.open.as_ref().map(|open| open.first_ts),
+                _ => series
+                    .sealed
+                    .get(series.sealed.len() - left)
+                    .map(|b| b.first_ts),
+            };
+            if let Some(t) = oldest_unexported {
+                keep_from = Some(keep_from.map_or(t, |k| k.min(t)));
             }
         }
-        oldest_open
+        keep_from
     }
 
     /// Adds the blocks of a block file (files must come oldest first); blocks entirely older
@@ -168,16 +183,29 @@ impl StoreHandle {
     /// passed), a chunk of switches per write-lock hold. Returns the oldest first timestamp
     /// of a block still open: the WAL must keep every row from then on.
     pub fn export_sealed(&self, now: Micros, out: &mut BlockFileWriter) -> Option<Micros> {
+        self.export_sealed_within(now, out, usize::MAX)
+    }
+
+    /// [`export_sealed`](Self::export_sealed), but stops adding switches once `out` holds
+    /// `max_bytes` (the blocks of the others wait for the next export). Returns the oldest
+    /// first timestamp of a block not exported, open or sealed: the WAL must keep every row
+    /// from then on.
+    pub fn export_sealed_within(
+        &self,
+        now: Micros,
+        out: &mut BlockFileWriter,
+        max_bytes: usize,
+    ) -> Option<Micros> {
         let n = self.read().n_switches();
-        let mut oldest_open: Option<Micros> = None;
+        let mut keep_from: Option<Micros> = None;
         let mut start = 0;
         while start < n {
             let end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            if let Some(t) = self.write().export_range(now, start..end, out) {
-                oldest_open = Some(oldest_open.map_or(t, |o| o.min(t)));
+            if let Some(t) = self.write().export_range(now, start..end, out, max_bytes) {
+                keep_from = Some(keep_from.map_or(t, |k| k.min(t)));
             }
             start = end;
         }
-        oldest_open
+        keep_from
     }
 }

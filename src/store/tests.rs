@@ -377,7 +377,7 @@ fn block_files_plus_the_replayed_wal_rebuild_the_same_store() {
         if i % 30 == 29 {
             let mut writer = file::BlockFileWriter::default();
             let now = b.timestamp(0);
-            keep_from = original.export_range(now, 0..usize::MAX, &mut writer);
+            keep_from = original.export_range(now, 0..usize::MAX, &mut writer, usize::MAX);
             if !writer.is_empty() {
                 images.push(writer.finish());
             }
@@ -425,7 +425,8 @@ fn restored_newest_values_come_from_the_blocks_alone() {
     }
     let mut writer = file::BlockFileWriter::default();
     // Long after the last row: every open block is overdue and sealed into the file.
-    let keep_from = original.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer);
+    let keep_from =
+        original.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer, usize::MAX);
     assert_eq!(keep_from, None);
     let mut restored = Store::new(limits);
     restored.import(
@@ -445,7 +446,7 @@ fn restored_newest_values_come_from_the_blocks_alone() {
     for b in varied_batches(3, 60) {
         again.ingest(&b);
     }
-    again.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer);
+    again.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer, usize::MAX);
     let mut pruned = Store::new(limits);
     let outcome = pruned.import(
         file::read_block_file(&writer.finish()).expect("valid"),
@@ -455,4 +456,61 @@ fn restored_newest_values_come_from_the_blocks_alone() {
         outcome.expired_blocks > 0 && outcome.blocks > 0,
         "{outcome:?}"
     );
+}
+
+#[test]
+fn a_size_limited_export_leaves_whole_switches_for_later_and_keeps_their_rows_in_the_wal() {
+    let limits = BlockLimits {
+        max_rows: 8,
+        span: 20 * S,
+    };
+    let batches = varied_batches(6, 60);
+    let mut original = Store::new(limits);
+    for b in &batches {
+        original.ingest(b);
+    }
+    let now = batches[batches.len() - 1].timestamp(0);
+    // A budget of one byte: one switch's blocks, the others' wait.
+    let mut first = file::BlockFileWriter::default();
+    let keep_from = original
+        .export_range(now, 0..usize::MAX, &mut first, 1)
+        .expect("blocks left unexported");
+    let first_image = first.finish();
+    let first = file::read_block_file(&first_image).expect("valid");
+    assert_eq!(first.switches.len(), 1);
+    assert!(
+        keep_from < batches[10].timestamp(0),
+        "the horizon must reach back to the unexported sealed blocks"
+    );
+
+    // A restart after the first file alone: what the WAL keeps (every chunk with a row at or
+    // after the horizon) fills in the rest.
+    let mut restored = Store::new(limits);
+    assert_eq!(restored.import(first, i64::MIN).conflicting_blocks, 0);
+    restored.finish_import();
+    for b in &batches {
+        if (0..b.len()).any(|row| b.timestamp(row) >= keep_from) {
+            restored.ingest(b);
+        }
+    }
+    for s in 0..6 {
+        let id = format!("sw{s}");
+        for metric in ["bandwidth", "latency", "errors", "temperature"] {
+            assert_eq!(
+                series_view(&restored, &id, metric),
+                series_view(&original, &id, metric),
+                "{id} {metric}"
+            );
+        }
+    }
+
+    // The next export takes the other switches; the two files load without overlap.
+    let mut second = file::BlockFileWriter::default();
+    original.export_range(now, 0..usize::MAX, &mut second, usize::MAX);
+    let second = file::read_block_file(&second.finish()).expect("valid");
+    assert_eq!(second.switches.len(), 5);
+    let mut reloaded = Store::new(limits);
+    let first = file::read_block_file(&first_image).expect("valid");
+    assert_eq!(reloaded.import(first, i64::MIN).conflicting_blocks, 0);
+    assert_eq!(reloaded.import(second, i64::MIN).conflicting_blocks, 0);
 }
