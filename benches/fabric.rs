@@ -1241,6 +1241,68 @@ fn normal_client_p99(url: &str, n: usize) -> (f64, usize) {
     (p99, failed)
 }
 
+/// A third-party attacker: Debian's slowhttptest in its four modes (500 connections, ~12 s
+/// each) while a normal client measures p99 latency; target p99 < 100 ms, 0 failures.
+fn slowhttptest_attacks(report: &mut Report, server: &util::Proc, url: &str) {
+    if std::process::Command::new("slowhttptest")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("slowhttptest not installed (apt-get install slowhttptest): skipped");
+        return;
+    }
+    let target = server.url("/telemetry/list?metric=bandwidth");
+    let common = ["-c", "500", "-r", "200", "-l", "12", "-p", "3", "-u", &target];
+    let modes: [(&str, &[&str]); 4] = [
+        ("slow headers (-H)", &["-H", "-i", "2", "-x", "24"]),
+        ("slow body (-B)", &["-B", "-i", "2", "-x", "24", "-s", "8192"]),
+        (
+            "slow read (-X)",
+            &["-X", "-k", "4", "-n", "2", "-w", "8", "-y", "32", "-z", "16"],
+        ),
+        ("range (-R)", &["-R", "-a", "10", "-b", "3000"]),
+    ];
+    for (mode, args) in modes {
+        let Ok(mut attacker) = std::process::Command::new("slowhttptest")
+            .args(args)
+            .args(common)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        std::thread::sleep(Duration::from_secs(3));
+        let (p99, failed) = normal_client_p99(url, 300);
+        let during = threads_and_fds(server.pid());
+        let started = Instant::now();
+        while attacker.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = attacker.kill();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stats: serde_json::Value = ureq::get(&server.url("/telemetry/stats"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or_default();
+        report
+            .add(
+                "hostile",
+                format!("normal client p99 during slowhttptest {mode}, 500 connections"),
+                p99,
+                "ms",
+            )
+            .note(format!(
+                "{failed} of 300 failed (target p99 < 100 ms, 0 failed); threads {} fds {} during; http counters after: {}",
+                during.0, during.1, stats["http"]
+            ));
+    }
+}
+
 /// Idle connections, slow-loris, connect/close churn: normal clients keep being answered, and
 /// threads and descriptors come back down when the attackers leave.
 fn hostile_section(report: &mut Report) {
@@ -1255,7 +1317,9 @@ fn hostile_section(report: &mut Report) {
     let (p99, _) = normal_client_p99(&url, 200);
     report.add("hostile", "normal client p99, no attack", p99, "ms");
 
-    let idle: Vec<std::net::TcpStream> = (0..2_000)
+    // Below the default --max-connections (1024): beyond it connections are refused with 503
+    // until idle ones hit --request-timeout (measured separately below).
+    let idle: Vec<std::net::TcpStream> = (0..900)
         .filter_map(|_| {
             std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)).ok()
         })
@@ -1386,6 +1450,8 @@ fn hostile_section(report: &mut Report) {
             "ms",
         )
         .note(format!("{failed} of 50 failed"));
+
+    slowhttptest_attacks(report, &server, &url);
 
     let rss_before = rss_bytes(&pid.to_string());
     for _ in 0..10_000 {
