@@ -1253,13 +1253,20 @@ fn slowhttptest_attacks(report: &mut Report, server: &util::Proc, url: &str) {
         return;
     }
     let target = server.url("/telemetry/list?metric=bandwidth");
-    let common = ["-c", "500", "-r", "200", "-l", "12", "-p", "3", "-u", &target];
+    let common = [
+        "-c", "500", "-r", "200", "-l", "12", "-p", "3", "-u", &target,
+    ];
     let modes: [(&str, &[&str]); 4] = [
         ("slow headers (-H)", &["-H", "-i", "2", "-x", "24"]),
-        ("slow body (-B)", &["-B", "-i", "2", "-x", "24", "-s", "8192"]),
+        (
+            "slow body (-B)",
+            &["-B", "-i", "2", "-x", "24", "-s", "8192"],
+        ),
         (
             "slow read (-X)",
-            &["-X", "-k", "4", "-n", "2", "-w", "8", "-y", "32", "-z", "16"],
+            &[
+                "-X", "-k", "4", "-n", "2", "-w", "8", "-y", "32", "-z", "16",
+            ],
         ),
         ("range (-R)", &["-R", "-a", "10", "-b", "3000"]),
     ];

@@ -305,6 +305,9 @@ impl HttpMonitor {
     }
 }
 
+/// How long a shutdown waits for answers already computed to reach their clients.
+const DRAIN_ANSWERS: Duration = Duration::from_secs(2);
+
 /// How long a worker waits for a request before looking at the stop flag again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -435,12 +438,17 @@ impl HttpServer {
         self.monitor.counters()
     }
 
-    /// Stops the workers after the requests they are answering, and joins them; the accept
-    /// loop ends with the last reference to the server.
+    /// Stops the workers after the requests they are answering, joins them, and waits (at
+    /// most [`DRAIN_ANSWERS`]) for their answers to be written by the connection threads; the
+    /// accept loop ends with the last reference to the server.
     pub fn shutdown(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         for worker in self.workers.drain(..) {
             let _ = worker.join();
+        }
+        let started = std::time::Instant::now();
+        while self.server.answers_in_flight() > 0 && started.elapsed() < DRAIN_ANSWERS {
+            std::thread::sleep(Duration::from_millis(5));
         }
         drop(self.server);
     }

@@ -334,3 +334,37 @@ fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
         "{stats}"
     );
 }
+
+/// A cache between us and a client must neither store live telemetry nor serve one scraper
+/// the other's format.
+#[test]
+fn answers_are_not_cacheable_and_metrics_vary_by_accept() {
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    for path in [
+        "/telemetry/get?switch_id=switch1&metric=bandwidth",
+        "/telemetry/list?metric=bandwidth",
+        "/telemetry/aggregate",
+        "/telemetry/stats",
+        "/metrics",
+        "/healthz",
+        "/no/such/path",
+    ] {
+        let answer = util::get(&server.url(path));
+        assert_eq!(answer.header("cache-control"), Some("no-store"), "{path}");
+    }
+    assert_eq!(
+        util::get(&server.url("/metrics")).header("vary"),
+        Some("Accept")
+    );
+    let generator = util::generator(&["--switches", "1"]);
+    assert_eq!(
+        util::get(&generator.url("/counters")).header("cache-control"),
+        Some("no-store")
+    );
+}

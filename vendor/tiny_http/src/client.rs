@@ -317,8 +317,12 @@ pub(crate) fn serve_connection(
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
         let mut response: ResponseBox = match reply.recv_timeout(ANSWER_WAIT_MAX) {
-            Ok(Reply::Answer(response)) => response,
+            Ok(Reply::Answer(response)) => {
+                counters.writing.fetch_add(1, Relaxed);
+                response
+            }
             Ok(Reply::Dropped) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                counters.writing.fetch_add(1, Relaxed);
                 Response::empty(500).boxed()
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -347,6 +351,7 @@ pub(crate) fn serve_connection(
                 None,
             )
             .and_then(|()| writer.flush());
+        counters.writing.fetch_sub(1, Relaxed);
         match written {
             Ok(()) => {}
             Err(e) => {

@@ -178,6 +178,8 @@ impl Default for ConnectionLimits {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
+    /// Answers handed back by the workers and not yet written.
+    pub(crate) writing: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) head_timeouts: AtomicU64,
@@ -331,6 +333,13 @@ impl Server {
             panics: c.panics.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
         }
+    }
+
+    /// fabric-telemetry patch: answers the workers handed back that are still being written.
+    /// A server shutting down waits for it to reach 0 (bounded), so answers in flight reach
+    /// their clients.
+    pub fn answers_in_flight(&self) -> usize {
+        self.counters.writing.load(Relaxed)
     }
 
     /// Blocks until the next request arrives (or `unblock` is called).
