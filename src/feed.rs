@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::Read;
 
+use crate::logging;
 use crate::metric::{self, MetricKind};
 use crate::timestamp::{self, Micros};
 
@@ -122,7 +123,8 @@ impl RejectCounts {
     }
 }
 
-/// A feed that could not be read as a whole, or stopped part-way.
+/// A feed that could not be read as a whole, or stopped part-way. The text is safe to log:
+/// feed text in it went through [`logging::quote`], other errors through [`logging::escape`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedError {
     /// No header, or one without `switch_id`/`timestamp`, or a repeated column.
@@ -167,6 +169,7 @@ pub struct RejectExample {
     pub reason: RejectReason,
     /// 1-based record number in the feed, header included.
     pub line: u64,
+    /// What was wrong, safe to log: feed text in it went through [`logging::quote`].
     pub detail: String,
 }
 
@@ -262,7 +265,7 @@ fn layout_from_header(header: &csv::ByteRecord) -> Result<(Layout, Vec<String>),
     let mut names: Vec<String> = Vec::new();
     for (idx, raw) in header.iter().enumerate() {
         let name = std::str::from_utf8(raw)
-            .map_err(|_| format!("column {} is not UTF-8", idx + 1))?
+            .map_err(|_| format!("column {} is not UTF-8: {}", idx + 1, logging::quote(raw)))?
             .trim_start_matches('\u{feff}')
             .to_string();
         if name.is_empty() {
@@ -272,7 +275,7 @@ fn layout_from_header(header: &csv::ByteRecord) -> Result<(Layout, Vec<String>),
             || (name == SWITCH_ID_COLUMN && switch_id.is_some())
             || (name == TIMESTAMP_COLUMN && timestamp.is_some());
         if seen {
-            return Err(format!("column {name:?} appears twice"));
+            return Err(format!("column {} appears twice", logging::quote(&name)));
         }
         match name.as_str() {
             SWITCH_ID_COLUMN => switch_id = Some(idx),
@@ -328,17 +331,9 @@ fn parse_value(raw: &[u8], kind: MetricKind) -> Result<f64, RejectReason> {
     }
 }
 
+/// A raw field for a reject example: quoted, escaped and cut (see [`logging::quote`]).
 fn show(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    if text.chars().count() > 40 {
-        format!(
-            "{}… ({} bytes)",
-            text.chars().take(40).collect::<String>(),
-            raw.len()
-        )
-    } else {
-        format!("{text:?}")
-    }
+    logging::quote(raw).to_string()
 }
 
 /// Reads a feed as it streams in: the header first, then accepted rows in batches, so a
@@ -368,7 +363,7 @@ impl<R: Read> FeedParser<R> {
                 return Err(FeedError::BadHeader("empty feed".to_string()))
             }
             Ok(header) => layout_from_header(header).map_err(FeedError::BadHeader)?,
-            Err(e) => return Err(FeedError::Read(e.to_string())),
+            Err(e) => return Err(FeedError::Read(logging::escape(&e.to_string()).to_string())),
         };
         Ok(FeedParser {
             csv,
@@ -400,7 +395,8 @@ impl<R: Read> FeedParser<R> {
                     break;
                 }
                 Err(e) => {
-                    batch.error = Some(FeedError::Read(e.to_string()));
+                    batch.error =
+                        Some(FeedError::Read(logging::escape(&e.to_string()).to_string()));
                     self.done = true;
                     break;
                 }
@@ -467,9 +463,13 @@ impl<R: Read> FeedParser<R> {
         }
         if let Some((reason, metric_idx, column)) = failure {
             batch.values.truncate(start);
-            let name = batch.metrics.get(metric_idx).cloned().unwrap_or_default();
-            let raw = record[column].to_vec();
-            batch.reject(reason, line, || format!("{name}={}", show(&raw)));
+            // The parser's own copy of the names: the detail is built only for the first
+            // reject of a reason, without copying the field or name for every other one.
+            let name = self.metrics.get(metric_idx).map_or("", String::as_str);
+            let raw = &record[column];
+            batch.reject(reason, line, || {
+                format!("{}={}", logging::quote(name), show(raw))
+            });
             return;
         }
         batch.ids.push_str(switch_id);
@@ -661,6 +661,28 @@ mod tests {
         assert_eq!(batch.examples.len(), 2);
         assert_eq!(batch.examples[0].line, 3);
         assert_eq!(batch.error, None);
+    }
+
+    #[test]
+    fn reject_examples_quote_the_feed_text() {
+        let forged = "\n2026-01-01T00:00:00Z [ERROR] forged line";
+        let feed = format!(
+            "switch_id,\"bw{forged}\",timestamp\n\"sw{forged}\",1,{NOW}\nswitch1,x,{NOW}\n"
+        );
+        let batch = parse(&feed);
+        let details: Vec<&str> = batch.examples.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            [
+                "\"sw\\n2026-01-01T00:00:00Z [ERROR] forged line\"",
+                "\"bw\\n2026-01-01T00:00:00Z [ERROR] forged line\"=\"x\""
+            ]
+        );
+        let header = format!("switch_id,\"d{forged}\",\"d{forged}\",timestamp\n");
+        let Some(FeedError::BadHeader(why)) = parse(&header).error else {
+            panic!("a repeated column is a bad header");
+        };
+        assert!(!why.contains('\n'), "{why}");
     }
 
     #[test]

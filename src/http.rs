@@ -499,7 +499,11 @@ impl Worker {
             Ok(reply) => reply,
             Err(_) => {
                 self.monitor.record_panic();
-                log::error!("handler panicked on {} {:?}", head.method, head.url);
+                log::error!(
+                    "handler panicked on {} {}",
+                    crate::logging::quote(&head.method),
+                    crate::logging::quote(&head.url)
+                );
                 Reply::error(500, "internal error")
             }
         };

@@ -1,5 +1,12 @@
 //! Logging set-up: text lines (simplelog) or JSON lines (one object per line, for journald
-//! and Loki) on stderr, and a rate limiter for warnings that could otherwise repeat every poll.
+//! and Loki) on stderr, a rate limiter for warnings that could otherwise repeat every poll, and
+//! [`escape`]/[`quote`]: the one way text that came from a feed or a source (switch ids, metric
+//! names, raw fields, errors that embed them) enters a log message.
+//!
+//! Why escape for both formats: a text log is split into records at newlines, so a feed that
+//! puts a newline in a quoted CSV field could forge whole log lines; JSON encoding protects the
+//! line structure, but the `message` a reader (Loki, `jq -r`) decodes would still carry the
+//! forged line, and terminal escapes would still reach whoever runs `journalctl`.
 
 use std::fmt;
 use std::io::Write;
@@ -154,6 +161,109 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// Longest feed-derived value shown in a log line, in characters, before it is cut.
+pub const MAX_VALUE_CHARS: usize = 64;
+/// Longest error message from a source (which may embed the source's text), in characters.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Untrusted text made safe for one log line: see [`escape`] and [`quote`].
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a> {
+    raw: &'a [u8],
+    quoted: bool,
+    max_chars: usize,
+}
+
+/// `text` (an error message from a source, say) escaped for a log line, cut after
+/// [`MAX_MESSAGE_CHARS`] characters.
+///
+/// `\` and `"` become `\\` and `\"`; newline, carriage return and tab become `\n`, `\r`, `\t`;
+/// every other control character (C0, DEL, C1), the Unicode line and paragraph separators and
+/// the bidi controls become `\u{..}`; bytes that are not UTF-8 become `\x..`. A cut is marked
+/// `…(+N bytes)`. The result never holds a control character, whatever the input's length.
+pub fn escape(text: &str) -> Escaped<'_> {
+    Escaped {
+        raw: text.as_bytes(),
+        quoted: false,
+        max_chars: MAX_MESSAGE_CHARS,
+    }
+}
+
+/// A feed value (switch id, metric name, raw field: any bytes) as `"…"`, escaped as by
+/// [`escape`] and cut after [`MAX_VALUE_CHARS`] characters. The quotes show where the value
+/// starts and ends, which is unambiguous because a `"` inside is escaped.
+pub fn quote(raw: &(impl AsRef<[u8]> + ?Sized)) -> Escaped<'_> {
+    Escaped {
+        raw: raw.as_ref(),
+        quoted: true,
+        max_chars: MAX_VALUE_CHARS,
+    }
+}
+
+/// Whether `c` must not reach a log line as itself: controls, and the characters a log viewer
+/// may treat as a line break or use to reorder what is shown.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\\' | '"'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn write_char_escaped(f: &mut fmt::Formatter<'_>, c: char) -> fmt::Result {
+    use fmt::Write;
+    match c {
+        '\n' => f.write_str("\\n"),
+        '\r' => f.write_str("\\r"),
+        '\t' => f.write_str("\\t"),
+        '\\' => f.write_str("\\\\"),
+        '"' => f.write_str("\\\""),
+        c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c)),
+        c => f.write_char(c),
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.quoted {
+            f.write_str("\"")?;
+        }
+        let mut shown = 0;
+        let mut consumed = 0;
+        'chunks: for chunk in self.raw.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if shown == self.max_chars {
+                    break 'chunks;
+                }
+                write_char_escaped(f, c)?;
+                shown += 1;
+                consumed += c.len_utf8();
+            }
+            for byte in chunk.invalid() {
+                if shown == self.max_chars {
+                    break 'chunks;
+                }
+                write!(f, "\\x{byte:02x}")?;
+                shown += 1;
+                consumed += 1;
+            }
+        }
+        if self.quoted {
+            f.write_str("\"")?;
+        }
+        if consumed < self.raw.len() {
+            write!(f, "…(+{} bytes)", self.raw.len() - consumed)?;
+        }
+        Ok(())
+    }
+}
+
 /// Lets one event through per `every`, counting the ones it held back.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -231,6 +341,79 @@ mod tests {
         );
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert!("xml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn escapes_what_could_break_a_log_line() {
+        let cases: &[(&str, &str)] = &[
+            ("switch1", "\"switch1\""),
+            ("a\nb", "\"a\\nb\""),
+            ("a\r\nb\tc", "\"a\\r\\nb\\tc\""),
+            ("q\"uote\\", "\"q\\\"uote\\\\\""),
+            (
+                "\u{1b}[31mred\u{7f}\u{85}",
+                "\"\\u{1b}[31mred\\u{7f}\\u{85}\"",
+            ),
+            (
+                "ls\u{2028}ps\u{2029}rlo\u{202e}",
+                "\"ls\\u{2028}ps\\u{2029}rlo\\u{202e}\"",
+            ),
+            ("leaf 01/a é", "\"leaf 01/a é\""),
+            ("", "\"\""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(quote(input).to_string(), *expected, "{input:?}");
+        }
+        assert_eq!(quote(b"ok\xff\xfe").to_string(), "\"ok\\xff\\xfe\"");
+        assert_eq!(
+            escape("bad header: \"x\ny\"").to_string(),
+            "bad header: \\\"x\\ny\\\""
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_with_a_mark_and_still_escaped() {
+        // The old `show` escaped only up to 40 characters: past that a newline went through.
+        let forged = format!("{}\n2026-01-01T00:00:00Z [ERROR] forged", "x".repeat(100));
+        let shown = quote(&forged).to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        let cut_after = "x".repeat(MAX_VALUE_CHARS);
+        assert_eq!(
+            shown,
+            format!(
+                "\"{cut_after}\"…(+{} bytes)",
+                forged.len() - MAX_VALUE_CHARS
+            )
+        );
+        let newlines = "\n".repeat(MAX_VALUE_CHARS + 3);
+        assert_eq!(
+            quote(&newlines).to_string(),
+            format!("\"{}\"…(+3 bytes)", "\\n".repeat(MAX_VALUE_CHARS))
+        );
+        let message = "é".repeat(MAX_MESSAGE_CHARS + 1);
+        assert!(escape(&message).to_string().ends_with("é…(+2 bytes)"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
+
+        /// Whatever the bytes, the escaped form holds no control character, and is bounded.
+        #[test]
+        fn arbitrary_bytes_never_reach_a_log_line_raw(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            text in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}\\\\\"a]{0,200}",
+        ) {
+            for shown in [quote(&raw).to_string(), quote(&text).to_string(), escape(&text).to_string()] {
+                proptest::prop_assert!(!shown.chars().any(needs_escape_unquoted), "{shown:?}");
+                proptest::prop_assert!(shown.chars().count() <= 10 * MAX_MESSAGE_CHARS + 32);
+            }
+        }
+    }
+
+    /// What the escaped form may not contain (written out again rather than calling
+    /// `needs_escape`, so a mistake there cannot hide here).
+    fn needs_escape_unquoted(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}')
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::feed::{FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample};
-use crate::logging::RateLimiter;
+use crate::logging::{self, RateLimiter};
 use crate::stats::IngestStats;
 use crate::store::IngestBatch;
 use crate::timestamp;
@@ -32,7 +32,7 @@ pub struct PollerConfig {
     pub max_age: Duration,
 }
 
-/// A poll that produced no rows.
+/// A poll that produced no rows. Its `Display` is safe to log (see [`logging::escape`]).
 #[derive(Debug)]
 pub enum PollError {
     /// Connection refused, timeout, non-2xx status, …
@@ -44,7 +44,8 @@ pub enum PollError {
 impl fmt::Display for PollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PollError::Request(e) => write!(f, "{e}"),
+            // ureq's messages can carry the source's own text (a Location header, a charset).
+            PollError::Request(e) => write!(f, "{}", logging::escape(&e.to_string())),
             PollError::Feed(e) => write!(f, "{e}"),
         }
     }
@@ -125,6 +126,8 @@ struct SourceLog {
 }
 
 impl SourceLog {
+    /// `error` is a `PollError` or `FeedError` as text: already escaped where it embeds the
+    /// source's text, so it goes into the log as it is.
     fn failed(&mut self, error: &str) {
         let now = Instant::now();
         let (_, count) = self.failing_since.get_or_insert((now, 0));
@@ -163,6 +166,7 @@ impl SourceLog {
             .nonzero()
             .map(|(reason, n)| format!("{reason}: {n}"))
             .collect();
+        // The example's detail quotes the feed's text (`logging::quote`) when it is made.
         let example = summary
             .example
             .as_ref()

@@ -16,19 +16,41 @@ pub const MICROS_PER_SEC: i64 = 1_000_000;
 /// Length of a canonical timestamp: `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`.
 pub const CANONICAL_LEN: usize = 32;
 
-/// A timestamp that is not RFC 3339 with an offset.
+/// Earliest instant the canonical form can write: 0000-01-01T00:00:00Z.
+pub const CANONICAL_MIN: Micros = -62_167_219_200 * MICROS_PER_SEC;
+/// Latest instant the canonical form can write: 9999-12-31T23:59:59.999999Z.
+pub const CANONICAL_MAX: Micros = 253_402_300_799 * MICROS_PER_SEC + 999_999;
+
+/// A timestamp that is not RFC 3339 with an offset, or one outside the range it can be
+/// stored in (jiff's: roughly years -9999 to 9999).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimestampError {
     input: String,
+    out_of_range: bool,
+}
+
+impl TimestampError {
+    /// Well-formed RFC 3339, but a time too far in the past or future to represent.
+    pub fn is_out_of_range(&self) -> bool {
+        self.out_of_range
+    }
 }
 
 impl fmt::Display for TimestampError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid timestamp {:?}: expected RFC 3339 with an offset, e.g. 2025-09-14T12:30:05.123456+00:00",
-            self.input
-        )
+        if self.out_of_range {
+            write!(
+                f,
+                "timestamp {:?} is out of range: times must fall in the years 0000 to 9999",
+                self.input
+            )
+        } else {
+            write!(
+                f,
+                "invalid timestamp {:?}: expected RFC 3339 with an offset, e.g. 2025-09-14T12:30:05.123456+00:00",
+                self.input
+            )
+        }
     }
 }
 
@@ -49,6 +71,10 @@ pub fn parse_rfc3339(text: &str) -> Result<Micros, TimestampError> {
         .map(|ts| ts.as_microsecond())
         .map_err(|_| TimestampError {
             input: truncate_for_message(text),
+            // Only for the message: a date, time and offset that parse on their own mean the
+            // text was well-formed and the instant is what did not fit.
+            out_of_range: jiff::fmt::temporal::Pieces::parse(text)
+                .is_ok_and(|p| p.time().is_some() && p.offset().is_some()),
         })
 }
 
@@ -76,9 +102,7 @@ pub fn to_rfc3339(micros: Micros) -> String {
 
 /// Writes the canonical form into a fixed buffer (used by the generator, which renders bytes).
 pub fn encode(micros: Micros, buf: &mut [u8; CANONICAL_LEN]) {
-    const MIN: Micros = -62_167_219_200 * MICROS_PER_SEC; // 0000-01-01T00:00:00Z
-    const MAX: Micros = 253_402_300_799 * MICROS_PER_SEC + 999_999; // 9999-12-31T23:59:59.999999Z
-    let micros = micros.clamp(MIN, MAX);
+    let micros = micros.clamp(CANONICAL_MIN, CANONICAL_MAX);
     let secs = micros.div_euclid(MICROS_PER_SEC);
     let frac = micros.rem_euclid(MICROS_PER_SEC) as u32;
     let days = secs.div_euclid(86_400);
@@ -204,10 +228,13 @@ mod tests {
             "1757853005",
             "2025-09-14T12:30:05.123456+00:00x",
         ] {
-            assert!(
-                parse_rfc3339(input).is_err(),
-                "{input:?} should be rejected"
-            );
+            let error = parse_rfc3339(input).expect_err(input);
+            assert!(!error.is_out_of_range(), "{input:?}: {error}");
+        }
+        for input in ["9999-12-31T00:00:00Z", "-009999-01-01T00:00:00Z"] {
+            let error = parse_rfc3339(input).expect_err(input);
+            assert!(error.is_out_of_range(), "{input:?}: {error}");
+            assert!(error.to_string().contains("out of range"), "{error}");
         }
     }
 }

@@ -20,7 +20,20 @@ fn two_switches() -> (FakeFeed, Proc) {
 
 #[test]
 fn get_answers_the_original_shape_byte_for_byte() {
-    let (_feed, server) = two_switches();
+    // One poll's data, not two: `serve_fresh` restamps every poll (every 100 ms), so the
+    // bandwidth and errors answers could come from different polls. `scripted` stamps the
+    // rows once and repeats them (later polls are duplicates); a long --max-age keeps that one
+    // poll fresh however slow this machine is.
+    let feed = FakeFeed::start();
+    feed.set(util::scripted(vec![vec![
+        "switch1,72.34,0.45,3,{ts}".to_string(),
+        "switch2,11.2,0.67,0,{ts}".to_string(),
+    ]]));
+    let server = util::server(&[&feed.url], &["--max-age", "1h"]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
     let answer = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"));
     assert_eq!(answer.status, 200);
     assert_eq!(answer.content_type, "application/json");

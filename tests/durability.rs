@@ -399,20 +399,26 @@ fn write_errors_keep_ingest_going_and_writes_resume() {
 }
 
 /// A real full disk: a 256 KiB tmpfs, grown once the server has noticed. Needs the right to
-/// mount (root in CI); skipped with a note otherwise.
+/// mount (root with CAP_SYS_ADMIN, as in CI): skipped with a note otherwise, a failure under
+/// FABRIC_REQUIRE_TOOLS.
 #[test]
 fn a_full_file_system_is_survived_and_writes_resume_when_it_grows() {
     let dir = DataDir::new("tmpfs");
     std::fs::create_dir_all(&dir.0).expect("mount point");
-    let mount = |options: &str| {
-        Command::new("mount")
+    let mount = |options: &str| -> Result<(), String> {
+        match Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs", dir.path()])
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            Err(e) => Err(format!("cannot run mount: {e}")),
+        }
     };
-    if !mount("size=256k") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers write errors");
+    if let Err(why) = mount("size=256k") {
+        util::skip_unless_required(&format!(
+            "cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {why}; the RLIMIT_FSIZE test covers write errors"
+        ));
         return;
     }
     struct Unmount(String);
@@ -437,7 +443,9 @@ fn a_full_file_system_is_survived_and_writes_resume_when_it_grows() {
     );
     assert_eq!(util::get(&server.url("/telemetry/aggregate")).status, 200);
     eprintln!("tmpfs full: {}", failing["last_error"]);
-    assert!(mount("remount,size=64m"), "cannot grow the tmpfs");
+    if let Err(why) = mount("remount,size=64m") {
+        panic!("cannot grow the tmpfs: {why}");
+    }
     util::wait_for("storage to recover", Duration::from_secs(20), || {
         let storage = storage(&server);
         (storage["status"] == "ok" && counter(&storage["block_files_written"]) > 0).then_some(())

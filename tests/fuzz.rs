@@ -21,6 +21,77 @@ fn fresh() -> Freshness {
     }
 }
 
+/// A field for `column` that is valid most of the time, else a near miss or junk (no `"`,
+/// comma or line break, so each row stays one CSV record of the fields it was built from).
+fn field(column: &'static str) -> BoxedStrategy<String> {
+    let junk = prop_oneof![
+        Just(String::new()),
+        Just("NaN".to_string()),
+        Just("-1".to_string()),
+        Just("1.5".to_string()),
+        Just("1e999".to_string()),
+        Just(timestamp::to_rfc3339(NOW - 60_000_000)),
+        Just("sw\u{7}1".to_string()),
+        "[ -!#-+\\--~]{0,12}",
+    ];
+    let good = match column {
+        "switch_id" => "(switch|leaf |spine-)[0-9a-z/]{1,6}".boxed(),
+        "errors" => "[0-9]{1,6}".boxed(),
+        "timestamp" => (-2_900_000i64..2_900_000, prop::bool::ANY)
+            .prop_map(|(offset, utc)| {
+                let text = timestamp::to_rfc3339(NOW + offset);
+                if utc {
+                    text
+                } else {
+                    // The same instant at +02:00.
+                    let local = timestamp::to_rfc3339(NOW + offset + 7_200_000_000);
+                    local.replace("+00:00", "+02:00")
+                }
+            })
+            .boxed(),
+        _ => prop_oneof![
+            9 => "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+            1 => Just(String::new()), // an absent value
+        ]
+        .boxed(),
+    };
+    prop_oneof![12 => good, 1 => junk].boxed()
+}
+
+/// One row for `columns`: usually one valid-looking field per column, sometimes a field too
+/// few or too many.
+fn row(columns: &'static [&'static str]) -> BoxedStrategy<String> {
+    let fields: Vec<BoxedStrategy<String>> = columns.iter().map(|c| field(c)).collect();
+    (fields, 0..20u8)
+        .prop_map(|(mut fields, shape)| {
+            match shape {
+                0 => {
+                    fields.pop();
+                }
+                1 => fields.push("1".to_string()),
+                _ => {}
+            }
+            fields.join(",")
+        })
+        .boxed()
+}
+
+const SHUFFLED: &[&str] = &["timestamp", "errors", "switch_id", "bandwidth"];
+const STANDARD: &[&str] = &["switch_id", "bandwidth", "latency", "errors", "timestamp"];
+
+/// A feed with a known header (the real one or a shuffled one) and rows that validate often,
+/// with the number of data rows it holds.
+fn valid_looking_feed() -> impl Strategy<Value = (String, usize)> {
+    prop_oneof![Just(STANDARD), Just(SHUFFLED)].prop_flat_map(|columns| {
+        proptest::collection::vec(row(columns), 1..20).prop_map(move |rows| {
+            (
+                format!("{}\n{}\n", columns.join(","), rows.join("\n")),
+                rows.len(),
+            )
+        })
+    })
+}
+
 /// Feed-like text: the real header or a shuffled one, then rows mixing good and bad fields.
 fn feed_text() -> impl Strategy<Value = String> {
     let field = prop_oneof![
@@ -44,6 +115,57 @@ fn feed_text() -> impl Strategy<Value = String> {
         .prop_map(|(h, rows)| format!("{h}\n{}", rows.join("\n")))
 }
 
+/// What every accepted row must satisfy, whatever the feed.
+fn check_accepted_rows(batch: &feed::FeedBatch) -> Result<(), TestCaseError> {
+    for i in 0..batch.len() {
+        let id = batch.switch_id(i);
+        prop_assert!(!id.is_empty() && id.len() <= feed::MAX_SWITCH_ID_LEN);
+        prop_assert!(!id.chars().any(char::is_control), "{id:?}");
+        prop_assert!((batch.timestamp(i) - NOW).abs() <= 3_000_000);
+        let values = batch.row_values(i);
+        prop_assert!(values.iter().any(|v| !v.is_nan()));
+        for (name, v) in batch.metrics.iter().zip(values) {
+            prop_assert!(v.is_nan() || v.is_finite());
+            if name == "errors" && !v.is_nan() {
+                prop_assert!(*v >= 0.0 && v.fract() == 0.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows built to validate mostly do: the invariants above are checked on many accepted rows
+/// (a generator whose rows never validate would check nothing), and every row is either
+/// accepted or counted as rejected.
+#[test]
+fn valid_looking_feeds_keep_only_valid_rows_and_account_for_every_row() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases()));
+    let rows = std::cell::Cell::new(0usize);
+    let accepted = std::cell::Cell::new(0usize);
+    let outcome = runner.run(&valid_looking_feed(), |(text, n_rows)| {
+        let batch = feed::parse_feed(text.as_bytes(), fresh());
+        prop_assert_eq!(batch.error.clone(), None);
+        check_accepted_rows(&batch)?;
+        prop_assert_eq!(
+            batch.len() + batch.rejected.total() as usize,
+            n_rows,
+            "{}",
+            text
+        );
+        rows.set(rows.get() + n_rows);
+        accepted.set(accepted.get() + batch.len());
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+    let (rows, accepted) = (rows.get(), accepted.get());
+    assert!(
+        accepted * 3 >= rows,
+        "only {accepted} of {rows} generated rows validated: the invariants were barely exercised"
+    );
+}
+
 /// 512 cases per property by default; PROPTEST_CASES sets more (an explicit config would
 /// otherwise ignore the variable).
 fn cases() -> u32 {
@@ -56,22 +178,11 @@ fn cases() -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
+    /// Anything feed-like never panics the parser; what it accepts is valid.
     #[test]
     fn feed_parsing_never_panics_and_keeps_only_valid_rows(text in feed_text()) {
         let batch = feed::parse_feed(text.as_bytes(), fresh());
-        for i in 0..batch.len() {
-            let id = batch.switch_id(i);
-            prop_assert!(!id.is_empty() && id.len() <= feed::MAX_SWITCH_ID_LEN);
-            prop_assert!((batch.timestamp(i) - NOW).abs() <= 3_000_000);
-            let values = batch.row_values(i);
-            prop_assert!(values.iter().any(|v| !v.is_nan()));
-            for (name, v) in batch.metrics.iter().zip(values) {
-                prop_assert!(v.is_nan() || v.is_finite());
-                if name == "errors" && !v.is_nan() {
-                    prop_assert!(*v >= 0.0 && v.fract() == 0.0);
-                }
-            }
-        }
+        check_accepted_rows(&batch)?;
     }
 
     #[test]

@@ -65,3 +65,52 @@ fn history_returns_every_stored_sample_and_downsamples() {
             > 0.0
     );
 }
+
+/// Ranges whose arithmetic would overflow (`to - from` past `i64`, a step under a
+/// microsecond) are a 400 naming the parameter, not a panic (this is a debug build, where
+/// overflow panics) and not a nonsense answer.
+#[test]
+fn out_of_range_times_are_a_400_not_a_crash() {
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,50,0.5,1,{ts}"]);
+    let server = util::server(&[&feed.url], &[]);
+    util::wait_for_status(
+        &server.url("/telemetry/get?switch_id=switch1&metric=bandwidth"),
+        200,
+    );
+    let series = "/telemetry/history?switch_id=switch1&metric=bandwidth";
+    for (query, parameter) in [
+        // The issue's example (that `to` is past what jiff parses), then one that parses.
+        ("from=290000y&to=9999-12-31T00:00:00Z&step=1s", "\"from\""),
+        ("from=290000y&to=9999-12-30T00:00:00Z&step=1s", "\"from\""),
+        ("from=1h&to=9999-12-31T00:00:00Z", "\"to\""),
+        ("from=290000y&step=1s", "\"from\""),
+        ("from=1h&to=-009999-01-01T00:00:00Z", "\"to\""),
+        ("from=1h&step=1ns", "\"step\""),
+        ("from=18446744073709551615s", "\"from\""),
+    ] {
+        let answer = util::get(&server.url(&format!("{series}&{query}")));
+        assert_eq!(answer.status, 400, "{query}: {}", answer.body);
+        let error = answer.json()["error"].as_str().expect("error").to_string();
+        assert!(error.contains(parameter), "{query}: {error}");
+    }
+    let window = util::get(&server.url("/telemetry/aggregate?window=1ns"));
+    assert_eq!(window.status, 400, "{}", window.body);
+    assert!(window.body.contains("\\\"window\\\""), "{}", window.body);
+    // Huge but representable spans still work.
+    for query in [
+        "from=2000y&step=100y",
+        "from=0000-01-01T00:00:00Z&step=1000y",
+    ] {
+        let answer = util::get(&server.url(&format!("{series}&{query}")));
+        assert_eq!(answer.status, 200, "{query}: {}", answer.body);
+    }
+    assert_eq!(
+        util::get(&server.url("/telemetry/aggregate?window=290000y")).status,
+        200
+    );
+    // No answer was a 5xx (a handler panic is caught and answered 500).
+    let exposition = util::get(&server.url("/metrics")).body;
+    assert!(!exposition.contains("code=\"5"), "{exposition}");
+    assert!(exposition.contains("code=\"400\""), "{exposition}");
+}

@@ -189,3 +189,98 @@ fn other_timestamp_offsets_are_accepted_and_normalised() {
     let ts = answer.json()["timestamp"].as_str().expect("ts").to_string();
     assert!(ts.ends_with("+00:00") && ts.len() == 32, "{ts}");
 }
+
+/// Feed text that tries to forge log lines: a quoted switch id holding a newline and a fake
+/// log line (longer than 40 characters: the old escaping let such values through), a metric header
+/// holding one (logged with a bad value of that metric), and a repeated header column
+/// holding one (logged as a failed poll). Neither log format may let a forged line start.
+#[test]
+fn feed_text_cannot_forge_log_lines() {
+    const FORGED: &str = "FORGED 2026-01-01T00:00:00Z [ERROR] fabric_telemetry: forged";
+    let switch_feed = FakeFeed::start();
+    let switch_row = format!("\"sw\n{FORGED}\",1,0.1,0,{{ts}}");
+    switch_feed.serve_fresh(&[switch_row.as_str(), "switch1,1,0.1,0,{ts}"]);
+    let metric_feed = FakeFeed::start();
+    let metric_header = format!("switch_id,\"bw\n{FORGED}\",latency,errors,timestamp");
+    metric_feed.set(move |_| {
+        let rows = [
+            "switch2,oops,0.1,0,{ts}".to_string(),
+            "switch3,7,0.1,0,{ts}".to_string(),
+        ];
+        FeedReply::Csv(util::csv_with_now(&metric_header, &rows))
+    });
+    let header_feed = FakeFeed::start();
+    let bad_header = format!("switch_id,\"d\n{FORGED}\",\"d\n{FORGED}\",timestamp");
+    header_feed.set(move |_| FeedReply::Csv(util::csv_with_now(&bad_header, &[])));
+    let sources = [
+        switch_feed.url.as_str(),
+        metric_feed.url.as_str(),
+        header_feed.url.as_str(),
+    ];
+    let text = util::server(&sources, &[]);
+    let json = util::server(&sources, &["--log-format", "json"]);
+
+    // Each source's trouble is logged once: the switch id, the metric name, the header.
+    let all_logged = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("rejected 1 of 2 rows"))
+            .count()
+            >= 2
+            && lines.iter().any(|l| l.contains("failed: bad feed header"))
+    };
+    let text_logs = util::wait_for("every source's warning", Duration::from_secs(10), || {
+        let logs = text.logs();
+        all_logged(&logs).then_some(logs)
+    });
+    for line in &text_logs {
+        assert!(
+            !line.starts_with("FORGED"),
+            "forged log line: {text_logs:#?}"
+        );
+    }
+    // Still there, escaped: `\n` for the newline.
+    for escaped in [
+        "\"sw\\nFORGED".to_string(),
+        "\"bw\\nFORGED".to_string(),
+        "\"d\\nFORGED".to_string(),
+    ] {
+        assert!(
+            text_logs.iter().any(|l| l.contains(&escaped)),
+            "{escaped} not in {text_logs:#?}"
+        );
+    }
+
+    let json_messages = util::wait_for(
+        "every source's JSON warning",
+        Duration::from_secs(10),
+        || {
+            let messages: Vec<String> = json
+                .logs()
+                .iter()
+                .map(|line| {
+                    let value: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                    value["message"].as_str().expect("message").to_string()
+                })
+                .collect();
+            all_logged(&messages).then_some(messages)
+        },
+    );
+    for message in &json_messages {
+        // What Loki or `jq -r .message` shows must be one line too.
+        assert!(
+            !message.contains('\n') && !message.contains('\r'),
+            "{message:?}"
+        );
+    }
+
+    // The metric with a newline in its name is data: its HELP line in /metrics is escaped.
+    let exposition = util::wait_for("switch3 in /metrics", Duration::from_secs(10), || {
+        let body = util::get(&text.url("/metrics")).body;
+        body.contains("switch=\"switch3\"").then_some(body)
+    });
+    for line in exposition.lines() {
+        assert!(!line.starts_with("FORGED"), "{exposition}");
+    }
+}

@@ -1,4 +1,8 @@
 //! `/telemetry/history` parameters and step downsampling: pure functions, no store access.
+//!
+//! Every instant and span a client sends is bounded here (years 0000–9999, at least 1 µs), and
+//! the arithmetic on them is checked, so no query can overflow `i64` microseconds: it is a 400
+//! naming the parameter instead.
 
 use crate::store::Sample;
 use crate::timestamp::{self, Micros};
@@ -8,28 +12,46 @@ use crate::timestamp::{self, Micros};
 pub const MAX_POINTS: usize = 11_000;
 
 /// A parsed time: RFC 3339 with an offset, `now`, or a humantime duration meaning that long
-/// before `now` (`15m`).
+/// before `now` (`15m`). Times outside the years 0000–9999 (what a timestamp can be written
+/// as) are errors, which also bounds any difference of two instants well inside `i64`.
 pub fn parse_instant(text: &str, now: Micros) -> Result<Micros, String> {
-    if text == "now" {
-        return Ok(now);
+    let instant = if text == "now" {
+        now
+    } else {
+        match parse_time(text) {
+            Ok(ts) => ts,
+            Err(e) if e.is_out_of_range() => return Err(e.to_string()),
+            Err(_) => match humantime::parse_duration(text) {
+                Ok(ago) => now
+                    .checked_sub(timestamp::duration_micros(ago))
+                    .unwrap_or(i64::MIN),
+                Err(_) => return Err(format!(
+                    "{text:?} is neither an RFC 3339 time (2025-09-14T12:30:05Z) nor a duration before now (15m)"
+                )),
+            },
+        }
+    };
+    if !(timestamp::CANONICAL_MIN..=timestamp::CANONICAL_MAX).contains(&instant) {
+        return Err(format!(
+            "{text:?} is out of range: times must fall in the years 0000 to 9999"
+        ));
     }
-    if let Ok(ts) = timestamp::parse_rfc3339(text) {
-        return Ok(ts);
-    }
-    // An unencoded `+00:00` in a URL arrives as ` 00:00` (form encoding): read it as meant.
+    Ok(instant)
+}
+
+/// RFC 3339, also with an offset whose `+` arrived unencoded in a URL (form encoding turns
+/// `+00:00` into ` 00:00`): read it as meant.
+fn parse_time(text: &str) -> Result<Micros, timestamp::TimestampError> {
+    let error = match timestamp::parse_rfc3339(text) {
+        Ok(ts) => return Ok(ts),
+        Err(e) => e,
+    };
     if let Some((time, offset)) = text.rsplit_once(' ') {
         if offset.len() == 5 && offset.as_bytes()[2] == b':' {
-            if let Ok(ts) = timestamp::parse_rfc3339(&format!("{time}+{offset}")) {
-                return Ok(ts);
-            }
+            return timestamp::parse_rfc3339(&format!("{time}+{offset}"));
         }
     }
-    match humantime::parse_duration(text) {
-        Ok(ago) => Ok(now.saturating_sub(timestamp::duration_micros(ago))),
-        Err(_) => Err(format!(
-            "{text:?} is neither an RFC 3339 time (2025-09-14T12:30:05Z) nor a duration before now (15m)"
-        )),
-    }
+    Err(error)
 }
 
 /// A positive humantime duration.
@@ -40,7 +62,13 @@ pub fn parse_span(name: &str, text: &str) -> Result<Micros, String> {
     if span.is_zero() {
         return Err(format!("parameter {name:?} must be greater than zero"));
     }
-    Ok(timestamp::duration_micros(span))
+    match timestamp::duration_micros(span) {
+        // Spans count in whole microseconds: `1ns` would be a step of zero.
+        0 => Err(format!(
+            "parameter {name:?} must be at least 1us ({text:?} is shorter)"
+        )),
+        micros => Ok(micros),
+    }
 }
 
 /// min/avg/max of the samples in `[start, start + step)`.
@@ -59,9 +87,15 @@ impl Bucket {
     }
 }
 
-/// How many buckets of `step` cover `[from, to]`.
+/// How many buckets of `step` cover `[from, to]`. Computed in `i128`, so any two instants
+/// give the exact count; `u64::MAX` (more than any cap) when it does not fit, or when `step`
+/// is not positive or `from` is after `to` (callers rule both out first).
 pub fn bucket_count(from: Micros, to: Micros, step: Micros) -> u64 {
-    ((to - from) / step + 1) as u64
+    let span = i128::from(to) - i128::from(from);
+    if step <= 0 || span < 0 {
+        return u64::MAX;
+    }
+    u64::try_from(span / i128::from(step) + 1).unwrap_or(u64::MAX)
 }
 
 /// Folds time-ordered samples into buckets of `step` aligned on `from`; empty buckets are
@@ -83,7 +117,17 @@ impl Downsampler {
     }
 
     pub fn add(&mut self, sample: Sample) {
-        let start = self.from + (sample.timestamp - self.from) / self.step * self.step;
+        // Checked: the handler only visits samples in `[from, to]` with a capped bucket count,
+        // so none of this can overflow there, but no arguments may make it panic.
+        let start = sample
+            .timestamp
+            .checked_sub(self.from)
+            .and_then(|offset| offset.checked_div_euclid(self.step))
+            .and_then(|k| k.checked_mul(self.step))
+            .and_then(|offset| offset.checked_add(self.from));
+        let Some(start) = start else {
+            return;
+        };
         match self.buckets.last_mut() {
             Some(bucket) if bucket.start == start => {
                 bucket.min = bucket.min.min(sample.value);
@@ -106,6 +150,43 @@ impl Downsampler {
     }
 }
 
+/// A time or span parameter as clients might write one, edges and nonsense included (for the
+/// property tests here and in the handler's).
+#[cfg(test)]
+pub(crate) fn arbitrary_time_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let offset = "Z|[+-](0[0-9]|1[0-9]|2[0-5]):[0-5][0-9]";
+    let unit = "ns|us|ms|s|m|h|d|w|y";
+    // Weighted towards the edges, so that 512 cases reliably meet them.
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "now",
+            "1ns",
+            "999ns",
+            "1us",
+            "0000-01-01T00:00:00Z",
+            "9999-12-30T00:00:00Z",
+            "9999-12-31T00:00:00Z",
+        ])
+        .prop_map(String::from),
+        1 => (0u64..u64::MAX, unit).prop_map(|(n, unit)| format!("{n}{unit}")),
+        1 => (0u64..2_000, unit).prop_map(|(n, unit)| format!("{n}{unit}")),
+        // Around the span where `now - ago` and `to - from` leave i64 microseconds.
+        3 => (280_000u64..300_000).prop_map(|n| format!("{n}y")),
+        2 => (-10_000i64..=10_000, 1u32..=12, 1u32..=28, 0u32..=23, offset).prop_map(
+            |(y, mo, d, h, off)| {
+                let year = if (0..=9999).contains(&y) {
+                    format!("{y:04}")
+                } else {
+                    format!("{y:+07}")
+                };
+                format!("{year}-{mo:02}-{d:02}T{h:02}:00:00{off}")
+            }
+        ),
+        1 => "\\PC{0,30}",
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +206,91 @@ mod tests {
         assert!(parse_instant("yesterday", now).is_err());
         assert!(parse_span("step", "0s").is_err());
         assert_eq!(parse_span("step", "1m"), Ok(60 * S));
+    }
+
+    #[test]
+    fn instants_and_spans_out_of_range_are_errors() {
+        let now = 1_757_853_005 * S;
+        for text in [
+            "290000y",                   // to - from would overflow i64 microseconds
+            "18446744073709551615s",     // saturates the microseconds
+            "2026y",                     // just before year 0000
+            "-000001-06-01T00:00:00Z",   // jiff reads it; the canonical form cannot write it
+            "0000-01-01T00:00:00+00:01", // one minute before 0000-01-01T00:00:00Z
+            "9999-12-31T00:00:00Z",      // past jiff's range
+            "-009999-01-01T00:00:00Z",
+        ] {
+            let error = parse_instant(text, now).expect_err(text);
+            assert!(error.contains("out of range"), "{text}: {error}");
+        }
+        assert_eq!(
+            parse_instant("0000-01-01T00:00:00Z", now),
+            Ok(timestamp::CANONICAL_MIN)
+        );
+        assert_eq!(
+            parse_instant("0000-01-01T00:00:00 00:00", now),
+            Ok(timestamp::CANONICAL_MIN)
+        );
+        assert!(parse_instant("2000y", now).is_ok());
+        let error = parse_span("step", "1ns").expect_err("a step of zero microseconds");
+        assert!(
+            error.contains("\"step\"") && error.contains("1us"),
+            "{error}"
+        );
+        assert_eq!(parse_span("step", "1us"), Ok(1));
+        assert_eq!(parse_span("window", "600000000y"), Ok(i64::MAX));
+    }
+
+    #[test]
+    fn bucket_counts_are_exact_at_the_extremes() {
+        assert_eq!(bucket_count(0, 0, 1), 1);
+        assert_eq!(bucket_count(0, 10 * S, S), 11);
+        assert_eq!(bucket_count(i64::MIN, i64::MAX, 1), u64::MAX);
+        assert_eq!(bucket_count(i64::MIN, i64::MAX, i64::MAX), 3);
+        assert_eq!(
+            bucket_count(-9_151_704_000 * S, 253_402_207_200 * S, S),
+            262_553_911_201
+        );
+        assert_eq!(bucket_count(1, 0, 1), u64::MAX);
+        assert_eq!(bucket_count(0, 1, 0), u64::MAX);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
+
+        /// What the history handler does with from/to/step never panics: parsed instants are
+        /// representable, and a range under the point cap downsamples its own endpoints.
+        #[test]
+        fn arbitrary_ranges_never_panic(
+            from in arbitrary_time_text(),
+            to in arbitrary_time_text(),
+            step in arbitrary_time_text(),
+            now in 0i64..4_102_444_800 * S,
+        ) {
+            let (Ok(from), Ok(to)) = (parse_instant(&from, now), parse_instant(&to, now)) else {
+                return Ok(());
+            };
+            for t in [from, to] {
+                proptest::prop_assert!((timestamp::CANONICAL_MIN..=timestamp::CANONICAL_MAX).contains(&t));
+            }
+            let Ok(step) = parse_span("step", &step) else {
+                return Ok(());
+            };
+            proptest::prop_assert!(step >= 1);
+            if from > to {
+                return Ok(());
+            }
+            let buckets = bucket_count(from, to, step);
+            proptest::prop_assert!(buckets >= 1);
+            if buckets <= MAX_POINTS as u64 {
+                let mut down = Downsampler::new(from, step);
+                down.add(Sample { timestamp: from, value: 1.0 });
+                down.add(Sample { timestamp: to, value: 2.0 });
+                let got = down.finish();
+                proptest::prop_assert!(!got.is_empty() && got.len() <= 2);
+                proptest::prop_assert!(got.iter().all(|b| b.start >= from && b.start <= to));
+            }
+        }
     }
 
     /// Step downsampling equals a brute-force grouping.

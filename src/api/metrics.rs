@@ -48,6 +48,20 @@ fn escape_label(value: &str, out: &mut String) {
     }
 }
 
+/// HELP text, which may name a feed column (a quoted CSV header can hold a newline, which
+/// would end the HELP line early). The text format (0.0.4) escapes only `\\` and `\n` in
+/// HELP; OpenMetrics escapes `\"` as well.
+fn escape_help(text: &str, openmetrics: bool, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if openmetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
 fn number(value: f64, out: &mut String) {
     if value.is_nan() {
         out.push_str("NaN");
@@ -72,7 +86,9 @@ impl Exposition {
             Kind::Counter => "counter",
             Kind::Histogram => "histogram",
         };
-        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = write!(self.out, "# HELP {family} ");
+        escape_help(help, self.openmetrics, &mut self.out);
+        self.out.push('\n');
         let _ = writeln!(self.out, "# TYPE {family} {kind}");
     }
 
@@ -534,5 +550,27 @@ mod tests {
         let mut out = String::new();
         escape_label("a\"b\\c\nd", &mut out);
         assert_eq!(out, "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn help_text_is_escaped_for_each_format() {
+        let mut x = Exposition {
+            out: String::new(),
+            openmetrics: false,
+        };
+        x.family("fabric_switch_a_b", Kind::Gauge, &help_for("a\nb\\\"c"));
+        assert_eq!(
+            x.out,
+            "# HELP fabric_switch_a_b Feed column a\\nb\\\\\"c (newest fresh sample)\n# TYPE fabric_switch_a_b gauge\n"
+        );
+        x.out.clear();
+        x.openmetrics = true;
+        x.family("fabric_switch_a_b", Kind::Gauge, &help_for("a\nb\\\"c"));
+        assert!(
+            x.out
+                .starts_with("# HELP fabric_switch_a_b Feed column a\\nb\\\\\\\"c (newest"),
+            "{}",
+            x.out
+        );
     }
 }

@@ -826,7 +826,11 @@ impl http::Handler for Api {
                 Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
                 Err(_) => {
                     self.http.record_panic();
-                    log::error!("handler panicked on {} {:?}", head.method, head.url);
+                    log::error!(
+                        "handler panicked on {} {}",
+                        crate::logging::quote(&head.method),
+                        crate::logging::quote(&head.url)
+                    );
                     (None, Reply::error(500, "internal error"))
                 }
             },
@@ -955,6 +959,43 @@ mod tests {
             call(&api, "/telemetry/history?switch_id=switch1&metric=nope").0,
             404
         );
+    }
+
+    /// Every byte but ASCII letters and digits as `%XX`.
+    fn percent_encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
+
+        /// No from/to/step/window a client sends makes the handler panic (a 500): every
+        /// overflow is checked, every bad value is a 400.
+        #[test]
+        fn arbitrary_time_parameters_never_panic(
+            from in history::arbitrary_time_text(),
+            to in history::arbitrary_time_text(),
+            step in history::arbitrary_time_text(),
+            window in history::arbitrary_time_text(),
+        ) {
+            static API: std::sync::OnceLock<Api> = std::sync::OnceLock::new();
+            let api = API.get_or_init(|| api_with_history(10).0);
+            let (from, to, step, window) =
+                (percent_encode(&from), percent_encode(&to), percent_encode(&step), percent_encode(&window));
+            for url in [
+                format!("/telemetry/history?switch_id=switch1&metric=latency&from={from}&to={to}&step={step}"),
+                format!("/telemetry/history?switch_id=switch1&metric=latency&from={from}&to={to}"),
+                format!("/telemetry/aggregate?window={window}"),
+            ] {
+                let (status, body) = call(api, &url);
+                proptest::prop_assert!(status == 200 || status == 400, "{url}: {status} {body}");
+            }
+        }
     }
 
     #[test]
