@@ -653,7 +653,20 @@ pub fn spawn(
     stats: Arc<StorageStats>,
     watch: &Arc<crate::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
-    spawn_with_cap(dir, config, stats, MAX_PENDING_BLOCK_BYTES, watch)
+    let cap = test_knob("FABRIC_TEST_BLOCK_CAP").unwrap_or(MAX_PENDING_BLOCK_BYTES);
+    spawn_with_cap(dir, config, stats, cap, watch)
+}
+
+/// Test-only sizes: in debug builds `FABRIC_TEST_BLOCK_CAP=<bytes>` lowers the cap on block
+/// files waiting for the disk and `FABRIC_TEST_WAL_SEGMENT=<bytes>` the WAL segment size, so
+/// an integration test can pass the cap and see segments trimmed without writing hundreds of
+/// MiB (tests/durability.rs). Release builds ignore both.
+fn test_knob(name: &str) -> Option<u64> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok()?.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// [`spawn`] with another cap on block images waiting for the disk (tests: a small one).
@@ -676,6 +689,7 @@ fn spawn_with_cap(
         pending: VecDeque::new(),
         buf: Vec::new(),
         error_log: RateLimiter::new(Duration::from_secs(10)),
+        segment_bytes: test_knob("FABRIC_TEST_WAL_SEGMENT").unwrap_or(SEGMENT_BYTES),
     };
     // Vital: exported blocks in its queue would vanish with it; a panic stops the process
     // (what was not written is still in the WAL, or in memory and replayed from the WAL).
@@ -721,6 +735,8 @@ struct DiskWriter {
     pending: VecDeque<PendingFile>,
     buf: Vec<u8>,
     error_log: RateLimiter,
+    /// A segment this large is closed and the next record starts a new one.
+    segment_bytes: u64,
 }
 
 impl DiskWriter {
@@ -838,7 +854,7 @@ impl DiskWriter {
                     .disk_bytes
                     .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
                 self.recovered();
-                if size >= SEGMENT_BYTES {
+                if size >= self.segment_bytes {
                     self.close_segment();
                 }
             }
