@@ -679,6 +679,29 @@ fn parse_generator_flags(
 
 #[cfg(test)]
 mod tests {
+
+    /// The connection flags' defaults are written in the help text and in
+    /// `ConnectionLimits::default`: they must agree.
+    #[test]
+    fn connection_flag_defaults_in_help_match_the_code() {
+        let defaults = ConnectionLimits::default();
+        let default_of = |help: &str, flag: &str| -> String {
+            let line = &help[help.find(flag).expect("flag in help")..];
+            let rest = &line[line.find("(default ").expect("a default") + "(default ".len()..];
+            rest[..rest.find(')').expect("closed")].to_string()
+        };
+        for help in [SERVER_HELP, GENERATOR_HELP] {
+            let parse =
+                |flag| humantime::parse_duration(&default_of(help, flag)).expect("duration");
+            assert_eq!(parse("--request-timeout"), defaults.request_timeout);
+            assert_eq!(parse("--idle-timeout"), defaults.idle_timeout);
+            assert_eq!(
+                default_of(help, "--max-connections"),
+                defaults.max_connections.to_string()
+            );
+        }
+    }
+
     use super::*;
 
     fn args(list: &[&str]) -> Vec<OsString> {
