@@ -185,6 +185,15 @@ pub fn check_limits(head: &RequestHead) -> Option<Reply> {
     None
 }
 
+/// Logs a handler's panic; the request's method and target are the client's, so quoted.
+pub fn log_handler_panic(head: &RequestHead) {
+    log::error!(
+        "handler panicked on {} {}",
+        crate::logging::quote(&head.method),
+        crate::logging::quote(&head.url)
+    );
+}
+
 /// Turns a request into a reply.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, head: &RequestHead) -> Reply;
@@ -499,11 +508,7 @@ impl Worker {
             Ok(reply) => reply,
             Err(_) => {
                 self.monitor.record_panic();
-                log::error!(
-                    "handler panicked on {} {}",
-                    crate::logging::quote(&head.method),
-                    crate::logging::quote(&head.url)
-                );
+                log_handler_panic(&head);
                 Reply::error(500, "internal error")
             }
         };

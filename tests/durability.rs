@@ -82,6 +82,15 @@ fn history_feed() -> (FakeFeed, Arc<AtomicBool>) {
 
 /// Retention 80 s (blocks of 10 s), compaction every 200 ms, old rows accepted.
 fn durable_server(feed: &str, dir: &DataDir, extra: &[&str]) -> Proc {
+    durable_server_with_env(feed, dir, extra, &[])
+}
+
+fn durable_server_with_env(
+    feed: &str,
+    dir: &DataDir,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut args = vec![
         "--data-dir",
         dir.path(),
@@ -93,7 +102,7 @@ fn durable_server(feed: &str, dir: &DataDir, extra: &[&str]) -> Proc {
         "200ms",
     ];
     args.extend_from_slice(extra);
-    util::server(&[feed], &args)
+    util::server_with_env(&[feed], &args, env)
 }
 
 fn storage(server: &Proc) -> serde_json::Value {
@@ -460,30 +469,18 @@ fn a_full_file_system_is_survived_and_writes_resume_when_it_grows() {
 fn a_block_file_outage_past_the_cap_loses_no_history() {
     let dir = DataDir::new("outage");
     let (feed, paused) = history_feed();
-    let mut command = Command::new(util::server_bin());
     // A 4 KiB cap (a full export here is ~4-8 KiB): the first export that cannot be written
-    // makes compaction wait. 4 KiB WAL
-    // segments: many are closed during the test, so trimming is exercised.
-    command
-        .env("FABRIC_TEST_BLOCK_CAP", "4096")
-        .env("FABRIC_TEST_WAL_SEGMENT", "4096")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "100ms",
-            "--source",
-            &feed.url,
-            "--data-dir",
-            dir.path(),
-            "--retention",
-            "80s",
-            "--max-age",
-            "10m",
-            "--compaction-interval",
-            "200ms",
-        ]);
-    let server = Proc::start_command(&mut command);
+    // makes compaction wait. 4 KiB WAL segments: many are closed during the test, so
+    // trimming is exercised.
+    let server = durable_server_with_env(
+        &feed.url,
+        &dir,
+        &[],
+        &[
+            ("FABRIC_TEST_BLOCK_CAP", "4096"),
+            ("FABRIC_TEST_WAL_SEGMENT", "4096"),
+        ],
+    );
     wait_for_block_files(&server, 1);
 
     // The outage: block files cannot be created (a file where the directory was); the WAL

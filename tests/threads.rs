@@ -10,19 +10,7 @@ use crate::util::{self, FakeFeed, Proc};
 
 /// A server whose `thread` panics once, polling `feed` every 100 ms, with `extra` flags.
 fn server_with_panic_in(thread: &str, feed: &FakeFeed, extra: &[&str]) -> Proc {
-    let mut command = Command::new(util::server_bin());
-    command
-        .env("FABRIC_TEST_PANIC", thread)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "100ms",
-            "--source",
-            &feed.url,
-        ])
-        .args(extra);
-    Proc::start_command(&mut command)
+    util::server_with_env(&[&feed.url], extra, &[("FABRIC_TEST_PANIC", thread)])
 }
 
 fn fresh_feed() -> FakeFeed {

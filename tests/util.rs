@@ -117,20 +117,25 @@ pub fn generator_bin() -> &'static str {
 
 /// A metrics server on a free port polling `sources` every 100 ms, plus `extra` flags.
 pub fn server(sources: &[&str], extra: &[&str]) -> Proc {
-    let mut args = vec![
+    server_with_env(sources, extra, &[])
+}
+
+/// [`server`] with environment variables (the debug builds' test knobs: `FABRIC_TEST_*`).
+pub fn server_with_env(sources: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut command = Command::new(server_bin());
+    command.args([
         "--listen",
         "127.0.0.1:0",
         "--poll-interval",
         "100ms",
         "--log-level",
         "debug",
-    ];
+    ]);
     for source in sources {
-        args.push("--source");
-        args.push(source);
+        command.args(["--source", source]);
     }
-    args.extend_from_slice(extra);
-    Proc::start(server_bin(), &args)
+    command.args(extra).envs(env.iter().copied());
+    Proc::start_command(&mut command)
 }
 
 pub fn generator(extra: &[&str]) -> Proc {
@@ -387,7 +392,9 @@ pub fn wait_for_status(url: &str, status: u16) -> Answer {
 
 /// The server's `/telemetry/stats` as JSON.
 pub fn stats(server: &Proc) -> serde_json::Value {
-    get(&server.url("/telemetry/stats")).json()
+    let answer = get(&server.url("/telemetry/stats"));
+    assert_eq!(answer.status, 200, "/telemetry/stats: {}", answer.body);
+    answer.json()
 }
 
 /// Sends `signal` to a running binary.

@@ -92,6 +92,12 @@ impl Exposition {
         let _ = writeln!(self.out, "# TYPE {family} {kind}");
     }
 
+    /// A family with one unlabelled sample.
+    fn scalar(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
@@ -229,18 +235,18 @@ pub fn render(
         }
     }
 
-    x.family(
+    x.scalar(
         "fabric_switches",
         Kind::Gauge,
         "Switches seen since the server started",
+        telemetry.switches as f64,
     );
-    x.sample("fabric_switches", &[], telemetry.switches as f64);
-    x.family(
+    x.scalar(
         "fabric_retained_rows",
         Kind::Gauge,
         "Rows (one timestamp per switch, all its metrics) in retained history",
+        telemetry.retained_rows as f64,
     );
-    x.sample("fabric_retained_rows", &[], telemetry.retained_rows as f64);
     if let Some(newest) = telemetry.newest {
         x.family(
             "fabric_newest_sample_age_seconds",
@@ -253,14 +259,10 @@ pub fn render(
             (now - newest) as f64 / 1e6,
         );
     }
-    x.family(
+    x.scalar(
         "fabric_rows_accepted_total",
         Kind::Counter,
         "Feed rows stored",
-    );
-    x.sample(
-        "fabric_rows_accepted_total",
-        &[],
         ingest.rows_accepted() as f64,
     );
     x.family(
@@ -363,24 +365,16 @@ pub fn render(
             stats.duration_sum,
         );
     }
-    x.family(
+    x.scalar(
         "fabric_http_rate_limited_total",
         Kind::Counter,
         "Requests refused with 429 by the per-client rate limit",
-    );
-    x.sample(
-        "fabric_http_rate_limited_total",
-        &[],
         api.rate_limited_count() as f64,
     );
-    x.family(
+    x.scalar(
         "fabric_http_connections_open",
         Kind::Gauge,
         "HTTP connections open now (bounded by --max-connections)",
-    );
-    x.sample(
-        "fabric_http_connections_open",
-        &[],
         http.connections_open as f64,
     );
     x.family(
@@ -402,18 +396,18 @@ pub fn render(
             n as f64,
         );
     }
-    x.family(
+    x.scalar(
         "fabric_http_shed_total",
         Kind::Counter,
         "Requests answered 503 because they waited --request-timeout for a worker",
+        http.shed as f64,
     );
-    x.sample("fabric_http_shed_total", &[], http.shed as f64);
-    x.family(
+    x.scalar(
         "fabric_http_panics_total",
         Kind::Counter,
         "Panics caught while answering HTTP requests (each answered 500 when possible)",
+        http.panics as f64,
     );
-    x.sample("fabric_http_panics_total", &[], http.panics as f64);
     x.family(
         "fabric_thread_up",
         Kind::Gauge,
@@ -438,14 +432,10 @@ pub fn render(
             t.panics as f64,
         );
     }
-    x.family(
+    x.scalar(
         "fabric_http_accept_errors_total",
         Kind::Counter,
         "Failed accept() calls (e.g. out of file descriptors), retried after a pause",
-    );
-    x.sample(
-        "fabric_http_accept_errors_total",
-        &[],
         http.accept_errors as f64,
     );
     if let Some(remote) = ingest.remote_write() {
@@ -525,14 +515,10 @@ pub fn render(
             x.sample(name, &[], value as f64);
         }
     }
-    x.family(
+    x.scalar(
         "fabric_start_time_seconds",
         Kind::Gauge,
         "When the server started, seconds since the Unix epoch",
-    );
-    x.sample(
-        "fabric_start_time_seconds",
-        &[],
         api.started_at() as f64 / 1e6,
     );
     if openmetrics {

@@ -826,11 +826,7 @@ impl http::Handler for Api {
                 Ok((endpoint, result)) => (endpoint, result.unwrap_or_else(ApiError::into_reply)),
                 Err(_) => {
                     self.http.record_panic();
-                    log::error!(
-                        "handler panicked on {} {}",
-                        crate::logging::quote(&head.method),
-                        crate::logging::quote(&head.url)
-                    );
+                    http::log_handler_panic(head);
                     (None, Reply::error(500, "internal error"))
                 }
             },
