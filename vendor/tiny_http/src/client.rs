@@ -232,6 +232,9 @@ pub(crate) fn serve_connection(
             deadline: accepted + limits.request_timeout,
         },
     );
+    // One answer slot for the connection's life: one request is in flight at a time, and a
+    // connection whose answer did not come is closed, so a late answer is never mistaken.
+    let (reply_to, reply) = mpsc::sync_channel(1);
     let mut first = true;
     loop {
         // Wait for the first byte of the next request: a new connection's head must be
@@ -305,14 +308,13 @@ pub(crate) fn serve_connection(
         let request_headers = head.headers.clone();
         let do_not_send_body = head.method == Method::Head;
 
-        let (reply_to, reply) = mpsc::sync_channel(1);
         messages.push(Message::NewRequest(new_request(
             head.method,
             head.path,
             head.version,
             head.headers,
             remote_addr,
-            reply_to,
+            reply_to.clone(),
         )));
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
