@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 
 use fabric_telemetry::feed::{self, Freshness};
 use fabric_telemetry::generator::Fabric;
-use fabric_telemetry::persist::{self, DataDir, FsyncPolicy, PersistConfig, StorageStats};
+use fabric_telemetry::ingest::{self, IngestBatch, Outlets, Persistence};
+use fabric_telemetry::persist::{self, FsyncPolicy, PersistConfig, StorageStats};
 use fabric_telemetry::stats::IngestStats;
 use fabric_telemetry::store::file::BlockFileWriter;
-use fabric_telemetry::store::{
-    self, BlockLimits, IngestBatch, Outlets, Persistence, Store, StoreHandle,
-};
+use fabric_telemetry::store::{BlockLimits, Store, StoreHandle};
 use fabric_telemetry::timestamp::{self, MICROS_PER_SEC};
+use fabric_telemetry::watch::Watch;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -1548,18 +1548,14 @@ fn simulate_durable_hour(dir: &std::path::Path, n: usize, ticks: i64) -> (u64, A
         compaction_interval: Duration::from_secs(60),
         retention,
     };
-    let mut data_dir = DataDir::open(dir).expect("data dir");
     let mut store = Store::new(BlockLimits::for_retention(retention));
-    data_dir.recover(&mut store, i64::MIN).expect("empty dir");
+    let persist::Opened {
+        disk,
+        thread,
+        stats,
+        ..
+    } = persist::open(&config, &mut store, i64::MIN, &Watch::new(|| {})).expect("empty dir");
     let handle = StoreHandle::new(store);
-    let stats = Arc::new(StorageStats::new(&config));
-    let (disk, thread) = persist::spawn(
-        data_dir,
-        &config,
-        Arc::clone(&stats),
-        &fabric_telemetry::watch::Watch::new(|| {}),
-    )
-    .expect("persist");
     let mut fabric = Fabric::new(n, Some(3));
     let mut csv = Vec::new();
     // A minute of slack so the oldest rows are not expired by the time the server restarts.
@@ -1632,34 +1628,26 @@ fn store_throughput(batches: &[feed::FeedBatch], dir: Option<&std::path::Path>) 
             compaction_interval: Duration::from_secs(60),
             retention,
         };
-        let mut data_dir = DataDir::open(dir).expect("data dir");
-        data_dir.recover(&mut store, i64::MIN).expect("recover");
-        let storage_stats = Arc::new(StorageStats::new(&config));
-        let (disk, thread) = persist::spawn(
-            data_dir,
-            &config,
-            Arc::clone(&storage_stats),
-            &fabric_telemetry::watch::Watch::new(|| {}),
-        )
-        .expect("persist");
+        let opened =
+            persist::open(&config, &mut store, i64::MIN, &Watch::new(|| {})).expect("recover");
         outlets.persistence = Some(Persistence {
-            disk,
+            disk: opened.disk,
             compaction_interval: config.compaction_interval,
         });
-        persist_thread = Some(thread);
-        storage = Some(storage_stats);
+        persist_thread = Some(opened.thread);
+        storage = Some(opened.stats);
     }
     let handle = StoreHandle::new(store);
     let (tx, rx) = crossbeam_channel::bounded(2);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let thread = store::spawn(
+    let thread = ingest::spawn(
         handle,
         retention,
         rx,
         stop_rx,
         Arc::clone(&stats),
         outlets,
-        &fabric_telemetry::watch::Watch::new(|| {}),
+        &Watch::new(|| {}),
     )
     .expect("store thread");
     let total: u64 = batches.iter().map(|b| b.len() as u64).sum();

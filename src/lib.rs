@@ -29,6 +29,7 @@ pub mod feed;
 pub mod generator;
 pub mod generator_http;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod metric;
 pub mod persist;

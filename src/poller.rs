@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::feed::{FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample};
+use crate::ingest::IngestBatch;
 use crate::logging::{self, RateLimiter};
 use crate::stats::IngestStats;
-use crate::store::IngestBatch;
 use crate::timestamp;
 use crate::watch::Watch;
 

@@ -14,12 +14,13 @@ use crate::api::Api;
 use crate::config::ServerConfig;
 use crate::generator_http::{GeneratorConfig, GeneratorService};
 use crate::http::{self, HttpError, HttpMonitor, HttpServer};
-use crate::persist::{self, DataDir, DataDirError, PersistConfig, StorageStats};
+use crate::ingest::{self, Outlets, Persistence};
+use crate::persist::{self, DataDirError, PersistConfig};
 use crate::poller::{self, PollerConfig};
 use crate::remote_write::RemoteWriter;
 use crate::signals;
 use crate::stats::{ApiStats, IngestStats};
-use crate::store::{self, BlockLimits, Outlets, Persistence, Store, StoreHandle};
+use crate::store::{BlockLimits, Store, StoreHandle};
 use crate::timestamp;
 use crate::watch::Watch;
 
@@ -69,17 +70,18 @@ pub struct MetricsServer {
     watch: Arc<Watch>,
 }
 
-/// Opens (locks) the data directory and loads what it holds into `store`.
-fn recover(
+/// Opens durable history (see [`persist::open`]) and says what recovery did.
+fn open_data_dir(
     config: &PersistConfig,
     store: &mut Store,
-) -> Result<(DataDir, Arc<StorageStats>), StartError> {
-    let mut dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
+    watch: &Arc<Watch>,
+) -> Result<persist::Opened, StartError> {
     let retention = crate::timestamp::duration_micros(config.retention);
     let cutoff = timestamp::now_micros().saturating_sub(retention);
-    let report = dir.recover(store, cutoff).map_err(StartError::DataDir)?;
+    let opened = persist::open(config, store, cutoff, watch).map_err(StartError::DataDir)?;
+    let report = &opened.recovery;
     log::info!(
-        data_dir = dir.root().display().to_string().as_str(),
+        data_dir = config.data_dir.display().to_string().as_str(),
         blocks = report.blocks_loaded,
         block_rows = report.block_rows_loaded,
         wal_rows = report.wal_rows_replayed,
@@ -91,9 +93,7 @@ fn recover(
         report.seconds,
         config.fsync.name()
     );
-    let stats = Arc::new(StorageStats::new(config));
-    stats.set_recovery(report);
-    Ok((dir, stats))
+    Ok(opened)
 }
 
 /// Without tokens the API may only listen on loopback: checked before binding anything.
@@ -146,15 +146,18 @@ impl MetricsServer {
         if auth.is_none() && !config.insecure_no_auth {
             refuse_open_non_loopback(&config.listen)?;
         }
-        let mut store = Store::new(BlockLimits::for_retention(config.retention));
-        let recovered = match config.persist() {
-            Some(persist_config) => Some((recover(&persist_config, &mut store)?, persist_config)),
-            None => None,
-        };
-        let listener = http::bind(&config.listen)?;
         // A vital thread's panic stops the process the way SIGTERM does; `main` then sees
         // `fatal()` and exits non-zero.
         let watch = Watch::new(signals::stop_process);
+        let mut store = Store::new(BlockLimits::for_retention(config.retention));
+        let durable = match config.persist() {
+            Some(persist_config) => Some((
+                open_data_dir(&persist_config, &mut store, &watch)?,
+                persist_config,
+            )),
+            None => None,
+        };
+        let listener = http::bind(&config.listen)?;
         let mut sources = config.sources.clone();
         let demo = match (config.demo, sources.first_mut()) {
             (true, Some(first)) => {
@@ -182,13 +185,11 @@ impl MetricsServer {
         );
         let mut persist_thread = None;
         let mut persistence = None;
-        if let Some(((dir, storage_stats), persist_config)) = recovered {
-            ingest = ingest.with_storage(Arc::clone(&storage_stats));
-            let (disk, thread) = persist::spawn(dir, &persist_config, storage_stats, &watch)
-                .map_err(StartError::Thread)?;
-            persist_thread = Some(thread);
+        if let Some((opened, persist_config)) = durable {
+            ingest = ingest.with_storage(opened.stats);
+            persist_thread = Some(opened.thread);
             persistence = Some(Persistence {
-                disk,
+                disk: opened.disk,
                 compaction_interval: persist_config.compaction_interval,
             });
         }
@@ -197,7 +198,7 @@ impl MetricsServer {
         let ingest = Arc::new(ingest);
         let mut threads = Vec::new();
         threads.push(
-            store::spawn(
+            ingest::spawn(
                 store.clone(),
                 config.retention,
                 batches_rx,

@@ -1,5 +1,16 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dir::list_numbered;
+use super::writer::{spawn_with_cap, DiskJob};
 use super::*;
+use crate::feed::FeedBatch;
+use crate::store::file::BlockFileWriter;
 use crate::store::{BlockLimits, StoreHandle};
+use crate::timestamp::{self, Micros};
 
 const S: i64 = crate::timestamp::MICROS_PER_SEC;
 
@@ -220,7 +231,7 @@ impl Rig {
     /// The store thread's compaction at `now`; whether it exported.
     fn compact(&self, now: Micros) -> bool {
         self.wait_for_room();
-        crate::store::compact(&self.handle, &self.disk, now)
+        crate::ingest::compact(&self.handle, &self.disk, now)
     }
 
     /// Returns once the persist thread has handled every job sent so far.

@@ -12,34 +12,34 @@
 //! timestamp already stored is a duplicate, an older one out of order; both are rejected and
 //! counted, which is what keeps a poll that sees the same tick twice from counting twice.
 //!
-//! Concurrency: one store thread is the only writer. Readers share the [`Store`] through a
-//! [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of
+//! Concurrency: one writer (the store thread, `crate::ingest`). Readers share the [`Store`]
+//! through a [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of
 //! [`WRITE_CHUNK_ROWS`], so a reader never waits for more than one chunk, and bumps the
 //! handle's generation after each change so readers can cache answers per generation.
+//!
+//! Layering: this module is the in-memory engine only. It knows nothing of disks, threads,
+//! channels, statistics or HTTP (`tests::the_store_imports_nothing_above_it` checks); block
+//! files are bytes here ([`file`]), written and read by `crate::persist`.
 
 mod block;
 mod codec;
+mod export;
 pub mod file;
-mod persist;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver};
 use rustc_hash::FxHashMap;
 
 pub use block::MetricAgg;
 use block::{Block, BlockView, OpenBlock};
-pub use persist::ImportOutcome;
+pub use export::ImportOutcome;
 
 use crate::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::metric::{self, MetricKind};
-use crate::remote_write::{Accepted, RemoteWriteQueue};
-use crate::stats::IngestStats;
-use crate::timestamp::{self, Micros, MICROS_PER_SEC};
+use crate::timestamp::{Micros, MICROS_PER_SEC};
 
 /// One value at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -692,120 +692,6 @@ impl StoreHandle {
         }
         dropped
     }
-}
-
-/// Rows from one poll of one source.
-#[derive(Debug)]
-pub struct IngestBatch {
-    pub source: usize,
-    pub feed: FeedBatch,
-    /// When the poll was due to start; the poll is on time if its rows are queryable before
-    /// `due + interval`, when the next one is due.
-    pub due: std::time::Instant,
-    pub interval: Duration,
-    /// The poll's final message: every chunk before it has been sent.
-    pub last: bool,
-}
-
-/// How often the store expires old blocks when no batch arrives.
-const IDLE_TICK: Duration = Duration::from_secs(1);
-
-/// Durable storage as the store thread sees it.
-pub struct Persistence {
-    pub disk: crate::persist::Disk,
-    pub compaction_interval: Duration,
-}
-
-/// Where the store thread sends what it accepted, besides memory.
-#[derive(Default)]
-pub struct Outlets {
-    pub remote: Option<RemoteWriteQueue>,
-    pub persistence: Option<Persistence>,
-}
-
-impl Outlets {
-    fn accepted(&self, feed: FeedBatch, rows: Vec<u32>) {
-        // Neither waits: a full queue drops (and counts) what it could not take.
-        let feed = Arc::new(feed);
-        match (&self.persistence, &self.remote) {
-            (Some(p), Some(remote)) => {
-                p.disk.log_rows(Arc::clone(&feed), rows.clone());
-                remote.offer(Accepted { feed, rows });
-            }
-            (Some(p), None) => p.disk.log_rows(feed, rows),
-            (None, Some(remote)) => remote.offer(Accepted { feed, rows }),
-            (None, None) => {}
-        }
-    }
-}
-
-/// Starts the store thread: it applies batches from `batches`, expires blocks older than
-/// `retention`, and hands accepted rows to `outlets`. It ends when `stop` fires or every
-/// sender of `batches` is gone.
-pub fn spawn(
-    handle: StoreHandle,
-    retention: Duration,
-    batches: Receiver<IngestBatch>,
-    stop: Receiver<()>,
-    stats: Arc<IngestStats>,
-    outlets: Outlets,
-    watch: &Arc<crate::watch::Watch>,
-) -> std::io::Result<JoinHandle<()>> {
-    let retention = crate::timestamp::duration_micros(retention);
-    // Vital: it owns the history; a panic stops the process (recovery rebuilds it).
-    watch.spawn_vital("store", move || {
-        let mut last_compaction = std::time::Instant::now();
-        loop {
-            crate::watch::injected_panic_point();
-            select! {
-                recv(batches) -> msg => match msg {
-                    Ok(batch) => apply_batch(&handle, batch, &stats, &outlets),
-                    Err(_) => return,
-                },
-                recv(stop) -> _ => return,
-                default(IDLE_TICK) => {}
-            }
-            handle.expire(timestamp::now_micros().saturating_sub(retention));
-            stats.set_retained_rows(handle.read().retained_rows());
-            if let Some(p) = &outlets.persistence {
-                if last_compaction.elapsed() >= p.compaction_interval
-                    && compact(&handle, &p.disk, timestamp::now_micros())
-                {
-                    last_compaction = std::time::Instant::now();
-                }
-            }
-        }
-    })
-}
-
-fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, outlets: &Outlets) {
-    if !batch.feed.is_empty() {
-        let mut outcome = handle.apply(&batch.feed);
-        stats.record_ingest(batch.source, &outcome);
-        if outlets.remote.is_some() || outlets.persistence.is_some() {
-            outlets.accepted(batch.feed, std::mem::take(&mut outcome.accepted_rows));
-        }
-    }
-    if batch.last {
-        stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
-        if let Some(p) = &outlets.persistence {
-            p.disk.poll_done();
-        }
-    }
-}
-
-/// Exports the blocks sealed since the last compaction to the persist thread (at most what
-/// its cap on block files waiting for the disk still allows), with the point from which the
-/// WAL must be kept. Whether it did: when the persist thread cannot take blocks now, nothing
-/// is exported, and the blocks wait in memory (their rows in the WAL) for a later try.
-pub(crate) fn compact(handle: &StoreHandle, disk: &crate::persist::Disk, now: Micros) -> bool {
-    if !disk.can_take_blocks() {
-        return false;
-    }
-    let mut writer = file::BlockFileWriter::default();
-    let keep_wal_from = handle.export_sealed_within(now, &mut writer, disk.block_budget());
-    disk.write_blocks(writer, keep_wal_from);
-    true
 }
 
 #[cfg(test)]

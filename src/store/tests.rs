@@ -514,3 +514,55 @@ fn a_size_limited_export_leaves_whole_switches_for_later_and_keeps_their_rows_in
     assert_eq!(reloaded.import(first, i64::MIN).conflicting_blocks, 0);
     assert_eq!(reloaded.import(second, i64::MIN).conflicting_blocks, 0);
 }
+
+/// The layering rule of docs/ARCHITECTURE.md: the store is the in-memory engine and imports
+/// nothing above it (durability, statistics, threads, channels, HTTP, the disk, the network).
+#[test]
+fn the_store_imports_nothing_above_it() {
+    const FORBIDDEN: [&str; 14] = [
+        "crate::persist",
+        "crate::ingest",
+        "crate::stats",
+        "crate::http",
+        "crate::api",
+        "crate::server",
+        "crate::poller",
+        "crate::remote_write",
+        "crate::watch",
+        "crate::signals",
+        "crossbeam",
+        "std::thread",
+        "std::fs",
+        "std::net",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("src/store") {
+        let path = entry.expect("entry").path();
+        // The engine's code; its tests (this file) may use anything.
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for forbidden in FORBIDDEN {
+                assert!(
+                    !code.contains(forbidden),
+                    "{}:{}: the store must not use {forbidden}: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} files read in {}",
+        dir.display()
+    );
+}

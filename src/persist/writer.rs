@@ -1,0 +1,556 @@
+//! The persist thread and its handle: WAL appends and fsyncs, block files written whole or
+//! not at all (and retried in order while the disk fails), WAL trimming behind durable block
+//! files, retention of block files. [`Disk`] is the store thread's end: it never blocks.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::dir::{numbered, sync_dir, DataDir, TrackedFile};
+use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageStats};
+use crate::feed::FeedBatch;
+use crate::logging::RateLimiter;
+use crate::store::file::BlockFileWriter;
+use crate::timestamp::{self, Micros};
+
+pub(super) enum DiskJob {
+    Rows {
+        feed: Arc<FeedBatch>,
+        rows: Vec<u32>,
+    },
+    /// A poll's rows have all been sent.
+    PollDone,
+    Blocks {
+        writer: BlockFileWriter,
+        /// Oldest row still only in the WAL (`None`: none is).
+        keep_wal_from: Option<Micros>,
+        /// What the writer added to `block_bytes_pending`.
+        counted: u64,
+    },
+    /// Tests: answered once every job sent before it has been handled.
+    #[cfg(test)]
+    Barrier(Sender<()>),
+}
+
+/// Jobs queued for the persist thread at most (a few polls' chunks).
+const QUEUE: usize = 64;
+/// A WAL segment is closed at this size even between compactions.
+const SEGMENT_BYTES: u64 = 128 << 20;
+/// Block images that may wait for the disk (held in memory, retried) before compaction is
+/// put off. Never exceeded by more than one switch's blocks.
+pub const MAX_PENDING_BLOCK_BYTES: u64 = 512 << 20;
+
+/// The store thread's end of the persist thread. Never blocks.
+#[derive(Clone)]
+pub struct Disk {
+    pub(super) jobs: Sender<DiskJob>,
+    pub stats: Arc<StorageStats>,
+    /// [`MAX_PENDING_BLOCK_BYTES`] but in tests.
+    pub(super) max_pending_block_bytes: u64,
+}
+
+impl Disk {
+    /// Logs accepted rows; a full queue (a stalled disk) drops and counts them.
+    pub fn log_rows(&self, feed: Arc<FeedBatch>, rows: Vec<u32>) {
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len() as u64;
+        if self.jobs.try_send(DiskJob::Rows { feed, rows }).is_err() {
+            self.stats.rows_not_logged.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn poll_done(&self) {
+        let _ = self.jobs.try_send(DiskJob::PollDone);
+    }
+
+    /// Whether the queue has room for a job now.
+    pub fn has_room(&self) -> bool {
+        self.jobs.len() < QUEUE
+    }
+
+    /// Whether sealed blocks may be exported now. Check before exporting: the store counts
+    /// exported blocks as persisted and never exports them again.
+    ///
+    /// Past the cap on block images waiting for the disk, the answer is no: the blocks stay
+    /// unexported in the store (which holds them anyway) and go out with a later compaction,
+    /// once the backlog has reached the disk. Dropping a waiting image instead would leave a
+    /// hole in the block files that nothing could fill: later files hold newer blocks of the
+    /// same switches, so the WAL replay at the next start would reject the missing rows as
+    /// out of order, even if the WAL still held them.
+    pub fn can_take_blocks(&self) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        let below_cap = pending < self.max_pending_block_bytes;
+        let was_held = self
+            .stats
+            .compaction_held
+            .swap(!below_cap, Ordering::Relaxed);
+        match (was_held, below_cap) {
+            (false, false) => log::error!(
+                "{} MiB of block files are waiting for the disk: compaction is put off; \
+                 sealed blocks stay in memory and the WAL keeps their rows",
+                pending >> 20
+            ),
+            (true, true) => log::warn!("block files reach the disk again: compaction resumes"),
+            _ => {}
+        }
+        below_cap
+    }
+
+    /// How many more bytes of block images may wait for the disk: the size to which a
+    /// compaction limits its block file.
+    pub fn block_budget(&self) -> usize {
+        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        usize::try_from(self.max_pending_block_bytes.saturating_sub(pending)).unwrap_or(usize::MAX)
+    }
+
+    /// Queues exported blocks for a block file; `keep_wal_from` is the oldest row not in
+    /// them or in earlier exports (see [`crate::store::StoreHandle::export_sealed_within`]).
+    pub fn write_blocks(&self, writer: BlockFileWriter, keep_wal_from: Option<Micros>) {
+        let counted = if writer.is_empty() {
+            0
+        } else {
+            writer.max_image_bytes() as u64
+        };
+        // Counted before sending: the persist thread may write the file and take the count
+        // back off before `try_send` returns.
+        let pending = &self.stats.block_bytes_pending;
+        pending.fetch_add(counted, Ordering::Relaxed);
+        let sent = self.jobs.try_send(DiskJob::Blocks {
+            writer,
+            keep_wal_from,
+            counted,
+        });
+        if sent.is_err() {
+            pending.fetch_sub(counted, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the persist thread; it ends, after a final fsync, when every [`Disk`] is dropped.
+pub fn spawn(
+    dir: DataDir,
+    config: &PersistConfig,
+    stats: Arc<StorageStats>,
+    watch: &Arc<crate::watch::Watch>,
+) -> io::Result<(Disk, JoinHandle<()>)> {
+    let cap = test_knob("FABRIC_TEST_BLOCK_CAP").unwrap_or(MAX_PENDING_BLOCK_BYTES);
+    spawn_with_cap(dir, config, stats, cap, watch)
+}
+
+/// [`spawn`] with another cap on block images waiting for the disk (tests: a small one).
+pub(super) fn spawn_with_cap(
+    dir: DataDir,
+    config: &PersistConfig,
+    stats: Arc<StorageStats>,
+    max_pending_block_bytes: u64,
+    watch: &Arc<crate::watch::Watch>,
+) -> io::Result<(Disk, JoinHandle<()>)> {
+    let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
+    stats.disk_bytes.store(dir.disk_bytes(), Ordering::Relaxed);
+    let writer = DiskWriter {
+        dir,
+        fsync: config.fsync,
+        retention: crate::timestamp::duration_micros(config.retention),
+        stats: Arc::clone(&stats),
+        segment: None,
+        last_sync: Instant::now(),
+        pending: VecDeque::new(),
+        buf: Vec::new(),
+        error_log: RateLimiter::new(Duration::from_secs(10)),
+        segment_bytes: test_knob("FABRIC_TEST_WAL_SEGMENT").unwrap_or(SEGMENT_BYTES),
+    };
+    // Vital: exported blocks in its queue would vanish with it; a panic stops the process
+    // (what was not written is still in the WAL, or in memory and replayed from the WAL).
+    let handle = watch.spawn_vital("persist", move || writer.run(rx))?;
+    Ok((
+        Disk {
+            jobs,
+            stats,
+            max_pending_block_bytes,
+        },
+        handle,
+    ))
+}
+
+struct OpenSegment {
+    file: File,
+    tracked: TrackedFile,
+    /// Written since the last fsync.
+    dirty: bool,
+}
+
+/// A block file that could not be written yet.
+struct PendingFile {
+    image: Vec<u8>,
+    max_ts: Option<Micros>,
+    blocks: u64,
+    samples: u64,
+    keep_wal_from: Option<Micros>,
+    /// Sequence number of the first WAL segment opened after this export: only segments
+    /// before it can hold rows of the exported blocks.
+    wal_cut: u64,
+    /// Its share of `block_bytes_pending`.
+    counted: u64,
+}
+
+struct DiskWriter {
+    dir: DataDir,
+    fsync: FsyncPolicy,
+    retention: Micros,
+    stats: Arc<StorageStats>,
+    segment: Option<OpenSegment>,
+    last_sync: Instant,
+    pending: VecDeque<PendingFile>,
+    buf: Vec<u8>,
+    error_log: RateLimiter,
+    /// A segment this large is closed and the next record starts a new one.
+    segment_bytes: u64,
+}
+
+impl DiskWriter {
+    fn run(mut self, jobs: Receiver<DiskJob>) {
+        let tick = match self.fsync {
+            FsyncPolicy::Interval(every) => every.min(Duration::from_secs(1)),
+            _ => Duration::from_secs(1),
+        };
+        loop {
+            crate::watch::injected_panic_point();
+            match jobs.recv_timeout(tick) {
+                Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
+                Ok(DiskJob::PollDone) => {
+                    if self.fsync == FsyncPolicy::EveryBatch {
+                        self.sync_segment();
+                    }
+                }
+                Ok(DiskJob::Blocks {
+                    writer,
+                    keep_wal_from,
+                    counted,
+                }) => self.compact(writer, keep_wal_from, counted),
+                #[cfg(test)]
+                Ok(DiskJob::Barrier(done)) => {
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.housekeeping();
+        }
+        // Shutdown: what was written reaches the disk whatever the policy.
+        self.sync_segment();
+    }
+
+    fn housekeeping(&mut self) {
+        if let FsyncPolicy::Interval(every) = self.fsync {
+            if self.last_sync.elapsed() >= every {
+                self.sync_segment();
+            }
+        }
+        if !self.pending.is_empty() {
+            self.write_pending();
+        }
+        self.expire_block_files();
+    }
+
+    fn fail(&mut self, what: String) {
+        if let Some(held_back) = self.error_log.allow(Instant::now()) {
+            log::error!("{what}; ingest goes on in memory, retrying ({held_back} similar errors not logged)");
+        }
+        self.stats.failed(what);
+    }
+
+    fn recovered(&mut self) {
+        if !self.stats.healthy() && self.pending.is_empty() {
+            self.stats.healthy.store(true, Ordering::Relaxed);
+            log::warn!("writes to {} work again", self.dir.root.display());
+        }
+    }
+
+    fn open_segment(&mut self) -> io::Result<&mut OpenSegment> {
+        if self.segment.is_none() {
+            let seq = self.dir.next_seq;
+            self.dir.next_seq += 1;
+            let path = numbered(&self.dir.wal_dir, seq, "wal");
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)?;
+            let header = file
+                .write_all(wal::MAGIC)
+                .and_then(|()| sync_dir(&self.dir.wal_dir));
+            if let Err(e) = header {
+                drop(file);
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+            self.segment = Some(OpenSegment {
+                file,
+                tracked: TrackedFile {
+                    seq,
+                    path,
+                    bytes: wal::MAGIC.len() as u64,
+                    max_ts: None,
+                },
+                dirty: true,
+            });
+        }
+        self.segment
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no segment"))
+    }
+
+    fn append(&mut self, feed: &FeedBatch, rows: &[u32]) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        wal::encode_rows(feed, rows, &mut buf);
+        let max_ts = rows.iter().map(|&r| feed.timestamp(r as usize)).max();
+        let written = self.open_segment().and_then(|segment| {
+            segment.file.write_all(&buf)?;
+            segment.tracked.bytes += buf.len() as u64;
+            segment.tracked.max_ts = segment.tracked.max_ts.max(max_ts);
+            segment.dirty = true;
+            Ok(segment.tracked.bytes)
+        });
+        self.buf = buf;
+        match written {
+            Ok(size) => {
+                self.stats.wal_records.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .wal_bytes
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .disk_bytes
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.recovered();
+                if size >= self.segment_bytes {
+                    self.close_segment();
+                }
+            }
+            Err(e) => {
+                self.stats
+                    .rows_not_logged
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.abandon_segment();
+                self.fail(format!(
+                    "cannot append to the WAL in {}: {e}",
+                    self.dir.wal_dir.display()
+                ));
+            }
+        }
+    }
+
+    /// After a failed write the segment may end in a partial record: cut it back to its last
+    /// whole record and continue in a new segment, so no torn record sits mid-WAL.
+    fn abandon_segment(&mut self) {
+        if let Some(segment) = self.segment.take() {
+            let _ = segment.file.set_len(segment.tracked.bytes);
+            let _ = segment.file.sync_all();
+            self.dir.segments.push(segment.tracked);
+        }
+    }
+
+    fn sync_segment(&mut self) {
+        let Some(segment) = self.segment.as_mut() else {
+            return;
+        };
+        if !segment.dirty {
+            return;
+        }
+        match segment.file.sync_data() {
+            Ok(()) => {
+                segment.dirty = false;
+                self.last_sync = Instant::now();
+                self.stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.abandon_segment();
+                self.fail(format!(
+                    "cannot fsync the WAL in {}: {e}",
+                    self.dir.wal_dir.display()
+                ));
+            }
+        }
+    }
+
+    fn close_segment(&mut self) {
+        self.sync_segment();
+        if let Some(segment) = self.segment.take() {
+            self.dir.segments.push(segment.tracked);
+        }
+    }
+
+    fn compact(&mut self, writer: BlockFileWriter, keep_wal_from: Option<Micros>, counted: u64) {
+        // The cut: rows logged from now on go to a new segment. Jobs arrive in the order the
+        // store thread sent them, so the segments before the cut hold exactly the rows
+        // accepted before this export.
+        self.close_segment();
+        let wal_cut = self.dir.next_seq;
+        if !writer.is_empty() {
+            // Never dropped, however long the disk fails: the store stops exporting at the
+            // cap instead (`Disk::can_take_blocks`), so block files stay a gapless prefix of
+            // every switch's history and the WAL its continuation.
+            let pending = PendingFile {
+                max_ts: writer.max_last_ts(),
+                blocks: writer.blocks(),
+                samples: writer.samples(),
+                image: writer.finish(),
+                keep_wal_from,
+                wal_cut,
+                counted,
+            };
+            self.pending.push_back(pending);
+            self.write_pending();
+        } else if self.pending.is_empty() {
+            self.truncate_wal(keep_wal_from, wal_cut);
+        }
+        self.stats
+            .block_files_pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes queued block files in order; the WAL is truncated after each one that lands.
+    fn write_pending(&mut self) {
+        while let Some(next) = self.pending.front() {
+            let seq = self.dir.next_seq;
+            let path = numbered(&self.dir.blocks_dir, seq, "blk");
+            match write_atomically(&self.dir.blocks_dir, &path, &next.image) {
+                Ok(()) => {
+                    self.dir.next_seq += 1;
+                    let Some(done) = self.pending.pop_front() else {
+                        break;
+                    };
+                    let bytes = done.image.len() as u64;
+                    let held = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+                    self.stats
+                        .block_bytes_pending
+                        .fetch_sub(done.counted.min(held), Ordering::Relaxed);
+                    self.stats
+                        .block_files_written
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .blocks_written
+                        .fetch_add(done.blocks, Ordering::Relaxed);
+                    self.stats
+                        .samples_compacted
+                        .fetch_add(done.samples, Ordering::Relaxed);
+                    self.stats
+                        .block_bytes_written
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    self.stats.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    self.dir.block_files.push(TrackedFile {
+                        seq,
+                        path,
+                        bytes,
+                        max_ts: done.max_ts,
+                    });
+                    // Only once every exported block is durable: an earlier file's horizon
+                    // would be too late while a file before it still waits.
+                    if self.pending.is_empty() {
+                        self.truncate_wal(done.keep_wal_from, done.wal_cut);
+                    }
+                    self.recovered();
+                }
+                Err(e) => {
+                    self.fail(format!("cannot write block file {}: {e}", path.display()));
+                    break;
+                }
+            }
+        }
+        self.stats
+            .block_files_pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Deletes closed segments whose rows are all in durable block files, once every export
+    /// up to the one with this `keep_from` and `wal_cut` is durable: segments before the cut
+    /// whose rows are all older than `keep_from` (every one before the cut when nothing was
+    /// left only in the WAL).
+    ///
+    /// The rule: the WAL is never trimmed past a row that is not in a durable block file.
+    /// `keep_from` is the oldest row the store had not exported (open blocks, and sealed
+    /// ones a size-limited export left for later); nothing exported is dropped before it is
+    /// durable. The cut matters when files waited for the disk: segments closed after it
+    /// hold rows accepted after this export, which can be older than `keep_from` (a switch
+    /// that starts reporting late, with old timestamps) and are in no block file yet.
+    fn truncate_wal(&mut self, keep_from: Option<Micros>, wal_cut: u64) {
+        let stats = Arc::clone(&self.stats);
+        self.dir.segments.retain(|segment| {
+            let covered = segment.seq < wal_cut
+                && match (segment.max_ts, keep_from) {
+                    (None, _) | (_, None) => true,
+                    (Some(max_ts), Some(keep)) => max_ts < keep,
+                };
+            !(covered && delete_tracked(segment, &stats, &stats.wal_segments_deleted))
+        });
+    }
+
+    /// Retention: a block file whose newest row has expired goes as a whole.
+    fn expire_block_files(&mut self) {
+        let cutoff = timestamp::now_micros().saturating_sub(self.retention);
+        let stats = Arc::clone(&self.stats);
+        self.dir.block_files.retain(|file| {
+            if file.max_ts.is_some_and(|t| t >= cutoff) {
+                return true;
+            }
+            !delete_tracked(file, &stats, &stats.block_files_deleted)
+        });
+    }
+}
+
+/// Deletes a file the persist thread tracks; on success counts it in `deleted` and takes its
+/// bytes off the disk usage. Whether it is gone.
+fn delete_tracked(file: &TrackedFile, stats: &StorageStats, deleted: &AtomicU64) -> bool {
+    if !remove(&file.path) {
+        return false;
+    }
+    deleted.fetch_add(1, Ordering::Relaxed);
+    let held = stats.disk_bytes.load(Ordering::Relaxed);
+    stats
+        .disk_bytes
+        .fetch_sub(file.bytes.min(held), Ordering::Relaxed);
+    true
+}
+
+fn remove(path: &Path) -> bool {
+    match fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => {
+            log::warn!("cannot delete {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Temp file, fsync, rename, fsync the directory: after a crash the file is either complete
+/// under its name or absent.
+fn write_atomically(dir: &Path, path: &Path, image: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("blk.tmp");
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
+        file.write_all(image)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
