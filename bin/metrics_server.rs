@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
-use fabric_telemetry::{logging, server::MetricsServer, signals};
+use fabric_telemetry::{logging, process, server::MetricsServer};
 
 fn main() -> ExitCode {
     let (config, log) = match config::parse_server_args(std::env::args_os().skip(1)) {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     };
     logging::init(log);
     // Before any thread exists, so every thread inherits the signal mask.
-    signals::prepare_process();
+    process::prepare_process();
     let server = match MetricsServer::start(&config) {
         Ok(server) => server,
         Err(e) => {
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.sources().join(", ")
     );
-    let stopped = signals::run_until_stopped(|| match server.reload_tokens() {
+    let stopped = process::run_until_stopped(|| match server.reload_tokens() {
         Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
         Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
         None => log::info!("SIGHUP: nothing to reload (no --auth-token-file)"),

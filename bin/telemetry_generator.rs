@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use fabric_telemetry::config::{self, Command};
 use fabric_telemetry::generator_http::GeneratorService;
 use fabric_telemetry::watch::Watch;
-use fabric_telemetry::{logging, signals};
+use fabric_telemetry::{logging, process};
 
 fn main() -> ExitCode {
     let (config, log) = match config::parse_generator_args(std::env::args_os().skip(1)) {
@@ -26,8 +26,8 @@ fn main() -> ExitCode {
     };
     logging::init(log);
     // Before any thread exists, so every thread inherits the signal mask.
-    signals::prepare_process();
-    let watch = Watch::new(signals::stop_process);
+    process::prepare_process();
+    let watch = Watch::new(process::stop_process);
     let service = match GeneratorService::start(&config, &watch) {
         Ok(service) => service,
         Err(e) => {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         config.n_switches,
         humantime::format_duration(config.interval)
     );
-    match signals::run_until_stopped(|| log::info!("SIGHUP: nothing to reload")) {
+    match process::run_until_stopped(|| log::info!("SIGHUP: nothing to reload")) {
         Ok(signal) => log::info!("{signal}: stopping"),
         Err(e) => {
             log::error!("cannot wait for signals ({e}); running until killed");

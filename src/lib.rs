@@ -19,7 +19,7 @@
 //! - [`persist`]: the data directory: WAL, block files, recovery, lock.
 //! - [`wire`]: varints and a bounds-checked reader for the binary formats.
 //! - [`http`]: the tiny_http worker pool both programs use.
-//! - [`config`], [`logging`], [`server`], [`signals`]: flags, logs, wiring, clean shutdown.
+//! - [`config`], [`logging`], [`server`], [`process`]: flags, logs, wiring, process set-up and clean shutdown.
 
 pub mod access;
 pub mod api;
@@ -37,8 +37,8 @@ pub mod poller;
 pub mod query;
 pub mod remote_write;
 
+pub mod process;
 pub mod server;
-pub mod signals;
 
 pub mod stats;
 pub mod store;

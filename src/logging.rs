@@ -266,15 +266,15 @@ impl fmt::Display for Escaped<'_> {
 
 /// Lets one event through per `every`, counting the ones it held back.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct LogThrottle {
     every: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
-impl RateLimiter {
-    pub fn new(every: Duration) -> RateLimiter {
-        RateLimiter {
+impl LogThrottle {
+    pub fn new(every: Duration) -> LogThrottle {
+        LogThrottle {
             every,
             last: None,
             suppressed: 0,
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn lets_one_through_per_interval() {
         let start = Instant::now();
-        let mut limiter = RateLimiter::new(Duration::from_secs(10));
+        let mut limiter = LogThrottle::new(Duration::from_secs(10));
         assert_eq!(limiter.allow(start), Some(0));
         assert_eq!(limiter.allow(start + Duration::from_secs(1)), None);
         assert_eq!(limiter.allow(start + Duration::from_secs(2)), None);

@@ -14,7 +14,7 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::feed::{FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample};
 use crate::ingest::IngestBatch;
-use crate::logging::{self, RateLimiter};
+use crate::logging::{self, LogThrottle};
 use crate::stats::IngestStats;
 use crate::timestamp;
 use crate::watch::Watch;
@@ -120,8 +120,8 @@ pub fn poll_once(
 /// Per-source logging state: failures and rejected rows, each rate-limited.
 struct SourceLog {
     url: String,
-    failures: RateLimiter,
-    rejects: RateLimiter,
+    failures: LogThrottle,
+    rejects: LogThrottle,
     failing_since: Option<(Instant, u64)>,
 }
 
@@ -213,8 +213,8 @@ fn run(
     let agent = agent_for(config);
     let mut log = SourceLog {
         url: config.url.clone(),
-        failures: RateLimiter::new(LOG_EVERY),
-        rejects: RateLimiter::new(LOG_EVERY),
+        failures: LogThrottle::new(LOG_EVERY),
+        rejects: LogThrottle::new(LOG_EVERY),
         failing_since: None,
     };
     let mut next_poll = Instant::now();

@@ -17,8 +17,8 @@ use crate::http::{self, HttpError, HttpMonitor, HttpServer};
 use crate::ingest::{self, Outlets, Persistence};
 use crate::persist::{self, DataDirError, PersistConfig};
 use crate::poller::{self, PollerConfig};
+use crate::process;
 use crate::remote_write::RemoteWriter;
-use crate::signals;
 use crate::stats::{ApiStats, IngestStats};
 use crate::store::{BlockLimits, Store, StoreHandle};
 use crate::timestamp;
@@ -148,7 +148,7 @@ impl MetricsServer {
         }
         // A vital thread's panic stops the process the way SIGTERM does; `main` then sees
         // `fatal()` and exits non-zero.
-        let watch = Watch::new(signals::stop_process);
+        let watch = Watch::new(process::stop_process);
         let mut store = Store::new(BlockLimits::for_retention(config.retention));
         let durable = match config.persist() {
             Some(persist_config) => Some((

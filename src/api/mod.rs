@@ -7,8 +7,8 @@
 //! and `/aggregate` answers are built once per store generation and shared (see [`cache`]).
 
 mod cache;
+pub mod exposition;
 pub mod history;
-pub mod metrics;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -403,9 +403,9 @@ impl Api {
     /// The Prometheus exposition; copied out under the read lock, rendered after.
     fn prometheus(&self, accept: Option<&str>) -> Reply {
         let now = timestamp::now_micros();
-        let telemetry = metrics::collect(&self.store.read(), now, self.max_age);
-        let openmetrics = metrics::wants_openmetrics(accept);
-        let body = metrics::render(
+        let telemetry = exposition::collect(&self.store.read(), now, self.max_age);
+        let openmetrics = exposition::wants_openmetrics(accept);
+        let body = exposition::render(
             &telemetry,
             &self.stats,
             &self.ingest,
@@ -417,9 +417,9 @@ impl Api {
         Reply {
             status: 200,
             content_type: if openmetrics {
-                metrics::OPENMETRICS
+                exposition::OPENMETRICS
             } else {
-                metrics::TEXT
+                exposition::TEXT
             },
             // The format follows `Accept`: a cache must not serve one scraper the other's.
             headers: vec![("Vary", "Accept".to_string())],

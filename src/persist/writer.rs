@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::dir::{numbered, sync_dir, DataDir, TrackedFile};
 use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageStats};
 use crate::feed::FeedBatch;
-use crate::logging::RateLimiter;
+use crate::logging::LogThrottle;
 use crate::store::file::BlockFileWriter;
 use crate::timestamp::{self, Micros};
 
@@ -168,7 +168,7 @@ pub(super) fn spawn_with_cap(
         last_sync: Instant::now(),
         pending: VecDeque::new(),
         buf: Vec::new(),
-        error_log: RateLimiter::new(Duration::from_secs(10)),
+        error_log: LogThrottle::new(Duration::from_secs(10)),
         segment_bytes: test_knob("FABRIC_TEST_WAL_SEGMENT").unwrap_or(SEGMENT_BYTES),
     };
     // Vital: exported blocks in its queue would vanish with it; a panic stops the process
@@ -214,7 +214,7 @@ struct DiskWriter {
     last_sync: Instant,
     pending: VecDeque<PendingFile>,
     buf: Vec<u8>,
-    error_log: RateLimiter,
+    error_log: LogThrottle,
     /// A segment this large is closed and the next record starts a new one.
     segment_bytes: u64,
 }
@@ -271,7 +271,8 @@ impl DiskWriter {
         self.stats.failed(what);
     }
 
-    fn recovered(&mut self) {
+    /// A write succeeded: storage is healthy again once nothing waits for the disk.
+    fn writes_work_again(&mut self) {
         if !self.stats.healthy() && self.pending.is_empty() {
             self.stats.healthy.store(true, Ordering::Relaxed);
             log::warn!("writes to {} work again", self.dir.root.display());
@@ -333,7 +334,7 @@ impl DiskWriter {
                 self.stats
                     .disk_bytes
                     .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-                self.recovered();
+                self.writes_work_again();
                 if size >= self.segment_bytes {
                     self.close_segment();
                 }
@@ -460,7 +461,7 @@ impl DiskWriter {
                     if self.pending.is_empty() {
                         self.truncate_wal(done.keep_wal_from, done.wal_cut);
                     }
-                    self.recovered();
+                    self.writes_work_again();
                 }
                 Err(e) => {
                     self.fail(format!("cannot write block file {}: {e}", path.display()));

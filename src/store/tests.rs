@@ -529,7 +529,7 @@ fn the_store_imports_nothing_above_it() {
         "crate::poller",
         "crate::remote_write",
         "crate::watch",
-        "crate::signals",
+        "crate::process",
         "crossbeam",
         "std::thread",
         "std::fs",

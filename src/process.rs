@@ -1,30 +1,33 @@
+//! Process set-up both programs share ([`prepare_process`]: allocator setting, open-file
+//! limit, SIGXFSZ ignored, signal mask) and their signal loop ([`run_until_stopped`]).
+//!
 //! Signals without an async runtime or signal handlers: SIGTERM, SIGINT and SIGHUP are blocked
-//! in every thread (the mask is inherited, so call [`block_termination`] before spawning any)
-//! and the main thread takes them synchronously with `sigwait`, so shutdown and reload run as
+//! in every thread (the mask is inherited, so call [`block_signals`] before spawning any) and
+//! the main thread takes them synchronously with `sigwait`, so shutdown and reload run as
 //! ordinary code on an ordinary thread.
 
 use std::fmt;
 
 /// A signal the programs act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
+pub enum Signal {
     Term,
     Interrupt,
     /// SIGHUP: reload (the token file), keep running.
     Hangup,
 }
 
-impl fmt::Display for Termination {
+impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Termination::Term => "SIGTERM",
-            Termination::Interrupt => "SIGINT",
-            Termination::Hangup => "SIGHUP",
+            Signal::Term => "SIGTERM",
+            Signal::Interrupt => "SIGINT",
+            Signal::Hangup => "SIGHUP",
         })
     }
 }
 
-fn termination_set() -> libc::sigset_t {
+fn handled_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given; sigaddset adds valid signals.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -37,8 +40,8 @@ fn termination_set() -> libc::sigset_t {
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it spawns afterwards.
-pub fn block_termination() -> std::io::Result<()> {
-    let set = termination_set();
+pub fn block_signals() -> std::io::Result<()> {
+    let set = handled_signals();
     // SAFETY: a valid, initialised signal set; the old mask is not needed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc == 0 {
@@ -48,9 +51,9 @@ pub fn block_termination() -> std::io::Result<()> {
     }
 }
 
-/// Waits for SIGTERM, SIGINT or SIGHUP (they must be blocked, see [`block_termination`]).
-pub fn wait_for_termination() -> std::io::Result<Termination> {
-    let set = termination_set();
+/// Waits for SIGTERM, SIGINT or SIGHUP (they must be blocked, see [`block_signals`]).
+pub fn wait_for_signal() -> std::io::Result<Signal> {
+    let set = handled_signals();
     let mut signal: libc::c_int = 0;
     // SAFETY: a valid signal set and a pointer to a live c_int.
     let rc = unsafe { libc::sigwait(&set, &mut signal) };
@@ -58,9 +61,9 @@ pub fn wait_for_termination() -> std::io::Result<Termination> {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
     Ok(match signal {
-        libc::SIGINT => Termination::Interrupt,
-        libc::SIGHUP => Termination::Hangup,
-        _ => Termination::Term,
+        libc::SIGINT => Signal::Interrupt,
+        libc::SIGHUP => Signal::Hangup,
+        _ => Signal::Term,
     })
 }
 
@@ -96,7 +99,7 @@ pub fn prepare_process() {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    if let Err(e) = block_termination() {
+    if let Err(e) = block_signals() {
         log::warn!("cannot block SIGTERM/SIGINT ({e}): they will end the process at once");
     }
 }
@@ -112,10 +115,10 @@ pub fn stop_process() {
     }
 }
 
-pub fn run_until_stopped(mut on_hangup: impl FnMut()) -> std::io::Result<Termination> {
+pub fn run_until_stopped(mut on_hangup: impl FnMut()) -> std::io::Result<Signal> {
     loop {
-        match wait_for_termination()? {
-            Termination::Hangup => on_hangup(),
+        match wait_for_signal()? {
+            Signal::Hangup => on_hangup(),
             stop => return Ok(stop),
         }
     }
