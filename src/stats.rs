@@ -461,16 +461,24 @@ pub struct LatencyReport {
     pub max_latency: f64,
 }
 
-/// The `latency` object: the original four endpoints, endpoints added since, then (the
-/// original's quirk) `uptime_seconds`.
-#[derive(Debug, Serialize)]
+/// The `latency` object: one entry per [`Endpoint`] in [`Endpoint::ALL`] order (the original
+/// four, then endpoints added since), then (the original's quirk) `uptime_seconds`.
+#[derive(Debug)]
 pub struct LatencyReports {
-    pub get_metric: LatencyReport,
-    pub list_metrics: LatencyReport,
-    pub aggregate_metrics: LatencyReport,
-    pub stats: LatencyReport,
-    pub history: LatencyReport,
+    pub by_endpoint: Vec<(Endpoint, LatencyReport)>,
     pub uptime_seconds: f64,
+}
+
+impl Serialize for LatencyReports {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.by_endpoint.len() + 1))?;
+        for (endpoint, report) in &self.by_endpoint {
+            map.serialize_entry(endpoint.name(), report)?;
+        }
+        map.serialize_entry("uptime_seconds", &self.uptime_seconds)?;
+        map.end()
+    }
 }
 
 /// Ingest health, added after the original fields.
@@ -531,11 +539,10 @@ pub fn report(
         requests: api.requests.load(Ordering::Relaxed),
         errors: api.errors.load(Ordering::Relaxed),
         latency: LatencyReports {
-            get_metric: latency_report(api.latency_of(Endpoint::GetMetric)),
-            list_metrics: latency_report(api.latency_of(Endpoint::ListMetrics)),
-            aggregate_metrics: latency_report(api.latency_of(Endpoint::AggregateMetrics)),
-            stats: latency_report(api.latency_of(Endpoint::Stats)),
-            history: latency_report(api.latency_of(Endpoint::History)),
+            by_endpoint: Endpoint::ALL
+                .iter()
+                .map(|&e| (e, latency_report(api.latency_of(e))))
+                .collect(),
             uptime_seconds: uptime,
         },
         uptime_seconds: uptime,

@@ -310,10 +310,17 @@ fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
             "the API answers while the receiver is down"
         );
     }
-    let down_since_ms = fabric_telemetry::timestamp::now_micros() / 1000;
-
-    // It comes back: delivery resumes with samples from after the outage began.
+    // It comes back: delivery resumes with samples from after the feed changed. The first
+    // sample the server stored with the new value marks "after": rows polled just before the
+    // change still carry the old value and a later timestamp than any clock reading here.
     feed.serve_fresh(&["switch1,80.5,0.45,3,{ts}"]);
+    let changed_ms = util::wait_for("the new value stored", Duration::from_secs(10), || {
+        let answer =
+            util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")).json();
+        (answer["value"].as_f64() == Some(80.5)).then_some(())?;
+        let at = fabric_telemetry::timestamp::parse_rfc3339(answer["timestamp"].as_str()?).ok()?;
+        Some(at / 1000)
+    });
     receiver.restart();
     let resumed = util::wait_for(
         "samples from after the outage",
@@ -324,7 +331,7 @@ fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
                 &base,
                 "timestamp(fabric_switch_bandwidth_gbps{switch=\"switch1\"})",
             )?;
-            ((newest * 1000.0) as i64 > down_since_ms).then_some(v)
+            ((newest * 1000.0).round() as i64 >= changed_ms).then_some(v)
         },
     );
     assert_eq!(resumed, 80.5);

@@ -354,33 +354,22 @@ impl Api {
 
     fn route(&self, head: &RequestHead) -> (Option<Endpoint>, Result<Reply, ApiError>) {
         let (path, raw_query) = head.path_and_query();
-        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
-            if !head.is_read() {
-                return (None, Err(ApiError::MethodNotAllowed));
-            }
-            let reply = match path {
-                "/healthz" => self.liveness(),
-                "/readyz" => self.readiness(),
-                _ => Ok(self.prometheus(head.accept.as_deref())),
-            };
-            return (None, reply);
-        }
-        let endpoint = match path {
-            "/telemetry/get" => Endpoint::GetMetric,
-            "/telemetry/list" => Endpoint::ListMetrics,
-            "/telemetry/aggregate" => Endpoint::AggregateMetrics,
-            "/telemetry/stats" => Endpoint::Stats,
-            "/telemetry/history" => Endpoint::History,
-            _ => {
-                return (
-                    None,
-                    Err(ApiError::NotFound(format!("no such endpoint: {path}"))),
-                )
-            }
+        let Some(route) = Route::of(path) else {
+            return (
+                None,
+                Err(ApiError::NotFound(format!("no such endpoint: {path}"))),
+            );
         };
+        let endpoint = route.endpoint();
         if !head.is_read() {
-            return (Some(endpoint), Err(ApiError::MethodNotAllowed));
+            return (endpoint, Err(ApiError::MethodNotAllowed));
         }
+        let endpoint = match route {
+            Route::Healthz => return (None, self.liveness()),
+            Route::Readyz => return (None, self.readiness()),
+            Route::Metrics => return (None, Ok(self.prometheus(head.accept.as_deref()))),
+            Route::Telemetry(endpoint) => endpoint,
+        };
         let query = match Query::parse(raw_query.unwrap_or("")) {
             Ok(query) => query,
             Err(e) => return (Some(endpoint), Err(e.into())),
@@ -778,18 +767,54 @@ impl Api {
     }
 }
 
-/// The `route` label of a path in `/metrics` (a fixed set, so clients cannot mint series).
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/telemetry/get" => "get_metric",
-        "/telemetry/list" => "list_metrics",
-        "/telemetry/aggregate" => "aggregate_metrics",
-        "/telemetry/stats" => "stats",
-        "/telemetry/history" => "history",
-        "/healthz" => "healthz",
-        "/readyz" => "readyz",
-        "/metrics" => "metrics",
-        _ => "other",
+/// What a path is: a telemetry endpoint (with its latency entry in `/telemetry/stats`) or one
+/// of the operational paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Telemetry(Endpoint),
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+/// Every path the API answers, written once: routing, the `route` label of `/metrics` and
+/// the latency entries of `/telemetry/stats` all come from it.
+const ROUTES: [(&str, Route); 8] = [
+    ("/telemetry/get", Route::Telemetry(Endpoint::GetMetric)),
+    ("/telemetry/list", Route::Telemetry(Endpoint::ListMetrics)),
+    (
+        "/telemetry/aggregate",
+        Route::Telemetry(Endpoint::AggregateMetrics),
+    ),
+    ("/telemetry/stats", Route::Telemetry(Endpoint::Stats)),
+    ("/telemetry/history", Route::Telemetry(Endpoint::History)),
+    ("/healthz", Route::Healthz),
+    ("/readyz", Route::Readyz),
+    ("/metrics", Route::Metrics),
+];
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        ROUTES.iter().find(|(p, _)| *p == path).map(|&(_, r)| r)
+    }
+
+    fn endpoint(self) -> Option<Endpoint> {
+        match self {
+            Route::Telemetry(endpoint) => Some(endpoint),
+            _ => None,
+        }
+    }
+
+    /// The `route` label of a path in `/metrics`: a fixed set (`other` for every unknown
+    /// path), so clients cannot mint series.
+    fn label(route: Option<Route>) -> &'static str {
+        match route {
+            Some(Route::Telemetry(endpoint)) => endpoint.name(),
+            Some(Route::Healthz) => "healthz",
+            Some(Route::Readyz) => "readyz",
+            Some(Route::Metrics) => "metrics",
+            None => "other",
+        }
     }
 }
 
@@ -831,7 +856,7 @@ impl http::Handler for Api {
                 }
             },
         };
-        let route = route_label(head.path_and_query().0);
+        let route = Route::label(Route::of(head.path_and_query().0));
         self.stats
             .request_finished(route, endpoint, reply.status, started.elapsed());
         reply
