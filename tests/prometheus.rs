@@ -326,12 +326,14 @@ fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
         "samples from after the outage",
         Duration::from_secs(30),
         || {
-            let v = query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}")?;
+            // The newest sample's time first: once it is past the change, every later
+            // value query sees a sample at least that new, which holds the new value.
             let newest = query(
                 &base,
                 "timestamp(fabric_switch_bandwidth_gbps{switch=\"switch1\"})",
             )?;
-            ((newest * 1000.0).round() as i64 >= changed_ms).then_some(v)
+            ((newest * 1000.0).round() as i64 >= changed_ms).then_some(())?;
+            query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}")
         },
     );
     assert_eq!(resumed, 80.5);
