@@ -185,9 +185,9 @@ fn store_throughput(batches: &[feed::FeedBatch], dir: Option<&std::path::Path>) 
     assert_eq!(stats.rows_accepted(), total, "every row applied");
     if let Some(storage) = storage {
         let report = storage.report();
-        assert_eq!(report.rows_not_logged, 0, "every row logged");
+        assert_eq!(report.counters.rows_not_logged, 0, "every row logged");
         assert_eq!(
-            report.wal_fsyncs as usize,
+            report.counters.wal_fsyncs as usize,
             batches.len(),
             "one fsync per poll"
         );
@@ -212,13 +212,14 @@ pub fn run(report: &mut Report, quick: bool) {
         .add(
             "durable",
             "disk bytes per compacted sample (block files)",
-            written.block_bytes_written as f64 / written.samples_compacted.max(1) as f64,
+            written.counters.block_bytes_written as f64
+                / written.counters.samples_compacted.max(1) as f64,
             "B",
         )
         .baseline(2.0)
         .note(format!(
             "{} samples in {} block files; target <= 2 B",
-            written.samples_compacted, written.block_files_written
+            written.counters.samples_compacted, written.counters.block_files_written
         ));
     report
         .add(

@@ -483,32 +483,36 @@ pub fn render(
             Kind::Gauge,
             "Bytes of WAL segments and block files in the data directory",
         );
-        x.sample("fabric_storage_disk_bytes", &[], report.disk_bytes as f64);
+        x.sample(
+            "fabric_storage_disk_bytes",
+            &[],
+            report.counters.disk_bytes as f64,
+        );
         for (name, help, value) in [
             (
                 "fabric_storage_write_errors_total",
                 "Failed writes or fsyncs to the data directory",
-                report.write_errors,
+                report.counters.write_errors,
             ),
             (
                 "fabric_storage_wal_bytes_total",
                 "Bytes appended to the write-ahead log",
-                report.wal_bytes,
+                report.counters.wal_bytes,
             ),
             (
                 "fabric_storage_wal_fsyncs_total",
                 "fsyncs of the write-ahead log",
-                report.wal_fsyncs,
+                report.counters.wal_fsyncs,
             ),
             (
                 "fabric_storage_rows_not_logged_total",
                 "Accepted rows that never reached the write-ahead log (disk errors or a stalled disk)",
-                report.rows_not_logged,
+                report.counters.rows_not_logged,
             ),
             (
                 "fabric_storage_block_files_written_total",
                 "Block files written by compaction",
-                report.block_files_written,
+                report.counters.block_files_written,
             ),
         ] {
             x.family(name, Kind::Counter, help);

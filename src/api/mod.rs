@@ -453,7 +453,7 @@ impl Api {
         Some(serde_json::json!({
             "status": storage.status,
             "last_error": storage.last_error,
-            "write_errors": storage.write_errors,
+            "write_errors": storage.counters.write_errors,
         }))
     }
 

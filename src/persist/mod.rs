@@ -36,7 +36,7 @@ use crate::store::Store;
 use crate::timestamp::Micros;
 use crate::watch::Watch;
 
-pub use counters::{StorageReport, StorageStats};
+pub use counters::{StorageCounters, StorageReport, StorageStats};
 pub use dir::{DataDir, DataDirError, RecoveryReport};
 pub use writer::{spawn, Disk, MAX_PENDING_BLOCK_BYTES};
 

@@ -1,6 +1,5 @@
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,14 +110,17 @@ fn the_wal_is_trimmed_only_behind_durable_block_files() {
     let dir = Scratch::new("trim");
     let (_, stats) = run(&dir.0, Duration::from_secs(3600), &polls(100, 0), 20);
     let report = stats.report();
-    assert_eq!(report.rows_not_logged, 0);
-    assert_eq!(report.wal_fsyncs, 100, "every-batch: one fsync per poll");
-    assert!(report.block_files_written >= 4, "{report:?}");
+    assert_eq!(report.counters.rows_not_logged, 0);
+    assert_eq!(
+        report.counters.wal_fsyncs, 100,
+        "every-batch: one fsync per poll"
+    );
+    assert!(report.counters.block_files_written >= 4, "{report:?}");
     // Compaction cut a segment every 20 polls; the ones wholly behind the open blocks went.
-    assert!(report.wal_segments_deleted >= 3, "{report:?}");
+    assert!(report.counters.wal_segments_deleted >= 3, "{report:?}");
     assert_eq!(
         dir.count("wal", "wal") as u64,
-        5 - report.wal_segments_deleted
+        5 - report.counters.wal_segments_deleted
     );
     // And what is left restores everything.
     let mut restored = Store::new(BlockLimits {
@@ -139,15 +141,15 @@ fn retention_deletes_whole_block_files() {
     let old = polls(60, 60 * S);
     let (_, stats) = run(&dir.0, Duration::from_secs(90), &old, 10);
     let report = stats.report();
-    assert!(report.block_files_written >= 5, "{report:?}");
-    assert!(report.block_files_deleted >= 2, "{report:?}");
+    assert!(report.counters.block_files_written >= 5, "{report:?}");
+    assert!(report.counters.block_files_deleted >= 2, "{report:?}");
     assert!(
-        report.block_files_deleted < report.block_files_written,
+        report.counters.block_files_deleted < report.counters.block_files_written,
         "{report:?}"
     );
     assert_eq!(
         dir.count("blocks", "blk") as u64,
-        report.block_files_written - report.block_files_deleted
+        report.counters.block_files_written - report.counters.block_files_deleted
     );
 }
 
@@ -345,9 +347,9 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
             // Every export of the outage has been tried (and failed) before the disk heals.
             rig.barrier();
             let failing = rig.stats.report();
-            assert!(failing.write_errors > 0, "{failing:?}");
-            assert!(failing.block_files_pending > 0, "{failing:?}");
-            deleted_during_outage = failing.wal_segments_deleted;
+            assert!(failing.counters.write_errors > 0, "{failing:?}");
+            assert!(failing.counters.block_files_pending > 0, "{failing:?}");
+            deleted_during_outage = failing.counters.wal_segments_deleted;
             broken.take().expect("broken").restore();
         }
         rig.poll(batch);
@@ -361,7 +363,7 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
         }
     }
     rig.barrier();
-    let held = rig.stats.block_bytes_pending.load(Ordering::Relaxed);
+    let held = rig.stats.counters().block_bytes_pending;
     let report = rig.finish();
 
     // The restart serves every row ever ingested (all are within retention).
@@ -373,10 +375,10 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
     // The cap was reached (compactions were put off), the backlog then reached the disk, and
     // the WAL was trimmed again: it does not keep growing once the disk is healthy.
     assert!(deferred > 0, "the outage never reached the cap: {report:?}");
-    assert_eq!(report.block_files_pending, 0, "{report:?}");
+    assert_eq!(report.counters.block_files_pending, 0, "{report:?}");
     assert_eq!(held, 0, "block bytes still counted as waiting");
     assert!(
-        report.wal_segments_deleted > deleted_during_outage,
+        report.counters.wal_segments_deleted > deleted_during_outage,
         "{report:?}"
     );
     assert!(
@@ -406,12 +408,12 @@ fn rows_logged_after_a_waiting_export_are_not_trimmed_with_it() {
     }
     assert!(rig.compact(base + 2 * S));
     rig.barrier();
-    assert_eq!(rig.stats.report().block_files_pending, 1);
+    assert_eq!(rig.stats.report().counters.block_files_pending, 1);
     broken.restore();
     // The waiting file lands now (and the WAL is trimmed behind it).
     rig.barrier();
     let report = rig.finish();
-    assert_eq!(report.block_files_pending, 0, "{report:?}");
+    assert_eq!(report.counters.block_files_pending, 0, "{report:?}");
 
     let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
     let mut all = early.clone();

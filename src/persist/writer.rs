@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::dir::{numbered, sync_dir, DataDir, TrackedFile};
-use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageStats};
+use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageCounters, StorageStats};
 use crate::feed::FeedBatch;
 use crate::logging::LogThrottle;
 use crate::store::file::BlockFileWriter;
@@ -64,7 +63,7 @@ impl Disk {
         }
         let n = rows.len() as u64;
         if self.jobs.try_send(DiskJob::Rows { feed, rows }).is_err() {
-            self.stats.rows_not_logged.fetch_add(n, Ordering::Relaxed);
+            self.stats.update(|c| c.rows_not_logged += n);
         }
     }
 
@@ -90,12 +89,9 @@ impl Disk {
         if !self.has_room() {
             return false;
         }
-        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        let pending = self.stats.update(|c| c.block_bytes_pending);
         let below_cap = pending < self.max_pending_block_bytes;
-        let was_held = self
-            .stats
-            .compaction_held
-            .swap(!below_cap, Ordering::Relaxed);
+        let was_held = self.stats.hold_compaction(!below_cap);
         match (was_held, below_cap) {
             (false, false) => log::error!(
                 "{} MiB of block files are waiting for the disk: compaction is put off; \
@@ -111,7 +107,7 @@ impl Disk {
     /// How many more bytes of block images may wait for the disk: the size to which a
     /// compaction limits its block file.
     pub fn block_budget(&self) -> usize {
-        let pending = self.stats.block_bytes_pending.load(Ordering::Relaxed);
+        let pending = self.stats.update(|c| c.block_bytes_pending);
         usize::try_from(self.max_pending_block_bytes.saturating_sub(pending)).unwrap_or(usize::MAX)
     }
 
@@ -125,15 +121,15 @@ impl Disk {
         };
         // Counted before sending: the persist thread may write the file and take the count
         // back off before `try_send` returns.
-        let pending = &self.stats.block_bytes_pending;
-        pending.fetch_add(counted, Ordering::Relaxed);
+        self.stats.update(|c| c.block_bytes_pending += counted);
         let sent = self.jobs.try_send(DiskJob::Blocks {
             writer,
             keep_wal_from,
             counted,
         });
         if sent.is_err() {
-            pending.fetch_sub(counted, Ordering::Relaxed);
+            self.stats
+                .update(|c| c.block_bytes_pending = c.block_bytes_pending.saturating_sub(counted));
         }
     }
 }
@@ -158,7 +154,8 @@ pub(super) fn spawn_with_cap(
     watch: &Arc<crate::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
-    stats.disk_bytes.store(dir.disk_bytes(), Ordering::Relaxed);
+    let on_disk = dir.disk_bytes();
+    stats.update(|c| c.disk_bytes = on_disk);
     let writer = DiskWriter {
         dir,
         fsync: config.fsync,
@@ -273,8 +270,7 @@ impl DiskWriter {
 
     /// A write succeeded: storage is healthy again once nothing waits for the disk.
     fn writes_work_again(&mut self) {
-        if !self.stats.healthy() && self.pending.is_empty() {
-            self.stats.healthy.store(true, Ordering::Relaxed);
+        if self.pending.is_empty() && self.stats.writes_work() {
             log::warn!("writes to {} work again", self.dir.root.display());
         }
     }
@@ -327,22 +323,20 @@ impl DiskWriter {
         self.buf = buf;
         match written {
             Ok(size) => {
-                self.stats.wal_records.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .wal_bytes
-                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-                self.stats
-                    .disk_bytes
-                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                let bytes = self.buf.len() as u64;
+                self.stats.update(|c| {
+                    c.wal_records += 1;
+                    c.wal_bytes += bytes;
+                    c.disk_bytes += bytes;
+                });
                 self.writes_work_again();
                 if size >= self.segment_bytes {
                     self.close_segment();
                 }
             }
             Err(e) => {
-                self.stats
-                    .rows_not_logged
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                let lost = rows.len() as u64;
+                self.stats.update(|c| c.rows_not_logged += lost);
                 self.abandon_segment();
                 self.fail(format!(
                     "cannot append to the WAL in {}: {e}",
@@ -373,7 +367,7 @@ impl DiskWriter {
             Ok(()) => {
                 segment.dirty = false;
                 self.last_sync = Instant::now();
-                self.stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.stats.update(|c| c.wal_fsyncs += 1);
             }
             Err(e) => {
                 self.abandon_segment();
@@ -416,9 +410,8 @@ impl DiskWriter {
         } else if self.pending.is_empty() {
             self.truncate_wal(keep_wal_from, wal_cut);
         }
-        self.stats
-            .block_files_pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        let waiting = self.pending.len() as u64;
+        self.stats.update(|c| c.block_files_pending = waiting);
     }
 
     /// Writes queued block files in order; the WAL is truncated after each one that lands.
@@ -433,23 +426,14 @@ impl DiskWriter {
                         break;
                     };
                     let bytes = done.image.len() as u64;
-                    let held = self.stats.block_bytes_pending.load(Ordering::Relaxed);
-                    self.stats
-                        .block_bytes_pending
-                        .fetch_sub(done.counted.min(held), Ordering::Relaxed);
-                    self.stats
-                        .block_files_written
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .blocks_written
-                        .fetch_add(done.blocks, Ordering::Relaxed);
-                    self.stats
-                        .samples_compacted
-                        .fetch_add(done.samples, Ordering::Relaxed);
-                    self.stats
-                        .block_bytes_written
-                        .fetch_add(bytes, Ordering::Relaxed);
-                    self.stats.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    self.stats.update(|c| {
+                        c.block_bytes_pending = c.block_bytes_pending.saturating_sub(done.counted);
+                        c.block_files_written += 1;
+                        c.blocks_written += done.blocks;
+                        c.samples_compacted += done.samples;
+                        c.block_bytes_written += bytes;
+                        c.disk_bytes += bytes;
+                    });
                     self.dir.block_files.push(TrackedFile {
                         seq,
                         path,
@@ -469,9 +453,8 @@ impl DiskWriter {
                 }
             }
         }
-        self.stats
-            .block_files_pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        let waiting = self.pending.len() as u64;
+        self.stats.update(|c| c.block_files_pending = waiting);
     }
 
     /// Deletes closed segments whose rows are all in durable block files, once every export
@@ -493,7 +476,7 @@ impl DiskWriter {
                     (None, _) | (_, None) => true,
                     (Some(max_ts), Some(keep)) => max_ts < keep,
                 };
-            !(covered && delete_tracked(segment, &stats, &stats.wal_segments_deleted))
+            !(covered && delete_tracked(segment, &stats, |c| c.wal_segments_deleted += 1))
         });
     }
 
@@ -505,22 +488,25 @@ impl DiskWriter {
             if file.max_ts.is_some_and(|t| t >= cutoff) {
                 return true;
             }
-            !delete_tracked(file, &stats, &stats.block_files_deleted)
+            !delete_tracked(file, &stats, |c| c.block_files_deleted += 1)
         });
     }
 }
 
-/// Deletes a file the persist thread tracks; on success counts it in `deleted` and takes its
+/// Deletes a file the persist thread tracks; on success counts it with `count` and takes its
 /// bytes off the disk usage. Whether it is gone.
-fn delete_tracked(file: &TrackedFile, stats: &StorageStats, deleted: &AtomicU64) -> bool {
+fn delete_tracked(
+    file: &TrackedFile,
+    stats: &StorageStats,
+    count: impl FnOnce(&mut StorageCounters),
+) -> bool {
     if !remove(&file.path) {
         return false;
     }
-    deleted.fetch_add(1, Ordering::Relaxed);
-    let held = stats.disk_bytes.load(Ordering::Relaxed);
-    stats
-        .disk_bytes
-        .fetch_sub(file.bytes.min(held), Ordering::Relaxed);
+    stats.update(|c| {
+        count(c);
+        c.disk_bytes = c.disk_bytes.saturating_sub(file.bytes);
+    });
     true
 }
 
