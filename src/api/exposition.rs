@@ -35,6 +35,8 @@ enum Kind {
 struct Exposition {
     out: String,
     openmetrics: bool,
+    /// The family samples are written to (set by [`Exposition::begin`]).
+    current: String,
 }
 
 fn escape_label(value: &str, out: &mut String) {
@@ -75,6 +77,13 @@ fn number(value: f64, out: &mut String) {
 }
 
 impl Exposition {
+    /// Starts a family: HELP and TYPE; the samples that follow are its own.
+    fn begin(&mut self, def: &FamilyDef<'_>) {
+        self.current.clear();
+        self.current.push_str(def.name);
+        self.family(def.name, def.kind, def.help);
+    }
+
     /// HELP and TYPE of a family. OpenMetrics names a counter family without `_total`.
     fn family(&mut self, name: &str, kind: Kind, help: &str) {
         let family = match (kind, self.openmetrics) {
@@ -93,12 +102,19 @@ impl Exposition {
     }
 
     /// A family with one unlabelled sample.
-    fn scalar(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
+    fn scalar(&mut self, def: &FamilyDef<'_>, value: f64) {
+        self.begin(def);
+        self.sample(&[], value);
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    /// A sample of the current family.
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        let name = std::mem::take(&mut self.current);
+        self.named_sample(&name, labels, value);
+        self.current = name;
+    }
+
+    fn named_sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -118,8 +134,10 @@ impl Exposition {
         self.out.push('\n');
     }
 
-    /// Buckets as (upper bound, cumulative count), the last bound infinite.
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) {
+    /// A histogram of the current family: buckets as (upper bound, cumulative count), the
+    /// last bound infinite.
+    fn histogram(&mut self, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) {
+        let name = self.current.clone();
         let bucket_name = format!("{name}_bucket");
         for &(le, count) in buckets {
             let bound = if le.is_infinite() {
@@ -129,11 +147,11 @@ impl Exposition {
             };
             let mut with_le: Vec<(&str, &str)> = labels.to_vec();
             with_le.push(("le", &bound));
-            self.sample(&bucket_name, &with_le, count as f64);
+            self.named_sample(&bucket_name, &with_le, count as f64);
         }
-        self.sample(&format!("{name}_sum"), labels, sum);
+        self.named_sample(&format!("{name}_sum"), labels, sum);
         let count = buckets.last().map_or(0, |b| b.1);
-        self.sample(&format!("{name}_count"), labels, count as f64);
+        self.named_sample(&format!("{name}_count"), labels, count as f64);
     }
 }
 
@@ -208,6 +226,216 @@ pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
     }
 }
 
+/// A metric family: name, type and help, written once. The server's own families are the
+/// constants below, listed in [`OWN_FAMILIES`]; telemetry families are built per metric.
+pub struct FamilyDef<'a> {
+    pub name: &'a str,
+    kind: Kind,
+    pub help: &'a str,
+}
+
+const FABRIC_STORAGE_WRITE_ERRORS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_write_errors_total",
+    kind: Kind::Counter,
+    help: "Failed writes or fsyncs to the data directory",
+};
+
+const FABRIC_STORAGE_WAL_BYTES_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_wal_bytes_total",
+    kind: Kind::Counter,
+    help: "Bytes appended to the write-ahead log",
+};
+
+const FABRIC_STORAGE_WAL_FSYNCS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_wal_fsyncs_total",
+    kind: Kind::Counter,
+    help: "fsyncs of the write-ahead log",
+};
+
+const FABRIC_STORAGE_ROWS_NOT_LOGGED_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_rows_not_logged_total",
+    kind: Kind::Counter,
+    help: "Accepted rows that never reached the write-ahead log (disk errors or a stalled disk)",
+};
+
+const FABRIC_STORAGE_BLOCK_FILES_WRITTEN_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_block_files_written_total",
+    kind: Kind::Counter,
+    help: "Block files written by compaction",
+};
+
+const FABRIC_NEWEST_SAMPLE_AGE_SECONDS: FamilyDef<'static> = FamilyDef {
+    name: "fabric_newest_sample_age_seconds",
+    kind: Kind::Gauge,
+    help: "Age of the newest stored sample",
+};
+
+const FABRIC_ROWS_REJECTED_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_rows_rejected_total",
+    kind: Kind::Counter,
+    help: "Feed rows rejected, by reason",
+};
+
+const FABRIC_POLLS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_polls_total",
+    kind: Kind::Counter,
+    help: "Polls of each feed source, by outcome",
+};
+
+const FABRIC_POLLS_LATE_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_polls_late_total",
+    kind: Kind::Counter,
+    help: "Polls whose rows were not queryable before the next poll was due",
+};
+
+const FABRIC_POLL_TO_QUERYABLE_SECONDS: FamilyDef<'static> = FamilyDef {
+    name: "fabric_poll_to_queryable_seconds",
+    kind: Kind::Histogram,
+    help: "Time from a poll being due to its rows being queryable",
+};
+
+const FABRIC_HTTP_REQUESTS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_requests_total",
+    kind: Kind::Counter,
+    help: "HTTP requests answered, by route and status code",
+};
+
+const FABRIC_HTTP_REQUEST_DURATION_SECONDS: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_request_duration_seconds",
+    kind: Kind::Histogram,
+    help: "Time to build an answer, by route",
+};
+
+const FABRIC_HTTP_CONNECTIONS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_connections_total",
+    kind: Kind::Counter,
+    help: "HTTP connections by how they ended early: refused at --max-connections, head not in \
+         time (408), idle past --idle-timeout, answer not taken in time",
+};
+
+const FABRIC_THREAD_UP: FamilyDef<'static> = FamilyDef {
+    name: "fabric_thread_up",
+    kind: Kind::Gauge,
+    help: "Whether a long-lived thread is running (0 between a panic and its restart)",
+};
+
+const FABRIC_THREAD_PANICS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_thread_panics_total",
+    kind: Kind::Counter,
+    help: "Panics of long-lived threads (pollers and remote write restart; store, persist exit)",
+};
+
+const FABRIC_REMOTE_WRITE_SAMPLES_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_remote_write_samples_total",
+    kind: Kind::Counter,
+    help: "Samples for the remote-write receiver, by outcome",
+};
+
+const FABRIC_REMOTE_WRITE_RETRIES_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_remote_write_retries_total",
+    kind: Kind::Counter,
+    help: "Remote-write requests retried after a failure",
+};
+
+const FABRIC_STORAGE_HEALTHY: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_healthy",
+    kind: Kind::Gauge,
+    help: "1 while writes to the data directory work, 0 while they fail (ingest goes on in memory)",
+};
+
+const FABRIC_STORAGE_DISK_BYTES: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_disk_bytes",
+    kind: Kind::Gauge,
+    help: "Bytes of WAL segments and block files in the data directory",
+};
+
+const FABRIC_SWITCHES: FamilyDef<'static> = FamilyDef {
+    name: "fabric_switches",
+    kind: Kind::Gauge,
+    help: "Switches seen since the server started",
+};
+
+const FABRIC_RETAINED_ROWS: FamilyDef<'static> = FamilyDef {
+    name: "fabric_retained_rows",
+    kind: Kind::Gauge,
+    help: "Rows (one timestamp per switch, all its metrics) in retained history",
+};
+
+const FABRIC_ROWS_ACCEPTED_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_rows_accepted_total",
+    kind: Kind::Counter,
+    help: "Feed rows stored",
+};
+
+const FABRIC_HTTP_RATE_LIMITED_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_rate_limited_total",
+    kind: Kind::Counter,
+    help: "Requests refused with 429 by the per-client rate limit",
+};
+
+const FABRIC_HTTP_CONNECTIONS_OPEN: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_connections_open",
+    kind: Kind::Gauge,
+    help: "HTTP connections open now (bounded by --max-connections)",
+};
+
+const FABRIC_HTTP_SHED_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_shed_total",
+    kind: Kind::Counter,
+    help: "Requests answered 503 because they waited --request-timeout for a worker",
+};
+
+const FABRIC_HTTP_PANICS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_panics_total",
+    kind: Kind::Counter,
+    help: "Panics caught while answering HTTP requests (each answered 500 when possible)",
+};
+
+const FABRIC_HTTP_ACCEPT_ERRORS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_accept_errors_total",
+    kind: Kind::Counter,
+    help: "Failed accept() calls (e.g. out of file descriptors), retried after a pause",
+};
+
+const FABRIC_START_TIME_SECONDS: FamilyDef<'static> = FamilyDef {
+    name: "fabric_start_time_seconds",
+    kind: Kind::Gauge,
+    help: "When the server started, seconds since the Unix epoch",
+};
+
+/// Every family of the server's own health, in the order `/metrics` gives them (those of
+/// remote write and storage only when configured). docs/API.md names each (tested).
+pub const OWN_FAMILIES: [&FamilyDef<'static>; 28] = [
+    &FABRIC_STORAGE_WRITE_ERRORS_TOTAL,
+    &FABRIC_STORAGE_WAL_BYTES_TOTAL,
+    &FABRIC_STORAGE_WAL_FSYNCS_TOTAL,
+    &FABRIC_STORAGE_ROWS_NOT_LOGGED_TOTAL,
+    &FABRIC_STORAGE_BLOCK_FILES_WRITTEN_TOTAL,
+    &FABRIC_NEWEST_SAMPLE_AGE_SECONDS,
+    &FABRIC_ROWS_REJECTED_TOTAL,
+    &FABRIC_POLLS_TOTAL,
+    &FABRIC_POLLS_LATE_TOTAL,
+    &FABRIC_POLL_TO_QUERYABLE_SECONDS,
+    &FABRIC_HTTP_REQUESTS_TOTAL,
+    &FABRIC_HTTP_REQUEST_DURATION_SECONDS,
+    &FABRIC_HTTP_CONNECTIONS_TOTAL,
+    &FABRIC_THREAD_UP,
+    &FABRIC_THREAD_PANICS_TOTAL,
+    &FABRIC_REMOTE_WRITE_SAMPLES_TOTAL,
+    &FABRIC_REMOTE_WRITE_RETRIES_TOTAL,
+    &FABRIC_STORAGE_HEALTHY,
+    &FABRIC_STORAGE_DISK_BYTES,
+    &FABRIC_SWITCHES,
+    &FABRIC_RETAINED_ROWS,
+    &FABRIC_ROWS_ACCEPTED_TOTAL,
+    &FABRIC_HTTP_RATE_LIMITED_TOTAL,
+    &FABRIC_HTTP_CONNECTIONS_OPEN,
+    &FABRIC_HTTP_SHED_TOTAL,
+    &FABRIC_HTTP_PANICS_TOTAL,
+    &FABRIC_HTTP_ACCEPT_ERRORS_TOTAL,
+    &FABRIC_START_TIME_SECONDS,
+];
+
 /// The whole exposition.
 pub fn render(
     telemetry: &Telemetry,
@@ -227,123 +455,62 @@ pub fn render(
                 .sum::<usize>(),
         ),
         openmetrics,
+        current: String::new(),
     };
     for family in &telemetry.families {
-        x.family(&family.name, family.kind, &family.help);
+        x.begin(&FamilyDef {
+            name: &family.name,
+            kind: family.kind,
+            help: &family.help,
+        });
         for (switch, value) in &family.samples {
-            x.sample(&family.name, &[("switch", switch)], *value);
+            x.sample(&[("switch", switch)], *value);
         }
     }
 
-    x.scalar(
-        "fabric_switches",
-        Kind::Gauge,
-        "Switches seen since the server started",
-        telemetry.switches as f64,
-    );
-    x.scalar(
-        "fabric_retained_rows",
-        Kind::Gauge,
-        "Rows (one timestamp per switch, all its metrics) in retained history",
-        telemetry.retained_rows as f64,
-    );
+    x.scalar(&FABRIC_SWITCHES, telemetry.switches as f64);
+    x.scalar(&FABRIC_RETAINED_ROWS, telemetry.retained_rows as f64);
     if let Some(newest) = telemetry.newest {
-        x.family(
-            "fabric_newest_sample_age_seconds",
-            Kind::Gauge,
-            "Age of the newest stored sample",
-        );
-        x.sample(
-            "fabric_newest_sample_age_seconds",
-            &[],
-            (now - newest) as f64 / 1e6,
-        );
+        x.begin(&FABRIC_NEWEST_SAMPLE_AGE_SECONDS);
+        x.sample(&[], (now - newest) as f64 / 1e6);
     }
-    x.scalar(
-        "fabric_rows_accepted_total",
-        Kind::Counter,
-        "Feed rows stored",
-        ingest.rows_accepted() as f64,
-    );
-    x.family(
-        "fabric_rows_rejected_total",
-        Kind::Counter,
-        "Feed rows rejected, by reason",
-    );
+    x.scalar(&FABRIC_ROWS_ACCEPTED_TOTAL, ingest.rows_accepted() as f64);
+    x.begin(&FABRIC_ROWS_REJECTED_TOTAL);
     for reason in RejectReason::ALL {
-        x.sample(
-            "fabric_rows_rejected_total",
-            &[("reason", reason.name())],
-            ingest.rejected(reason) as f64,
-        );
+        x.sample(&[("reason", reason.name())], ingest.rejected(reason) as f64);
     }
 
     let sources = ingest.sources();
-    x.family(
-        "fabric_polls_total",
-        Kind::Counter,
-        "Polls of each feed source, by outcome",
-    );
+    x.begin(&FABRIC_POLLS_TOTAL);
     for s in &sources {
+        x.sample(&[("source", &s.url), ("outcome", "ok")], s.polls_ok as f64);
         x.sample(
-            "fabric_polls_total",
-            &[("source", &s.url), ("outcome", "ok")],
-            s.polls_ok as f64,
-        );
-        x.sample(
-            "fabric_polls_total",
             &[("source", &s.url), ("outcome", "failed")],
             s.polls_failed as f64,
         );
     }
-    x.family(
-        "fabric_polls_late_total",
-        Kind::Counter,
-        "Polls whose rows were not queryable before the next poll was due",
-    );
+    x.begin(&FABRIC_POLLS_LATE_TOTAL);
     for s in &sources {
-        x.sample(
-            "fabric_polls_late_total",
-            &[("source", &s.url)],
-            s.polls_late as f64,
-        );
+        x.sample(&[("source", &s.url)], s.polls_late as f64);
     }
-    x.family(
-        "fabric_poll_to_queryable_seconds",
-        Kind::Histogram,
-        "Time from a poll being due to its rows being queryable",
-    );
+    x.begin(&FABRIC_POLL_TO_QUERYABLE_SECONDS);
     for s in &sources {
         let h = &s.poll_to_queryable_histogram;
         let buckets: Vec<(f64, u64)> = h.cumulative().map(|(le, c)| (le / 1000.0, c)).collect();
-        x.histogram(
-            "fabric_poll_to_queryable_seconds",
-            &[("source", &s.url)],
-            &buckets,
-            h.sum_seconds(),
-        );
+        x.histogram(&[("source", &s.url)], &buckets, h.sum_seconds());
     }
 
     let routes = api.routes();
-    x.family(
-        "fabric_http_requests_total",
-        Kind::Counter,
-        "HTTP requests answered, by route and status code",
-    );
+    x.begin(&FABRIC_HTTP_REQUESTS_TOTAL);
     for (route, stats) in &routes {
         for (status, count) in &stats.by_status {
             x.sample(
-                "fabric_http_requests_total",
                 &[("route", route), ("code", &status.to_string())],
                 *count as f64,
             );
         }
     }
-    x.family(
-        "fabric_http_request_duration_seconds",
-        Kind::Histogram,
-        "Time to build an answer, by route",
-    );
+    x.begin(&FABRIC_HTTP_REQUEST_DURATION_SECONDS);
     for (route, stats) in &routes {
         let mut cumulative = 0;
         let buckets: Vec<(f64, u64)> = stats
@@ -358,31 +525,14 @@ pub fn render(
                 )
             })
             .collect();
-        x.histogram(
-            "fabric_http_request_duration_seconds",
-            &[("route", route)],
-            &buckets,
-            stats.duration_sum,
-        );
+        x.histogram(&[("route", route)], &buckets, stats.duration_sum);
     }
     x.scalar(
-        "fabric_http_rate_limited_total",
-        Kind::Counter,
-        "Requests refused with 429 by the per-client rate limit",
+        &FABRIC_HTTP_RATE_LIMITED_TOTAL,
         api.rate_limited_count() as f64,
     );
-    x.scalar(
-        "fabric_http_connections_open",
-        Kind::Gauge,
-        "HTTP connections open now (bounded by --max-connections)",
-        http.connections_open as f64,
-    );
-    x.family(
-        "fabric_http_connections_total",
-        Kind::Counter,
-        "HTTP connections by how they ended early: refused at --max-connections, head not in \
-         time (408), idle past --idle-timeout, answer not taken in time",
-    );
+    x.scalar(&FABRIC_HTTP_CONNECTIONS_OPEN, http.connections_open as f64);
+    x.begin(&FABRIC_HTTP_CONNECTIONS_TOTAL);
     for (outcome, n) in [
         ("accepted", http.connections_accepted),
         ("refused", http.connections_refused),
@@ -390,141 +540,57 @@ pub fn render(
         ("idle_closed", http.idle_closed),
         ("write_timeout", http.write_timeouts),
     ] {
-        x.sample(
-            "fabric_http_connections_total",
-            &[("outcome", outcome)],
-            n as f64,
-        );
+        x.sample(&[("outcome", outcome)], n as f64);
     }
-    x.scalar(
-        "fabric_http_shed_total",
-        Kind::Counter,
-        "Requests answered 503 because they waited --request-timeout for a worker",
-        http.shed as f64,
-    );
-    x.scalar(
-        "fabric_http_panics_total",
-        Kind::Counter,
-        "Panics caught while answering HTTP requests (each answered 500 when possible)",
-        http.panics as f64,
-    );
-    x.family(
-        "fabric_thread_up",
-        Kind::Gauge,
-        "Whether a long-lived thread is running (0 between a panic and its restart)",
-    );
+    x.scalar(&FABRIC_HTTP_SHED_TOTAL, http.shed as f64);
+    x.scalar(&FABRIC_HTTP_PANICS_TOTAL, http.panics as f64);
+    x.begin(&FABRIC_THREAD_UP);
     for t in threads {
-        x.sample(
-            "fabric_thread_up",
-            &[("thread", &t.name)],
-            if t.up { 1.0 } else { 0.0 },
-        );
+        x.sample(&[("thread", &t.name)], if t.up { 1.0 } else { 0.0 });
     }
-    x.family(
-        "fabric_thread_panics_total",
-        Kind::Counter,
-        "Panics of long-lived threads (pollers and remote write restart; store, persist exit)",
-    );
+    x.begin(&FABRIC_THREAD_PANICS_TOTAL);
     for t in threads {
-        x.sample(
-            "fabric_thread_panics_total",
-            &[("thread", &t.name)],
-            t.panics as f64,
-        );
+        x.sample(&[("thread", &t.name)], t.panics as f64);
     }
-    x.scalar(
-        "fabric_http_accept_errors_total",
-        Kind::Counter,
-        "Failed accept() calls (e.g. out of file descriptors), retried after a pause",
-        http.accept_errors as f64,
-    );
+    x.scalar(&FABRIC_HTTP_ACCEPT_ERRORS_TOTAL, http.accept_errors as f64);
     if let Some(remote) = ingest.remote_write() {
-        x.family(
-            "fabric_remote_write_samples_total",
-            Kind::Counter,
-            "Samples for the remote-write receiver, by outcome",
-        );
+        x.begin(&FABRIC_REMOTE_WRITE_SAMPLES_TOTAL);
         for (outcome, n) in [
             ("sent", remote.samples_sent),
             ("dropped", remote.samples_dropped),
             ("rejected", remote.samples_rejected),
         ] {
-            x.sample(
-                "fabric_remote_write_samples_total",
-                &[("receiver", &remote.url), ("outcome", outcome)],
-                n as f64,
-            );
+            x.sample(&[("receiver", &remote.url), ("outcome", outcome)], n as f64);
         }
-        x.family(
-            "fabric_remote_write_retries_total",
-            Kind::Counter,
-            "Remote-write requests retried after a failure",
-        );
-        x.sample(
-            "fabric_remote_write_retries_total",
-            &[("receiver", &remote.url)],
-            remote.retries as f64,
-        );
+        x.begin(&FABRIC_REMOTE_WRITE_RETRIES_TOTAL);
+        x.sample(&[("receiver", &remote.url)], remote.retries as f64);
     }
     if let Some(storage) = ingest.storage() {
         let report = storage.report();
-        x.family(
-            "fabric_storage_healthy",
-            Kind::Gauge,
-            "1 while writes to the data directory work, 0 while they fail (ingest goes on in memory)",
-        );
-        x.sample(
-            "fabric_storage_healthy",
-            &[],
-            if storage.healthy() { 1.0 } else { 0.0 },
-        );
-        x.family(
-            "fabric_storage_disk_bytes",
-            Kind::Gauge,
-            "Bytes of WAL segments and block files in the data directory",
-        );
-        x.sample(
-            "fabric_storage_disk_bytes",
-            &[],
-            report.counters.disk_bytes as f64,
-        );
-        for (name, help, value) in [
+        x.begin(&FABRIC_STORAGE_HEALTHY);
+        x.sample(&[], if storage.healthy() { 1.0 } else { 0.0 });
+        x.begin(&FABRIC_STORAGE_DISK_BYTES);
+        x.sample(&[], report.counters.disk_bytes as f64);
+        for (def, value) in [
             (
-                "fabric_storage_write_errors_total",
-                "Failed writes or fsyncs to the data directory",
+                &FABRIC_STORAGE_WRITE_ERRORS_TOTAL,
                 report.counters.write_errors,
             ),
+            (&FABRIC_STORAGE_WAL_BYTES_TOTAL, report.counters.wal_bytes),
+            (&FABRIC_STORAGE_WAL_FSYNCS_TOTAL, report.counters.wal_fsyncs),
             (
-                "fabric_storage_wal_bytes_total",
-                "Bytes appended to the write-ahead log",
-                report.counters.wal_bytes,
-            ),
-            (
-                "fabric_storage_wal_fsyncs_total",
-                "fsyncs of the write-ahead log",
-                report.counters.wal_fsyncs,
-            ),
-            (
-                "fabric_storage_rows_not_logged_total",
-                "Accepted rows that never reached the write-ahead log (disk errors or a stalled disk)",
+                &FABRIC_STORAGE_ROWS_NOT_LOGGED_TOTAL,
                 report.counters.rows_not_logged,
             ),
             (
-                "fabric_storage_block_files_written_total",
-                "Block files written by compaction",
+                &FABRIC_STORAGE_BLOCK_FILES_WRITTEN_TOTAL,
                 report.counters.block_files_written,
             ),
         ] {
-            x.family(name, Kind::Counter, help);
-            x.sample(name, &[], value as f64);
+            x.scalar(def, value as f64);
         }
     }
-    x.scalar(
-        "fabric_start_time_seconds",
-        Kind::Gauge,
-        "When the server started, seconds since the Unix epoch",
-        api.started_at() as f64 / 1e6,
-    );
+    x.scalar(&FABRIC_START_TIME_SECONDS, api.started_at() as f64 / 1e6);
     if openmetrics {
         x.out.push_str("# EOF\n");
     }
@@ -542,11 +608,30 @@ mod tests {
         assert_eq!(out, "a\\\"b\\\\c\\nd");
     }
 
+    /// Each family of the server's own health is written once, in [`OWN_FAMILIES`], and
+    /// the API reference names every one of them.
+    #[test]
+    fn every_family_is_unique_and_documented() {
+        let api_md = include_str!("../../docs/API.md");
+        let mut names: Vec<&str> = OWN_FAMILIES.iter().map(|f| f.name).collect();
+        for name in &names {
+            assert!(
+                api_md.contains(&format!("`{name}")),
+                "docs/API.md does not name {name}"
+            );
+        }
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a family is declared twice");
+    }
+
     #[test]
     fn help_text_is_escaped_for_each_format() {
         let mut x = Exposition {
             out: String::new(),
             openmetrics: false,
+            current: String::new(),
         };
         x.family("fabric_switch_a_b", Kind::Gauge, &help_for("a\nb\\\"c"));
         assert_eq!(
