@@ -104,7 +104,7 @@ const FLAG: Flag = Flag {
     kind: Kind::Switch,
     preset: Preset::None,
     help: "",
-    set: |_, _| Ok(()),
+    set: |_, _| Err("this flag sets nothing (its table entry lacks `set`)".into()),
     needs: None,
 };
 
