@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let (config, log) = match config::parse_server_args(std::env::args_os().skip(1)) {
         Ok(Command::Run { config, log }) => (config, log),
         Ok(Command::Help) => {
-            print!("{}", config::SERVER_HELP);
+            print!("{}", config::server_help());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let (config, log) = match config::parse_generator_args(std::env::args_os().skip(1)) {
         Ok(Command::Run { config, log }) => (config, log),
         Ok(Command::Help) => {
-            print!("{}", config::GENERATOR_HELP);
+            print!("{}", config::generator_help());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

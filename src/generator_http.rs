@@ -81,18 +81,15 @@ pub struct FaultConfig {
     pub stale_by: Duration,
 }
 
+/// The flags' defaults (`crate::config`'s flag table).
 impl Default for FaultConfig {
     fn default() -> FaultConfig {
-        FaultConfig {
-            rate: 0.0,
-            modes: FaultMode::ALL.to_vec(),
-            delay: Duration::from_secs(10),
-            stale_by: Duration::from_secs(60),
-        }
+        GeneratorConfig::default().faults
     }
 }
 
-/// Everything the generator needs to run.
+/// Everything the generator needs to run. Defaults (`GeneratorConfig::default`): the flag table
+/// in `crate::config`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorConfig {
     pub listen: String,
@@ -103,20 +100,6 @@ pub struct GeneratorConfig {
     pub faults: FaultConfig,
     /// Bounds on every connection to the feed.
     pub http: ConnectionLimits,
-}
-
-impl Default for GeneratorConfig {
-    fn default() -> GeneratorConfig {
-        GeneratorConfig {
-            listen: "127.0.0.1:9001".to_string(),
-            n_switches: 10,
-            interval: Duration::from_secs(1),
-            seed: None,
-            workers: 4,
-            faults: FaultConfig::default(),
-            http: ConnectionLimits::default(),
-        }
-    }
 }
 
 pub const CSV: &str = "text/csv";
