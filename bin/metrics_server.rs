@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
-use fabric_telemetry::{logging, process, server::MetricsServer};
+use fabric_telemetry::server::MetricsServer;
+use fabric_telemetry::shared::{logging, process};
 
 fn main() -> ExitCode {
     let (config, log) = match config::parse_server_args(std::env::args_os().skip(1)) {

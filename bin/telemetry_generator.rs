@@ -1,12 +1,12 @@
 //! `telemetry-generator`: parses flags and serves the simulated feed until SIGTERM/SIGINT;
-//! see `fabric_telemetry::generator_http`.
+//! see `fabric_telemetry::generator::service`.
 
 use std::process::ExitCode;
 
 use fabric_telemetry::config::{self, Command};
-use fabric_telemetry::generator_http::GeneratorService;
-use fabric_telemetry::watch::Watch;
-use fabric_telemetry::{logging, process};
+use fabric_telemetry::generator::service::GeneratorService;
+use fabric_telemetry::shared::watch::Watch;
+use fabric_telemetry::shared::{logging, process};
 
 fn main() -> ExitCode {
     let (config, log) = match config::parse_generator_args(std::env::args_os().skip(1)) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_telemetry::timestamp;
+use fabric_telemetry::shared::timestamp;
 
 use crate::util::{self, FakeFeed, FeedReply, Proc, HEADER};
 

@@ -8,9 +8,9 @@
 
 use proptest::prelude::*;
 
-use fabric_telemetry::feed::{self, Freshness, HEADER};
-use fabric_telemetry::query::{decode_component, Query};
-use fabric_telemetry::timestamp;
+use fabric_telemetry::server::query::{decode_component, Query};
+use fabric_telemetry::shared::feed::{self, Freshness, HEADER};
+use fabric_telemetry::shared::timestamp;
 
 const NOW: i64 = 1_757_853_005_000_000;
 

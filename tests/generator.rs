@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fabric_telemetry::timestamp;
+use fabric_telemetry::shared::timestamp;
 
 use crate::util::{self, HEADER};
 

@@ -177,8 +177,9 @@ fn other_timestamp_offsets_are_accepted_and_normalised() {
     let feed = FakeFeed::start();
     feed.set(|_| {
         // Local time seven hours behind UTC, written with its -07:00 offset.
-        let local = fabric_telemetry::timestamp::now_micros() - 7 * 3_600_000_000;
-        let shifted = fabric_telemetry::timestamp::to_rfc3339(local).replace("+00:00", "-07:00");
+        let local = fabric_telemetry::shared::timestamp::now_micros() - 7 * 3_600_000_000;
+        let shifted =
+            fabric_telemetry::shared::timestamp::to_rfc3339(local).replace("+00:00", "-07:00");
         FeedReply::Csv(format!("{HEADER}\nswitch1,5,0.5,0,{shifted}\n"))
     });
     let server = util::server(&[&feed.url], &[]);

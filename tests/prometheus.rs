@@ -318,7 +318,8 @@ fn remote_write_reaches_a_real_prometheus_and_survives_its_outage() {
         let answer =
             util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")).json();
         (answer["value"].as_f64() == Some(80.5)).then_some(())?;
-        let at = fabric_telemetry::timestamp::parse_rfc3339(answer["timestamp"].as_str()?).ok()?;
+        let at = fabric_telemetry::shared::timestamp::parse_rfc3339(answer["timestamp"].as_str()?)
+            .ok()?;
         Some(at / 1000)
     });
     receiver.restart();

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fabric_telemetry::http::{HttpServer, Reply, ReplyBody, RequestHead};
-use fabric_telemetry::timestamp;
+use fabric_telemetry::shared::http::{HttpServer, Reply, ReplyBody, RequestHead};
+use fabric_telemetry::shared::timestamp;
 
 pub const HEADER: &str = "switch_id,bandwidth,latency,errors,timestamp";
 
@@ -212,9 +212,9 @@ impl FakeFeed {
             listener,
             "fake-feed",
             8,
-            fabric_telemetry::http::ConnectionLimits::default(),
+            fabric_telemetry::shared::http::ConnectionLimits::default(),
             Arc::new(handler),
-            fabric_telemetry::http::HttpMonitor::new(),
+            fabric_telemetry::shared::http::HttpMonitor::new(),
         )
         .expect("fake feed");
         let url = format!("http://{}/counters", server.local_addr());

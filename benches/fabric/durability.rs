@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fabric_telemetry::feed::{self, Freshness};
 use fabric_telemetry::generator::Fabric;
-use fabric_telemetry::ingest::{self, IngestBatch, Outlets, Persistence};
-use fabric_telemetry::persist::{self, FsyncPolicy, PersistConfig, StorageStats};
-use fabric_telemetry::stats::IngestStats;
-use fabric_telemetry::store::file::BlockFileWriter;
-use fabric_telemetry::store::{BlockLimits, Store, StoreHandle};
-use fabric_telemetry::timestamp::{self, MICROS_PER_SEC};
-use fabric_telemetry::watch::Watch;
+use fabric_telemetry::server::ingest::{self, IngestBatch, Outlets, Persistence};
+use fabric_telemetry::server::persist::{self, FsyncPolicy, PersistConfig, StorageStats};
+use fabric_telemetry::server::stats::IngestStats;
+use fabric_telemetry::server::store::file::BlockFileWriter;
+use fabric_telemetry::server::store::{BlockLimits, Store, StoreHandle};
+use fabric_telemetry::shared::feed::{self, Freshness};
+use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
+use fabric_telemetry::shared::watch::Watch;
 use serde_json::Value;
 
 use crate::report::Report;

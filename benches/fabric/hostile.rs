@@ -107,7 +107,7 @@ fn slowhttptest_attacks(report: &mut Report, server: &util::Proc, url: &str) {
 /// threads and descriptors come back down when the attackers leave.
 pub fn run(report: &mut Report) {
     use std::io::Write;
-    let _ = fabric_telemetry::http::raise_fd_limit();
+    let _ = fabric_telemetry::shared::http::raise_fd_limit();
     let (_generator, server) = system(10_000, &[]);
     wait_for_rows(&server, 20_000);
     let url = server.url("/telemetry/get?switch_id=switch1&metric=bandwidth");

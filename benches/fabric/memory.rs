@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use fabric_telemetry::feed::{self, Freshness};
 use fabric_telemetry::generator::Fabric;
-use fabric_telemetry::store::{BlockLimits, Store};
-use fabric_telemetry::timestamp::{self, MICROS_PER_SEC};
+use fabric_telemetry::server::store::{BlockLimits, Store};
+use fabric_telemetry::shared::feed::{self, Freshness};
+use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 use rand::{Rng, SeedableRng};
 
 use crate::report::Report;

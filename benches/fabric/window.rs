@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use fabric_telemetry::store::Store;
-use fabric_telemetry::timestamp::MICROS_PER_SEC;
+use fabric_telemetry::server::store::Store;
+use fabric_telemetry::shared::timestamp::MICROS_PER_SEC;
 
 use crate::report::Report;
 use crate::stats::median;

@@ -92,7 +92,7 @@ pub struct Baseline {
 impl Baseline {
     pub fn start(body_len: usize, workers: usize) -> Baseline {
         // The same listener set-up as our servers (TCP_NODELAY), so the ratio is our overhead.
-        let listener = fabric_telemetry::http::bind("127.0.0.1:0").expect("baseline binds");
+        let listener = fabric_telemetry::shared::http::bind("127.0.0.1:0").expect("baseline binds");
         let server = Arc::new(
             tiny_http::Server::from_listener(listener, Default::default())
                 .expect("baseline serves"),

@@ -10,11 +10,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::access;
-use crate::generator_http::{FaultConfig, FaultMode, GeneratorConfig};
-use crate::http::ConnectionLimits;
-use crate::logging::{self, LogFormat, LogSettings};
-use crate::persist::FsyncPolicy;
+use crate::generator::service::{FaultConfig, FaultMode, GeneratorConfig};
+use crate::server::access;
+use crate::server::persist::FsyncPolicy;
+use crate::shared::http::ConnectionLimits;
+use crate::shared::logging::{self, LogFormat, LogSettings};
 
 use super::values::{check_source, duration, number, parse_size, text};
 use super::{ServerConfig, DEFAULT_SOURCE};

@@ -14,10 +14,10 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::Duration;
 
-use crate::generator_http::GeneratorConfig;
-use crate::http::ConnectionLimits;
-use crate::logging::LogSettings;
-use crate::persist::{FsyncPolicy, PersistConfig};
+use crate::generator::service::GeneratorConfig;
+use crate::server::persist::{FsyncPolicy, PersistConfig};
+use crate::shared::http::ConnectionLimits;
+use crate::shared::logging::LogSettings;
 
 mod file;
 mod flags;

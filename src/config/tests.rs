@@ -1,8 +1,8 @@
 //! Parsing, config files, and the flag table against help, TOML keys, example files and README.
 
 use super::*;
-use crate::generator_http::FaultMode;
-use crate::logging::LogFormat;
+use crate::generator::service::FaultMode;
+use crate::shared::logging::LogFormat;
 
 fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()

@@ -2,16 +2,16 @@
 //!
 //! Writing: `switch_id,bandwidth,latency,errors,timestamp`, one row per switch.
 //! Reading: columns are found by header name in any order; every column other than `switch_id`
-//! and `timestamp` is a metric (see [`crate::metric`]). Each row is validated on its own; a bad
+//! and `timestamp` is a metric (see [`crate::shared::metric`]). Each row is validated on its own; a bad
 //! row is rejected with a [`RejectReason`] and counted, and the rest of the feed is kept. A
 //! transport error part-way through keeps the complete rows read before it.
 
 use std::fmt;
 use std::io::Read;
 
-use crate::logging;
-use crate::metric::{self, MetricKind};
-use crate::timestamp::{self, Micros};
+use crate::shared::logging;
+use crate::shared::metric::{self, MetricKind};
+use crate::shared::timestamp::{self, Micros};
 
 /// The header the generator writes.
 pub const HEADER: &str = "switch_id,bandwidth,latency,errors,timestamp";

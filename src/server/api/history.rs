@@ -4,8 +4,8 @@
 //! the arithmetic on them is checked, so no query can overflow `i64` microseconds: it is a 400
 //! naming the parameter instead.
 
-use crate::store::Sample;
-use crate::timestamp::{self, Micros};
+use crate::server::store::Sample;
+use crate::shared::timestamp::{self, Micros};
 
 /// Most points (samples or buckets) one answer may hold; Prometheus's range API caps at
 /// 11,000 for the same reason.

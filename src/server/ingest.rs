@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::feed::FeedBatch;
-use crate::persist::Disk;
-use crate::remote_write::{Accepted, RemoteWriteQueue};
-use crate::stats::IngestStats;
-use crate::store::file::BlockFileWriter;
-use crate::store::StoreHandle;
-use crate::timestamp::{self, Micros};
-use crate::watch::{self, Watch};
+use crate::server::persist::Disk;
+use crate::server::remote_write::{Accepted, RemoteWriteQueue};
+use crate::server::stats::IngestStats;
+use crate::server::store::file::BlockFileWriter;
+use crate::server::store::StoreHandle;
+use crate::shared::feed::FeedBatch;
+use crate::shared::timestamp::{self, Micros};
+use crate::shared::watch::{self, Watch};
 
 /// Rows from one poll of one source.
 #[derive(Debug)]

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
-use crate::feed::FeedBatch;
-use crate::metric;
-use crate::wire::put_varint;
+use crate::shared::feed::FeedBatch;
+use crate::shared::metric;
+use crate::shared::wire::put_varint;
 
 /// Samples per request (Prometheus's own default for `max_samples_per_send`).
 pub const MAX_SAMPLES_PER_SEND: usize = 2_000;
@@ -231,7 +231,7 @@ impl RemoteWriter {
     pub fn start(
         url: &str,
         stop: Receiver<()>,
-        watch: &Arc<crate::watch::Watch>,
+        watch: &Arc<crate::shared::watch::Watch>,
     ) -> std::io::Result<RemoteWriter> {
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE_BATCHES);
         let stats = Arc::new(RemoteWriteStats::default());
@@ -327,7 +327,7 @@ fn run(
     let mut pending_rows = 0usize;
     let mut oldest: Option<Instant> = None;
     loop {
-        crate::watch::injected_panic_point();
+        crate::shared::watch::injected_panic_point();
         let wait = oldest.map_or(Duration::from_secs(1), |t| {
             FLUSH_AFTER.saturating_sub(t.elapsed())
         });

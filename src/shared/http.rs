@@ -189,8 +189,8 @@ pub fn check_limits(head: &RequestHead) -> Option<Reply> {
 pub fn log_handler_panic(head: &RequestHead) {
     log::error!(
         "handler panicked on {} {}",
-        crate::logging::quote(&head.method),
-        crate::logging::quote(&head.url)
+        crate::shared::logging::quote(&head.method),
+        crate::shared::logging::quote(&head.url)
     );
 }
 

@@ -6,6 +6,8 @@
 //! interval with occasional bursts. The thread renders each tick once; HTTP readers share it
 //! through [`SnapshotCell`] and never wait on the writer.
 
+pub mod service;
+
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,8 +16,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::feed;
-use crate::timestamp::{self, Micros};
+use crate::shared::feed;
+use crate::shared::timestamp::{self, Micros};
 
 const BANDWIDTH_MAX_CENTI: i32 = 10_000;
 const BANDWIDTH_STEP_CENTI: i32 = 150;
@@ -177,7 +179,7 @@ pub fn spawn(
     mut fabric: Fabric,
     interval: Duration,
     stop: Receiver<()>,
-    watch: &std::sync::Arc<crate::watch::Watch>,
+    watch: &std::sync::Arc<crate::shared::watch::Watch>,
 ) -> std::io::Result<(SnapshotCell, JoinHandle<()>)> {
     fabric.tick();
     let mut csv = Vec::new();
@@ -205,7 +207,7 @@ fn run_ticks(mut fabric: Fabric, interval: Duration, stop: &Receiver<()>, cell: 
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        crate::watch::injected_panic_point();
+        crate::shared::watch::injected_panic_point();
         fabric.tick();
         tick += 1;
         let produced_at = timestamp::now_micros();

@@ -90,7 +90,7 @@ fn limit_allocator_retention() {
 /// threshold, raise the open-file limit, ignore SIGXFSZ, and block the signals [`run_until_stopped`] takes. Failures are logged, not fatal.
 pub fn prepare_process() {
     limit_allocator_retention();
-    match crate::http::raise_fd_limit() {
+    match crate::shared::http::raise_fd_limit() {
         Ok(limit) => log::debug!("open-file limit {limit}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }

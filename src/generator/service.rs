@@ -14,11 +14,11 @@ use crossbeam_channel::Sender;
 use rand::Rng;
 
 use crate::generator::{self, Fabric, SnapshotCell};
-use crate::http::{
+use crate::shared::http::{
     self, ConnectionLimits, HttpError, HttpMonitor, HttpServer, Reply, ReplyBody, RequestHead,
 };
-use crate::timestamp;
-use crate::watch::Watch;
+use crate::shared::timestamp;
+use crate::shared::watch::Watch;
 
 /// A way the feed can misbehave on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl CountersHandler {
                 }
             }
             Some(FaultMode::Stale) => {
-                let stale_by = crate::timestamp::duration_micros(self.faults.stale_by);
+                let stale_by = crate::shared::timestamp::duration_micros(self.faults.stale_by);
                 ReplyBody::Owned(restamp(
                     &snapshot.csv,
                     snapshot.produced_at.saturating_sub(stale_by),
@@ -318,7 +318,7 @@ mod tests {
             Fabric::new(3, Some(1)),
             Duration::from_secs(3600),
             stop_rx,
-            &crate::watch::Watch::new(|| {}),
+            &crate::shared::watch::Watch::new(|| {}),
         )
         .expect("spawn");
         let handler = CountersHandler {

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::store::Store;
-use crate::timestamp::Micros;
-use crate::watch::Watch;
+use crate::server::store::Store;
+use crate::shared::timestamp::Micros;
+use crate::shared::watch::Watch;
 
 pub use counters::{StorageCounters, StorageReport, StorageStats};
 pub use dir::{DataDir, DataDirError, RecoveryReport};

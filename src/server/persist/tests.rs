@@ -6,12 +6,12 @@ use std::time::Duration;
 use super::dir::list_numbered;
 use super::writer::{spawn_with_cap, DiskJob};
 use super::*;
-use crate::feed::FeedBatch;
-use crate::store::file::BlockFileWriter;
-use crate::store::{BlockLimits, StoreHandle};
-use crate::timestamp::{self, Micros};
+use crate::server::store::file::BlockFileWriter;
+use crate::server::store::{BlockLimits, StoreHandle};
+use crate::shared::feed::FeedBatch;
+use crate::shared::timestamp::{self, Micros};
 
-const S: i64 = crate::timestamp::MICROS_PER_SEC;
+const S: i64 = crate::shared::timestamp::MICROS_PER_SEC;
 
 /// A scratch data directory, removed afterwards.
 struct Scratch(PathBuf);
@@ -79,7 +79,7 @@ fn run(
         data_dir,
         &config,
         Arc::clone(&stats),
-        &crate::watch::Watch::new(|| {}),
+        &crate::shared::watch::Watch::new(|| {}),
     )
     .expect("spawn");
     let wait_for_room = || {
@@ -204,7 +204,7 @@ impl Rig {
             &config,
             Arc::clone(&stats),
             cap,
-            &crate::watch::Watch::new(|| {}),
+            &crate::shared::watch::Watch::new(|| {}),
         )
         .expect("spawn");
         Rig {
@@ -233,7 +233,7 @@ impl Rig {
     /// The store thread's compaction at `now`; whether it exported.
     fn compact(&self, now: Micros) -> bool {
         self.wait_for_room();
-        crate::ingest::compact(&self.handle, &self.disk, now)
+        crate::server::ingest::compact(&self.handle, &self.disk, now)
     }
 
     /// Returns once the persist thread has handled every job sent so far.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use log::LevelFilter;
 
-use crate::timestamp;
+use crate::shared::timestamp;
 
 /// Parses `off|error|warn|info|debug|trace`.
 pub fn parse_level(text: &str) -> Result<LevelFilter, String> {
@@ -326,14 +326,14 @@ mod tests {
         let record = log::Record::builder()
             .args(format_args!("poll failed: \"refused\""))
             .level(log::Level::Warn)
-            .target("fabric_telemetry::poller")
+            .target("fabric_telemetry::server::poller")
             .key_values(&kvs)
             .build();
         let line = json_line(&record, 0);
         let value: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
         assert_eq!(value["timestamp"], "1970-01-01T00:00:00.000000+00:00");
         assert_eq!(value["level"], "WARN");
-        assert_eq!(value["target"], "fabric_telemetry::poller");
+        assert_eq!(value["target"], "fabric_telemetry::server::poller");
         assert_eq!(value["message"], "poll failed: \"refused\"");
         assert_eq!(
             value["fields"],

@@ -1,11 +1,11 @@
 //! The store's side of durability: exporting newly sealed blocks for a block file, and
 //! rebuilding series from block files at start. The data directory itself (WAL, files, lock,
-//! the disk thread) is `crate::persist`; this module only touches the in-memory structures.
+//! the disk thread) is `crate::server::persist`; this module only touches the in-memory structures.
 
 use super::file::{BlockFile, BlockFileWriter};
 use super::{Store, StoreHandle, SwitchSeries, EVICT_CHUNK_SWITCHES};
-use crate::metric::MetricKind;
-use crate::timestamp::Micros;
+use crate::shared::metric::MetricKind;
+use crate::shared::timestamp::Micros;
 
 /// What loading block files did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::wal;
-use crate::store::file::read_block_file;
-use crate::store::Store;
+use crate::server::store::file::read_block_file;
+use crate::server::store::Store;
 use std::time::Instant;
 
-use crate::timestamp::Micros;
+use crate::shared::timestamp::Micros;
 
 /// Why the data directory cannot be used.
 #[derive(Debug)]

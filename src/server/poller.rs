@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-use crate::feed::{FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample};
-use crate::ingest::IngestBatch;
-use crate::logging::{self, LogThrottle};
-use crate::stats::IngestStats;
-use crate::timestamp;
-use crate::watch::Watch;
+use crate::server::ingest::IngestBatch;
+use crate::server::stats::IngestStats;
+use crate::shared::feed::{
+    FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample,
+};
+use crate::shared::logging::{self, LogThrottle};
+use crate::shared::timestamp;
+use crate::shared::watch::Watch;
 
 /// How one source is polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +94,7 @@ pub fn poll_once(
     let response = agent.get(&config.url).call().map_err(PollError::Request)?;
     let freshness = Freshness {
         now: timestamp::now_micros(),
-        max_age: crate::timestamp::duration_micros(config.max_age),
+        max_age: crate::shared::timestamp::duration_micros(config.max_age),
     };
     let reader = response
         .into_body()
@@ -223,7 +225,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        crate::watch::injected_panic_point();
+        crate::shared::watch::injected_panic_point();
         let due = next_poll;
         next_poll += config.interval;
         let message = |feed: FeedBatch, last: bool| IngestBatch {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::feed::{RejectCounts, RejectReason};
-use crate::persist::{StorageReport, StorageStats};
-use crate::remote_write::{RemoteWriteReport, RemoteWriteStats};
-use crate::store::IngestOutcome;
-use crate::timestamp::{self, Micros};
+use crate::server::persist::{StorageReport, StorageStats};
+use crate::server::remote_write::{RemoteWriteReport, RemoteWriteStats};
+use crate::server::store::IngestOutcome;
+use crate::shared::feed::{RejectCounts, RejectReason};
+use crate::shared::timestamp::{self, Micros};
 
 /// The endpoints whose latency is tracked, under the original's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,9 +506,9 @@ pub struct StatsReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageReport>,
     /// What the HTTP side saw of connections (timeouts, refusals, panics).
-    pub http: crate::http::HttpCounters,
+    pub http: crate::shared::http::HttpCounters,
     /// Every watched long-lived thread: up, panics, seconds since the last panic.
-    pub threads: Vec<crate::watch::ThreadReport>,
+    pub threads: Vec<crate::shared::watch::ThreadReport>,
 }
 
 fn latency_report(latency: Latency) -> LatencyReport {
@@ -527,8 +527,8 @@ fn latency_report(latency: Latency) -> LatencyReport {
 pub fn report(
     api: &ApiStats,
     ingest: &IngestStats,
-    http: crate::http::HttpCounters,
-    threads: Vec<crate::watch::ThreadReport>,
+    http: crate::shared::http::HttpCounters,
+    threads: Vec<crate::shared::watch::ThreadReport>,
 ) -> StatsReport {
     let uptime = api.uptime().as_secs_f64();
     let mut rows_rejected = serde_json::Map::new();

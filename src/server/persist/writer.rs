@@ -14,10 +14,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::dir::{numbered, sync_dir, DataDir, TrackedFile};
 use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageCounters, StorageStats};
-use crate::feed::FeedBatch;
-use crate::logging::LogThrottle;
-use crate::store::file::BlockFileWriter;
-use crate::timestamp::{self, Micros};
+use crate::server::store::file::BlockFileWriter;
+use crate::shared::feed::FeedBatch;
+use crate::shared::logging::LogThrottle;
+use crate::shared::timestamp::{self, Micros};
 
 pub(super) enum DiskJob {
     Rows {
@@ -112,7 +112,7 @@ impl Disk {
     }
 
     /// Queues exported blocks for a block file; `keep_wal_from` is the oldest row not in
-    /// them or in earlier exports (see [`crate::store::StoreHandle::export_sealed_within`]).
+    /// them or in earlier exports (see [`crate::server::store::StoreHandle::export_sealed_within`]).
     pub fn write_blocks(&self, writer: BlockFileWriter, keep_wal_from: Option<Micros>) {
         let counted = if writer.is_empty() {
             0
@@ -139,7 +139,7 @@ pub fn spawn(
     dir: DataDir,
     config: &PersistConfig,
     stats: Arc<StorageStats>,
-    watch: &Arc<crate::watch::Watch>,
+    watch: &Arc<crate::shared::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let cap = test_knob("FABRIC_TEST_BLOCK_CAP").unwrap_or(MAX_PENDING_BLOCK_BYTES);
     spawn_with_cap(dir, config, stats, cap, watch)
@@ -151,7 +151,7 @@ pub(super) fn spawn_with_cap(
     config: &PersistConfig,
     stats: Arc<StorageStats>,
     max_pending_block_bytes: u64,
-    watch: &Arc<crate::watch::Watch>,
+    watch: &Arc<crate::shared::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
     let on_disk = dir.disk_bytes();
@@ -159,7 +159,7 @@ pub(super) fn spawn_with_cap(
     let writer = DiskWriter {
         dir,
         fsync: config.fsync,
-        retention: crate::timestamp::duration_micros(config.retention),
+        retention: crate::shared::timestamp::duration_micros(config.retention),
         stats: Arc::clone(&stats),
         segment: None,
         last_sync: Instant::now(),
@@ -223,7 +223,7 @@ impl DiskWriter {
             _ => Duration::from_secs(1),
         };
         loop {
-            crate::watch::injected_panic_point();
+            crate::shared::watch::injected_panic_point();
             match jobs.recv_timeout(tick) {
                 Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
                 Ok(DiskJob::PollDone) => {

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ApiError;
-use crate::timestamp::Micros;
+use crate::shared::timestamp::Micros;
 
 /// Most keys one cache holds (window lengths come from clients).
 const MAX_ENTRIES: usize = 64;

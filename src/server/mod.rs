@@ -2,6 +2,16 @@
 //! workers, plus the optional in-process generator of `--demo`. Every thread is named, and
 //! [`MetricsServer::shutdown`] stops and joins them all.
 
+pub mod access;
+pub mod api;
+pub mod ingest;
+pub mod persist;
+pub mod poller;
+pub mod query;
+pub mod remote_write;
+pub mod stats;
+pub mod store;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,20 +19,20 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
-use crate::access::{Auth, RateLimiter};
-use crate::api::Api;
+use self::access::{Auth, RateLimiter};
+use self::api::Api;
+use self::ingest::{Outlets, Persistence};
+use self::persist::{DataDirError, PersistConfig};
+use self::poller::PollerConfig;
+use self::remote_write::RemoteWriter;
+use self::stats::{ApiStats, IngestStats};
+use self::store::{BlockLimits, Store, StoreHandle};
 use crate::config::ServerConfig;
-use crate::generator_http::{GeneratorConfig, GeneratorService};
-use crate::http::{self, HttpError, HttpMonitor, HttpServer};
-use crate::ingest::{self, Outlets, Persistence};
-use crate::persist::{self, DataDirError, PersistConfig};
-use crate::poller::{self, PollerConfig};
-use crate::process;
-use crate::remote_write::RemoteWriter;
-use crate::stats::{ApiStats, IngestStats};
-use crate::store::{BlockLimits, Store, StoreHandle};
-use crate::timestamp;
-use crate::watch::Watch;
+use crate::generator::service::{GeneratorConfig, GeneratorService};
+use crate::shared::http::{self, HttpError, HttpMonitor, HttpServer};
+use crate::shared::process;
+use crate::shared::timestamp;
+use crate::shared::watch::Watch;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -76,7 +86,7 @@ fn open_data_dir(
     store: &mut Store,
     watch: &Arc<Watch>,
 ) -> Result<persist::Opened, StartError> {
-    let retention = crate::timestamp::duration_micros(config.retention);
+    let retention = crate::shared::timestamp::duration_micros(config.retention);
     let cutoff = timestamp::now_micros().saturating_sub(retention);
     let opened = persist::open(config, store, cutoff, watch).map_err(StartError::DataDir)?;
     let report = &opened.recovery;

@@ -4,8 +4,8 @@
 //! tightly sized [`Block`].
 
 use super::codec::{BitReader, BitWriter, TimestampCodec, ValueCodec};
-use crate::timestamp::Micros;
-use crate::wire::{self, Reader};
+use crate::shared::timestamp::Micros;
+use crate::shared::wire::{self, Reader};
 
 /// Min, max, sum and count of the present values of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@
 //! write a crash interrupted) and skips a corrupt one only when the record after it checks
 //! out; anything else from the damage on is cut off.
 
-use crate::feed::FeedBatch;
-use crate::wire::{self, Reader};
+use crate::shared::feed::FeedBatch;
+use crate::shared::wire::{self, Reader};
 
 pub const MAGIC: &[u8; 8] = b"FTWAL001";
 const RECORD_HEADER: usize = 8;

@@ -20,14 +20,14 @@ use serde::Serialize;
 
 use self::cache::{AnswerCache, Cached};
 use self::history::{Bucket, Downsampler, MAX_POINTS};
-use crate::access::{self, Auth, Client, RateLimiter};
-use crate::http::{self, Reply, ReplyBody, RequestHead};
-use crate::metric::MetricKind;
-use crate::query::{Query, QueryError};
-use crate::stats::{self, ApiStats, Endpoint, IngestStats};
-use crate::store::{MetricAgg, Sample, StoreHandle};
-use crate::timestamp::{self, Micros};
-use crate::watch::Watch;
+use crate::server::access::{self, Auth, Client, RateLimiter};
+use crate::server::query::{Query, QueryError};
+use crate::server::stats::{self, ApiStats, Endpoint, IngestStats};
+use crate::server::store::{MetricAgg, Sample, StoreHandle};
+use crate::shared::http::{self, Reply, ReplyBody, RequestHead};
+use crate::shared::metric::MetricKind;
+use crate::shared::timestamp::{self, Micros};
+use crate::shared::watch::Watch;
 
 /// Why a request could not be answered with data.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,7 +243,7 @@ fn stale(message: String, age: Micros) -> ApiError {
 
 /// Resolves a switch and a metric of a request, or says which is unknown.
 fn series_of(
-    store: &crate::store::Store,
+    store: &crate::server::store::Store,
     switch_id: &str,
     metric: &str,
 ) -> Result<(usize, usize), ApiError> {
@@ -457,7 +457,7 @@ impl Api {
         }))
     }
 
-    fn threads(&self) -> Vec<crate::watch::ThreadReport> {
+    fn threads(&self) -> Vec<crate::shared::watch::ThreadReport> {
         self.watch.as_ref().map(|w| w.report()).unwrap_or_default()
     }
 
@@ -842,7 +842,7 @@ impl http::Handler for Api {
             Some(reply) => (None, reply),
             // Caught here as well as in the worker so a panic is counted as an error.
             None => match catch_unwind(AssertUnwindSafe(|| {
-                crate::watch::injected_panic_point();
+                crate::shared::watch::injected_panic_point();
                 match self.admit(head) {
                     Ok(()) => self.route(head),
                     Err(refused) => (None, Err(refused)),
@@ -866,10 +866,10 @@ impl http::Handler for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::FeedBatch;
-    use crate::http::Handler;
-    use crate::metric::BUILTIN_METRICS;
-    use crate::store::{BlockLimits, Store};
+    use crate::server::store::{BlockLimits, Store};
+    use crate::shared::feed::FeedBatch;
+    use crate::shared::http::Handler;
+    use crate::shared::metric::BUILTIN_METRICS;
 
     const S: i64 = timestamp::MICROS_PER_SEC;
 

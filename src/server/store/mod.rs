@@ -12,14 +12,14 @@
 //! timestamp already stored is a duplicate, an older one out of order; both are rejected and
 //! counted, which is what keeps a poll that sees the same tick twice from counting twice.
 //!
-//! Concurrency: one writer (the store thread, `crate::ingest`). Readers share the [`Store`]
+//! Concurrency: one writer (the store thread, `crate::server::ingest`). Readers share the [`Store`]
 //! through a [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of
 //! [`WRITE_CHUNK_ROWS`], so a reader never waits for more than one chunk, and bumps the
 //! handle's generation after each change so readers can cache answers per generation.
 //!
 //! Layering: this module is the in-memory engine only. It knows nothing of disks, threads,
 //! channels, statistics or HTTP (`tests::the_store_imports_nothing_above_it` checks); block
-//! files are bytes here ([`file`]), written and read by `crate::persist`.
+//! files are bytes here ([`file`]), written and read by `crate::server::persist`.
 
 mod block;
 mod codec;
@@ -37,9 +37,9 @@ pub use block::MetricAgg;
 use block::{Block, BlockView, OpenBlock};
 pub use export::ImportOutcome;
 
-use crate::feed::{FeedBatch, RejectCounts, RejectReason};
-use crate::metric::{self, MetricKind};
-use crate::timestamp::{Micros, MICROS_PER_SEC};
+use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
+use crate::shared::metric::{self, MetricKind};
+use crate::shared::timestamp::{Micros, MICROS_PER_SEC};
 
 /// One value at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +60,7 @@ impl BlockLimits {
     /// Blocks of retention / 8 (between 10 s and 15 min), so expiry is fine-grained enough
     /// and per-block overhead stays small.
     pub fn for_retention(retention: Duration) -> BlockLimits {
-        let retention = crate::timestamp::duration_micros(retention);
+        let retention = crate::shared::timestamp::duration_micros(retention);
         BlockLimits {
             max_rows: 4096,
             span: (retention / 8).clamp(10 * MICROS_PER_SEC, 900 * MICROS_PER_SEC),

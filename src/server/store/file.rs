@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use super::block::Block;
-use crate::timestamp::Micros;
-use crate::wire::{self, Reader};
+use crate::shared::timestamp::Micros;
+use crate::shared::wire::{self, Reader};
 
 const MAGIC: &[u8; 8] = b"FTBLK001";
 const HEADER_BYTES: usize = 8 + 4 + 8;
@@ -256,8 +256,8 @@ mod tests {
             with_magic.extend_from_slice(&bytes);
             let _ = read_block_file(&with_magic);
 
-            let mut store = crate::store::Store::new(crate::store::BlockLimits { max_rows: 8, span: 1_000_000_000 });
-            let mut batch = crate::feed::FeedBatch::with_metrics(&["bandwidth", "latency"]);
+            let mut store = crate::server::store::Store::new(crate::server::store::BlockLimits { max_rows: 8, span: 1_000_000_000 });
+            let mut batch = crate::shared::feed::FeedBatch::with_metrics(&["bandwidth", "latency"]);
             for (i, b) in bytes.iter().take(40).enumerate() {
                 batch.push_row(&format!("s{}", b % 3), i as i64 * 1000, &[f64::from(*b), 0.5]);
             }

@@ -9,13 +9,13 @@
 
 use std::fmt::Write;
 
-use crate::feed::RejectReason;
-use crate::http::HttpCounters;
-use crate::metric::{self, MetricKind};
-use crate::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
-use crate::store::Store;
-use crate::timestamp::Micros;
-use crate::watch::ThreadReport;
+use crate::server::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
+use crate::server::store::Store;
+use crate::shared::feed::RejectReason;
+use crate::shared::http::HttpCounters;
+use crate::shared::metric::{self, MetricKind};
+use crate::shared::timestamp::Micros;
+use crate::shared::watch::ThreadReport;
 
 pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -612,7 +612,7 @@ mod tests {
     /// the API reference names every one of them.
     #[test]
     fn every_family_is_unique_and_documented() {
-        let api_md = include_str!("../../docs/API.md");
+        let api_md = include_str!("../../../docs/API.md");
         let mut names: Vec<&str> = OWN_FAMILIES.iter().map(|f| f.name).collect();
         for name in &names {
             assert!(
