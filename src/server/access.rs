@@ -20,11 +20,39 @@ type TokenHash = [u8; 32];
 
 /// A token file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessError(String);
+pub enum AccessError {
+    /// A `sha256:` line without 64 hex digits after it (1-based line number).
+    BadHash { line: usize },
+    /// A plain token with whitespace in it.
+    Whitespace { line: usize },
+    /// Nothing but comments and blank lines.
+    NoTokens,
+    /// The file cannot be read (the I/O error's text).
+    Read { path: PathBuf, error: String },
+    /// The file was read but its contents are unusable.
+    Unusable {
+        path: PathBuf,
+        why: Box<AccessError>,
+    },
+}
 
 impl fmt::Display for AccessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            AccessError::BadHash { line } => {
+                write!(f, "line {line}: sha256: must be followed by 64 hex digits")
+            }
+            AccessError::Whitespace { line } => {
+                write!(f, "line {line}: a token cannot contain spaces")
+            }
+            AccessError::NoTokens => f.write_str("no tokens in the file"),
+            AccessError::Read { path, error } => {
+                write!(f, "cannot read token file {}: {error}", path.display())
+            }
+            AccessError::Unusable { path, why } => {
+                write!(f, "token file {}: {why}", path.display())
+            }
+        }
     }
 }
 
@@ -65,24 +93,16 @@ impl TokenSet {
                 continue;
             }
             let hash = match line.strip_prefix("sha256:") {
-                Some(hex) => parse_hex(hex).ok_or_else(|| {
-                    AccessError(format!(
-                        "line {}: sha256: must be followed by 64 hex digits",
-                        n + 1
-                    ))
-                })?,
+                Some(hex) => parse_hex(hex).ok_or(AccessError::BadHash { line: n + 1 })?,
                 None if line.chars().any(char::is_whitespace) => {
-                    return Err(AccessError(format!(
-                        "line {}: a token cannot contain spaces",
-                        n + 1
-                    )))
+                    return Err(AccessError::Whitespace { line: n + 1 })
                 }
                 None => sha256(line.as_bytes()),
             };
             hashes.push(hash);
         }
         if hashes.is_empty() {
-            return Err(AccessError("no tokens in the file".to_string()));
+            return Err(AccessError::NoTokens);
         }
         Ok(TokenSet { hashes })
     }
@@ -132,10 +152,14 @@ impl Auth {
     }
 
     fn read(path: &Path) -> Result<TokenSet, AccessError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AccessError(format!("cannot read token file {}: {e}", path.display())))?;
-        TokenSet::parse(&text)
-            .map_err(|e| AccessError(format!("token file {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| AccessError::Read {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })?;
+        TokenSet::parse(&text).map_err(|why| AccessError::Unusable {
+            path: path.to_path_buf(),
+            why: Box::new(why),
+        })
     }
 
     /// Re-reads the file; on error the tokens in force stay.

@@ -288,10 +288,8 @@ impl MetricsServer {
 
     /// Re-reads the token file (SIGHUP): the number of tokens now in force, or why the old
     /// ones stay. `None` without `--auth-token-file`.
-    pub fn reload_tokens(&self) -> Option<Result<usize, String>> {
-        self.auth
-            .as_ref()
-            .map(|auth| auth.reload().map_err(|e| e.to_string()))
+    pub fn reload_tokens(&self) -> Option<Result<usize, access::AccessError>> {
+        self.auth.as_ref().map(|auth| auth.reload())
     }
 
     /// Blocks until the server's background threads end (they run until shutdown).

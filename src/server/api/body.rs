@@ -1,0 +1,130 @@
+//! The JSON shapes of the answers, byte for byte the original's where clients could notice:
+//! key order, integers for count metrics, canonical timestamps, switches in first-seen order.
+
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use super::cache::Cached;
+use super::history::Bucket;
+use super::ApiError;
+use crate::shared::http::{self, Reply, ReplyBody};
+use crate::shared::metric::MetricKind;
+use crate::shared::timestamp::{self, Micros};
+
+/// A JSON number written the way its metric kind demands.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Number {
+    pub(super) value: f64,
+    pub(super) kind: MetricKind,
+}
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.kind {
+            MetricKind::Count => s.serialize_u64(self.value as u64),
+            MetricKind::Gauge => s.serialize_f64(self.value),
+        }
+    }
+}
+
+/// A canonical timestamp, serialized without an intermediate `String`.
+pub(super) struct Timestamp(pub(super) Micros);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; timestamp::CANONICAL_LEN];
+        timestamp::encode(self.0, &mut buf);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+/// A JSON object keyed by switch id, in the store's (first-seen) order.
+pub(super) struct BySwitch<T>(pub(super) Vec<(Arc<str>, T)>);
+
+impl<T: Serialize> Serialize for BySwitch<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (switch_id, entry) in &self.0 {
+            map.serialize_entry(&**switch_id, entry)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct GetBody<'a> {
+    pub(super) switch_id: &'a str,
+    pub(super) metric: &'a str,
+    pub(super) value: Number,
+    pub(super) timestamp: Timestamp,
+}
+
+#[derive(Serialize)]
+pub(super) struct ListEntry {
+    pub(super) value: Number,
+    pub(super) timestamp: Timestamp,
+}
+
+#[derive(Serialize)]
+pub(super) struct AggregateEntry {
+    pub(super) max_latency: Option<f64>,
+    pub(super) min_bandwidth: Option<f64>,
+    pub(super) total_errors: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct HistoryPoint {
+    pub(super) timestamp: Timestamp,
+    pub(super) value: Number,
+}
+
+#[derive(Serialize)]
+pub(super) struct HistoryBucket {
+    pub(super) timestamp: Timestamp,
+    pub(super) min: Number,
+    pub(super) avg: f64,
+    pub(super) max: Number,
+    pub(super) count: u64,
+}
+
+pub(super) fn to_json<T: Serialize>(body: &T) -> Vec<u8> {
+    // Serializing plain structs of numbers and strings into memory cannot fail.
+    serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+pub(super) fn json_reply<T: Serialize>(body: &T) -> Result<Reply, ApiError> {
+    Ok(Reply::json(200, to_json(body)))
+}
+
+pub(super) fn shared_reply(cached: &Cached) -> Result<Reply, ApiError> {
+    match &cached.answer {
+        Ok(body) => Ok(Reply {
+            status: 200,
+            content_type: http::JSON,
+            headers: Vec::new(),
+            body: ReplyBody::Shared {
+                data: Arc::clone(body) as Arc<dyn AsRef<[u8]> + Send + Sync>,
+                len: body.len(),
+            },
+        }),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+pub(super) fn bucket_json(bucket: &Bucket, kind: MetricKind) -> HistoryBucket {
+    HistoryBucket {
+        timestamp: Timestamp(bucket.start),
+        min: Number {
+            value: bucket.min,
+            kind,
+        },
+        avg: bucket.avg(),
+        max: Number {
+            value: bucket.max,
+            kind,
+        },
+        count: bucket.count,
+    }
+}
