@@ -102,9 +102,8 @@ fn systemd_units_verify() {
 
 #[test]
 fn the_example_config_files_are_valid() {
-    use fabric_telemetry::config::{
-        parse_generator_args, parse_server_args, Command, ServerConfig,
-    };
+    use fabric_telemetry::config::{parse_generator_args, parse_server_args, Command};
+    use fabric_telemetry::server::ServerConfig;
     let dir = env!("CARGO_MANIFEST_DIR");
     let server = parse_server_args([format!("--config={dir}/deploy/metrics-server.toml").into()]);
     let Ok(Command::Run { config, .. }) = server else {

@@ -12,11 +12,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::time::Duration;
 
 use crate::generator::service::GeneratorConfig;
-use crate::server::persist::{FsyncPolicy, PersistConfig};
-use crate::shared::http::ConnectionLimits;
+use crate::server::ServerConfig;
 use crate::shared::logging::LogSettings;
 
 mod file;
@@ -143,39 +141,6 @@ impl From<lexopt::Error> for ConfigError {
     }
 }
 
-/// Everything the metrics server needs to run. Defaults: the flag table (`flags`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    pub listen: String,
-    /// Feed URLs, one poller each.
-    pub sources: Vec<String>,
-    pub poll_interval: Duration,
-    pub poll_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_feed_bytes: u64,
-    pub max_age: Duration,
-    pub retention: Duration,
-    pub workers: usize,
-    /// Also run a generator in-process, listening where the first source points.
-    pub demo: bool,
-    /// Push every accepted sample to this Prometheus remote-write receiver.
-    pub remote_write: Option<String>,
-    /// Bearer tokens the API requires (one per line, plain or `sha256:<hex>`).
-    pub auth_token_file: Option<std::path::PathBuf>,
-    /// Allow a non-loopback `--listen` without tokens.
-    pub insecure_no_auth: bool,
-    /// Requests per second per client (token, or address without auth), and the burst.
-    pub rate_limit: Option<(f64, f64)>,
-    /// Where history persists (WAL + block files); `None` keeps it in memory only.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// Forces memory-only history even when a data directory is configured.
-    pub in_memory: bool,
-    pub fsync: FsyncPolicy,
-    pub compaction_interval: Duration,
-    /// Bounds on every API connection.
-    pub http: ConnectionLimits,
-}
-
 pub const DEFAULT_SOURCE: &str = "http://127.0.0.1:9001/counters";
 
 /// Every flag at its default.
@@ -189,21 +154,6 @@ impl Default for ServerConfig {
 impl Default for GeneratorConfig {
     fn default() -> GeneratorConfig {
         Settings::defaults(Program::Generator).into_generator()
-    }
-}
-
-impl ServerConfig {
-    /// Durability settings, unless history is to stay in memory only.
-    pub fn persist(&self) -> Option<PersistConfig> {
-        match (&self.data_dir, self.in_memory) {
-            (Some(dir), false) => Some(PersistConfig {
-                data_dir: dir.clone(),
-                fsync: self.fsync,
-                compaction_interval: self.compaction_interval,
-                retention: self.retention,
-            }),
-            _ => None,
-        }
     }
 }
 

@@ -1,7 +1,11 @@
 //! Parsing, config files, and the flag table against help, TOML keys, example files and README.
 
 use super::*;
+use std::time::Duration;
+
 use crate::generator::service::FaultMode;
+use crate::server::persist::FsyncPolicy;
+use crate::shared::http::ConnectionLimits;
 use crate::shared::logging::LogFormat;
 
 fn args(list: &[&str]) -> Vec<OsString> {

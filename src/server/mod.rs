@@ -16,23 +16,72 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use self::access::{Auth, RateLimiter};
 use self::api::Api;
 use self::ingest::{Outlets, Persistence};
-use self::persist::{DataDirError, PersistConfig};
+use self::persist::{DataDirError, FsyncPolicy, PersistConfig};
 use self::poller::PollerConfig;
 use self::remote_write::RemoteWriter;
 use self::stats::{ApiStats, IngestStats};
 use self::store::{BlockLimits, Store, StoreHandle};
-use crate::config::ServerConfig;
 use crate::generator::service::{GeneratorConfig, GeneratorService};
-use crate::shared::http::{self, HttpError, HttpMonitor, HttpServer};
+use crate::shared::http::{self, ConnectionLimits, HttpError, HttpMonitor, HttpServer};
 use crate::shared::process;
 use crate::shared::timestamp;
 use crate::shared::watch::Watch;
+
+/// Everything the metrics server needs to run. Its defaults, `--help` and parsing come from
+/// the flag table (`crate::config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Feed URLs, one poller each.
+    pub sources: Vec<String>,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_feed_bytes: u64,
+    pub max_age: Duration,
+    pub retention: Duration,
+    pub workers: usize,
+    /// Also run a generator in-process, listening where the first source points.
+    pub demo: bool,
+    /// Push every accepted sample to this Prometheus remote-write receiver.
+    pub remote_write: Option<String>,
+    /// Bearer tokens the API requires (one per line, plain or `sha256:<hex>`).
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Allow a non-loopback `--listen` without tokens.
+    pub insecure_no_auth: bool,
+    /// Requests per second per client (token, or address without auth), and the burst.
+    pub rate_limit: Option<(f64, f64)>,
+    /// Where history persists (WAL + block files); `None` keeps it in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Forces memory-only history even when a data directory is configured.
+    pub in_memory: bool,
+    pub fsync: FsyncPolicy,
+    pub compaction_interval: Duration,
+    /// Bounds on every API connection.
+    pub http: ConnectionLimits,
+}
+
+impl ServerConfig {
+    /// Durability settings, unless history is to stay in memory only.
+    pub fn persist(&self) -> Option<PersistConfig> {
+        match (&self.data_dir, self.in_memory) {
+            (Some(dir), false) => Some(PersistConfig {
+                data_dir: dir.clone(),
+                fsync: self.fsync,
+                compaction_interval: self.compaction_interval,
+                retention: self.retention,
+            }),
+            _ => None,
+        }
+    }
+}
 
 /// Why the server could not start.
 #[derive(Debug)]
