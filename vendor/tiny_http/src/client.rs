@@ -79,13 +79,42 @@ fn timed_out() -> IoError {
 struct Deadlined<'a> {
     conn: &'a Connection,
     deadline: Instant,
+    /// When the socket timeout in force was set (`None`: not for this deadline). It is set
+    /// again only after [`TIMEOUT_SLACK`], so a large answer written in many calls does not
+    /// cost a `setsockopt` per call; the deadline may be overrun by at most that slack.
+    timeout_set: Option<Instant>,
 }
 
-impl Deadlined<'_> {
-    fn left(&self) -> IoResult<Duration> {
-        match self.deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(left),
-            _ => Err(timed_out()),
+/// How stale the socket timeout may get before it is set again.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(50);
+
+impl<'a> Deadlined<'a> {
+    fn new(conn: &'a Connection, deadline: Instant) -> Deadlined<'a> {
+        Deadlined {
+            conn,
+            deadline,
+            timeout_set: None,
+        }
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.timeout_set = None;
+    }
+
+    /// The time left as a socket timeout, when it needs setting (again).
+    fn timeout_to_set(&mut self) -> IoResult<Option<Duration>> {
+        let now = Instant::now();
+        let left = match self.deadline.checked_duration_since(now) {
+            Some(left) if !left.is_zero() => left,
+            _ => return Err(timed_out()),
+        };
+        match self.timeout_set {
+            Some(at) if now.duration_since(at) < TIMEOUT_SLACK => Ok(None),
+            _ => {
+                self.timeout_set = Some(now);
+                Ok(Some(left))
+            }
         }
     }
 }
@@ -101,8 +130,9 @@ fn as_timeout(err: IoError) -> IoError {
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let left = self.left()?;
-        self.conn.set_read_timeout(Some(left))?;
+        if let Some(left) = self.timeout_to_set()? {
+            self.conn.set_read_timeout(Some(left))?;
+        }
         let mut conn = self.conn;
         conn.read(buf).map_err(as_timeout)
     }
@@ -110,8 +140,9 @@ impl Read for Deadlined<'_> {
 
 impl Write for Deadlined<'_> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        let left = self.left()?;
-        self.conn.set_write_timeout(Some(left))?;
+        if let Some(left) = self.timeout_to_set()? {
+            self.conn.set_write_timeout(Some(left))?;
+        }
         let mut conn = self.conn;
         conn.write(buf).map_err(as_timeout)
     }
@@ -227,10 +258,7 @@ pub(crate) fn serve_connection(
 ) {
     let mut reader = BufReader::with_capacity(
         4096,
-        Deadlined {
-            conn: &conn,
-            deadline: accepted + limits.request_timeout,
-        },
+        Deadlined::new(&conn, accepted + limits.request_timeout),
     );
     // One answer slot for the connection's life: one request is in flight at a time, and a
     // connection whose answer did not come is closed, so a late answer is never mistaken.
@@ -240,7 +268,9 @@ pub(crate) fn serve_connection(
         // Wait for the first byte of the next request: a new connection's head must be
         // complete within `request_timeout` of the accept; a kept-alive one may idle first.
         if !first {
-            reader.get_mut().deadline = Instant::now() + limits.idle_timeout;
+            reader
+                .get_mut()
+                .set_deadline(Instant::now() + limits.idle_timeout);
         }
         match reader.fill_buf() {
             Ok([]) => break,
@@ -257,7 +287,9 @@ pub(crate) fn serve_connection(
             Err(_) => break,
         }
         if !first {
-            reader.get_mut().deadline = Instant::now() + limits.request_timeout;
+            reader
+                .get_mut()
+                .set_deadline(Instant::now() + limits.request_timeout);
         }
         first = false;
 
@@ -337,12 +369,10 @@ pub(crate) fn serve_connection(
         if close {
             response.close_connection();
         }
+        // Large enough that a big answer goes out in few system calls.
         let mut writer = BufWriter::with_capacity(
-            8192,
-            Deadlined {
-                conn: &conn,
-                deadline: Instant::now() + limits.request_timeout,
-            },
+            64 * 1024,
+            Deadlined::new(&conn, Instant::now() + limits.request_timeout),
         );
         let written = response
             .raw_print(
@@ -376,10 +406,7 @@ pub(crate) fn serve_connection(
 /// Writes an empty error answer with `Connection: close`, giving it at most the request
 /// timeout (it fits the socket buffer of any live connection).
 fn answer_error(conn: &Connection, limits: &ConnectionLimits, status: u16) {
-    let mut writer = Deadlined {
-        conn,
-        deadline: Instant::now() + limits.request_timeout,
-    };
+    let mut writer = Deadlined::new(conn, Instant::now() + limits.request_timeout);
     let mut response = Response::empty(status);
     if status == 503 {
         response.add_header(Header {
@@ -396,10 +423,7 @@ fn answer_error(conn: &Connection, limits: &ConnectionLimits, status: u16) {
 /// destroyed by a reset before the client reads it.
 pub(crate) fn linger(conn: &Connection) {
     let _ = conn.shutdown(Shutdown::Write);
-    let mut drain = Deadlined {
-        conn,
-        deadline: Instant::now() + LINGER,
-    };
+    let mut drain = Deadlined::new(conn, Instant::now() + LINGER);
     let mut buf = [0u8; 4096];
     let mut drained = 0;
     while drained < LINGER_BYTES {
