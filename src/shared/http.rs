@@ -42,19 +42,11 @@ pub struct RequestHead {
     pub body: DeclaredBody,
 }
 
-/// What a request head declared about a body that would follow it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeclaredBody {
-    None,
-    /// A `Content-Length` above zero.
-    Length(u64),
-    /// A `Transfer-Encoding` (chunked or other).
-    Encoded,
-    /// A `Content-Length` that is not a number, overflows, or repeats with another value.
-    Malformed,
-    /// Both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape).
-    Conflicting,
-}
+/// What a request head declared about a body that would follow it (none is ever read), and
+/// the bounds every connection is held to: the vendored tiny_http's own types, used as they
+/// are (documented in `vendor/tiny_http/PATCHED.md`). Besides what tiny_http does with
+/// `request_timeout`, the workers here answer 503 to a request that waited that long for one.
+pub use tiny_http::{ConnectionLimits, DeclaredBody};
 
 impl RequestHead {
     pub fn get(url: &str) -> RequestHead {
@@ -226,31 +218,6 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// Bounds on every connection (flags `--request-timeout`, `--idle-timeout`,
-/// `--max-connections` of both programs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// A request head must arrive within it (from the accept, or from its first byte on a
-    /// kept-alive connection), else 408 and close; an answer must be taken within it, else
-    /// the connection is closed; a request that waited this long for a worker is answered 503.
-    pub request_timeout: Duration,
-    /// A kept-alive connection with no new request for this long is closed.
-    pub idle_timeout: Duration,
-    /// Connections beyond this many are answered 503 with `Retry-After` and closed; connection
-    /// threads stay bounded by it.
-    pub max_connections: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> ConnectionLimits {
-        ConnectionLimits {
-            request_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-        }
-    }
-}
-
 /// What the HTTP side has seen since start, for `/metrics` and stats.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HttpCounters {
@@ -401,15 +368,8 @@ impl HttpServer {
         let addr = listener
             .local_addr()
             .map_err(|e| HttpError::Start(e.to_string()))?;
-        let server = tiny_http::Server::from_listener(
-            listener,
-            tiny_http::ConnectionLimits {
-                request_timeout: limits.request_timeout,
-                idle_timeout: limits.idle_timeout,
-                max_connections: limits.max_connections,
-            },
-        )
-        .map_err(|e| HttpError::Start(e.to_string()))?;
+        let server = tiny_http::Server::from_listener(listener, limits)
+            .map_err(|e| HttpError::Start(e.to_string()))?;
         let server = Arc::new(server);
         // A second server on the same monitor (tests) reports on the first one only.
         let _ = monitor.server.set(Arc::downgrade(&server));
@@ -537,13 +497,7 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
         accept: header("Accept"),
         authorization: header("Authorization"),
         remote_ip: request.remote_addr().map(|a| a.ip()),
-        body: match request.declared_body() {
-            tiny_http::DeclaredBody::None => DeclaredBody::None,
-            tiny_http::DeclaredBody::Length(n) => DeclaredBody::Length(n),
-            tiny_http::DeclaredBody::Encoded => DeclaredBody::Encoded,
-            tiny_http::DeclaredBody::Malformed => DeclaredBody::Malformed,
-            tiny_http::DeclaredBody::Conflicting => DeclaredBody::Conflicting,
-        },
+        body: request.declared_body(),
     }
 }
 

@@ -152,15 +152,17 @@ enum Message {
     NewRequest(Request),
 }
 
-/// fabric-telemetry patch: the bounds every connection is held to.
-#[derive(Debug, Clone)]
+/// fabric-telemetry patch: the bounds every connection is held to (flags `--request-timeout`,
+/// `--idle-timeout`, `--max-connections` of both fabric-telemetry programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// A new connection's first request head must arrive within it; a later head must arrive
     /// within it of its first byte; an answer must be taken within it.
     pub request_timeout: Duration,
     /// A kept-alive connection with no new request for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections beyond this many are answered 503 (with `Retry-After`) and closed.
+    /// Connections beyond this many are answered 503 (with `Retry-After`) and closed;
+    /// connection threads stay bounded by it.
     pub max_connections: usize,
 }
 
