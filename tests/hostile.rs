@@ -436,3 +436,42 @@ fn connections_beyond_the_limit_are_refused_with_retry_after() {
     let stats = util::stats(&server);
     assert!(stats["http"]["connections_refused"].as_u64().unwrap_or(0) >= 2);
 }
+
+/// A server that is behind sheds: a request that waited `--request-timeout` for a worker is
+/// answered 503 with `Retry-After` instead of late (the generator's `slow` fault holds its
+/// only worker for 2 s).
+#[test]
+fn requests_that_waited_too_long_for_a_worker_are_shed() {
+    let generator = util::generator(&[
+        "--switches",
+        "1",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "1s",
+        "--fault-rate",
+        "1",
+        "--fault-modes",
+        "slow",
+        "--fault-delay",
+        "2s",
+    ]);
+    let request = b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut first = connect(generator.addr);
+    first.write_all(request).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = connect(generator.addr);
+    second.write_all(request).expect("send");
+    let (answer, _) = read_until_closed(&mut second, Duration::from_secs(8));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 503"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("Retry-After: 1"), "{answer:?}");
+    assert!(answer.contains("waited"), "{answer:?}");
+    let (answer, _) = read_until_closed(&mut first, Duration::from_secs(8));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+}
