@@ -296,7 +296,6 @@ pub struct HttpServer {
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     addr: SocketAddr,
-    monitor: Arc<HttpMonitor>,
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -394,17 +393,11 @@ impl HttpServer {
             stopping,
             workers,
             addr,
-            monitor,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// What this server has counted so far.
-    pub fn counters(&self) -> HttpCounters {
-        self.monitor.counters()
     }
 
     /// Stops the workers after the requests they are answering, joins them, and waits (at
