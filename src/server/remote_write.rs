@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::shared::feed::FeedBatch;
-use crate::shared::metric;
+use crate::shared::metric::{self, Value};
 use crate::shared::wire::put_varint;
 
 /// Samples per request (Prometheus's own default for `max_samples_per_send`).
@@ -97,7 +97,7 @@ fn sample_count(accepted: &Accepted) -> u64 {
                 .feed
                 .row_values(r as usize)
                 .iter()
-                .filter(|v| !v.is_nan())
+                .filter(|v| v.is_some())
                 .count() as u64
         })
         .sum()
@@ -158,7 +158,8 @@ pub fn encode_rows(feed: &FeedBatch, rows: &[u32]) -> (Vec<u8>, usize) {
     let names: Vec<(String, f64)> = feed
         .metrics
         .iter()
-        .map(|m| metric::prometheus_series(m))
+        .zip(&feed.kinds)
+        .map(|(m, &kind)| metric::prometheus_series(m, kind))
         .collect();
     let mut out = Vec::with_capacity(rows.len() * names.len() * 64);
     let mut scratch = Vec::new();
@@ -168,13 +169,17 @@ pub fn encode_rows(feed: &FeedBatch, rows: &[u32]) -> (Vec<u8>, usize) {
         let switch = feed.switch_id(row);
         let timestamp_ms = feed.timestamp(row).div_euclid(1000);
         for ((name, scale), &value) in names.iter().zip(feed.row_values(row)) {
-            if value.is_nan() {
-                continue;
-            }
+            // Remote write 1.0 carries only doubles: a counter above 2^53 arrives rounded to
+            // the nearest one (the API and `/metrics` keep it exact).
+            let value = match value {
+                None => continue,
+                Some(Value::Float(v)) => v * scale,
+                Some(Value::Int(v)) => v as f64,
+            };
             put_series(
                 &mut out,
                 &[("__name__", name), ("switch", switch)],
-                value * scale,
+                value,
                 timestamp_ms,
                 &mut scratch,
             );

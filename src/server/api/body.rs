@@ -10,21 +10,23 @@ use super::cache::Cached;
 use super::history::Bucket;
 use super::ApiError;
 use crate::shared::http::{self, Reply, ReplyBody};
-use crate::shared::metric::MetricKind;
+use crate::shared::metric::{MetricKind, Value};
 use crate::shared::timestamp::{self, Micros};
 
 /// A JSON number written the way its metric kind demands.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Number {
-    pub(super) value: f64,
+    pub(super) value: Value,
     pub(super) kind: MetricKind,
 }
 
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.kind {
-            MetricKind::Count => s.serialize_u64(self.value as u64),
-            MetricKind::Gauge => s.serialize_f64(self.value),
+        match (self.value, self.kind) {
+            // Counters are exact: `18446744073709551576` stays that.
+            (Value::Int(v), _) => s.serialize_u64(v),
+            (Value::Float(v), MetricKind::Count) => s.serialize_u64(v as u64),
+            (Value::Float(v), _) => s.serialize_f64(v),
         }
     }
 }
@@ -114,15 +116,20 @@ pub(super) fn shared_reply(cached: &Cached) -> Result<Reply, ApiError> {
 }
 
 pub(super) fn bucket_json(bucket: &Bucket, kind: MetricKind) -> HistoryBucket {
+    // Buckets aggregate in f64: a counter's min and max are integers again, exact up to 2^53.
+    let value = |v: f64| match kind {
+        MetricKind::Counter { .. } => Value::Int(v as u64),
+        _ => Value::Float(v),
+    };
     HistoryBucket {
         timestamp: Timestamp(bucket.start),
         min: Number {
-            value: bucket.min,
+            value: value(bucket.min),
             kind,
         },
         avg: bucket.avg(),
         max: Number {
-            value: bucket.max,
+            value: value(bucket.max),
             kind,
         },
         count: bucket.count,

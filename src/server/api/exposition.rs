@@ -13,7 +13,7 @@ use crate::server::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::server::store::Store;
 use crate::shared::feed::RejectReason;
 use crate::shared::http::HttpCounters;
-use crate::shared::metric::{self, MetricKind};
+use crate::shared::metric::{self, MetricKind, Value};
 use crate::shared::timestamp::Micros;
 use crate::shared::watch::ThreadReport;
 
@@ -115,6 +115,29 @@ impl Exposition {
     }
 
     fn named_sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.labelled(name, labels);
+        number(value, &mut self.out);
+        self.out.push('\n');
+    }
+
+    /// A sample of the current family with a stored value: a counter's `u64` is written as
+    /// the integer it is (the text format allows any float literal; a scraper that parses
+    /// into an `f64` rounds above 2^53, but the text is exact).
+    fn value_sample(&mut self, labels: &[(&str, &str)], value: Value) {
+        let name = std::mem::take(&mut self.current);
+        self.labelled(&name, labels);
+        match value {
+            Value::Float(v) => number(v, &mut self.out),
+            Value::Int(v) => {
+                let _ = write!(self.out, "{v}");
+            }
+        }
+        self.out.push('\n');
+        self.current = name;
+    }
+
+    /// Name and labels of a sample, and the space before its value.
+    fn labelled(&mut self, name: &str, labels: &[(&str, &str)]) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -130,8 +153,6 @@ impl Exposition {
             self.out.push('}');
         }
         self.out.push(' ');
-        number(value, &mut self.out);
-        self.out.push('\n');
     }
 
     /// A histogram of the current family: buckets as (upper bound, cumulative count), the
@@ -160,7 +181,7 @@ struct Family {
     name: String,
     help: String,
     kind: Kind,
-    samples: Vec<(std::sync::Arc<str>, f64)>,
+    samples: Vec<(std::sync::Arc<str>, Value)>,
 }
 
 /// Telemetry series, copied out under the store's read lock.
@@ -187,17 +208,21 @@ pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
     for metric_id in 0..store.metrics().len() {
         let name = store.metrics().name(metric_id).to_string();
         let kind = store.metrics().kind(metric_id);
-        let (series, scale) = metric::prometheus_series(&name);
+        let (series, scale) = metric::prometheus_series(&name, kind);
         let mut fresh = Vec::new();
         let mut totals = Vec::new();
         for (switch, id) in store.switch_ids().iter().enumerate() {
             if let Some(sample) = store.latest(switch, metric_id) {
                 if now - sample.timestamp <= max_age {
-                    fresh.push((std::sync::Arc::clone(id), sample.value * scale));
+                    let value = match sample.value {
+                        Value::Float(v) => Value::Float(v * scale),
+                        exact => exact,
+                    };
+                    fresh.push((std::sync::Arc::clone(id), value));
                     if kind == MetricKind::Count {
                         totals.push((
                             std::sync::Arc::clone(id),
-                            store.count_total(switch, metric_id).unwrap_or(0.0),
+                            Value::Float(store.count_total(switch, metric_id).unwrap_or(0.0)),
                         ));
                     }
                 }
@@ -214,7 +239,11 @@ pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
         families.push(Family {
             name: series,
             help: help_for(&name),
-            kind: Kind::Gauge,
+            kind: if kind.is_counter() {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            },
             samples: fresh,
         });
     }
@@ -464,7 +493,7 @@ pub fn render(
             help: &family.help,
         });
         for (switch, value) in &family.samples {
-            x.sample(&[("switch", switch)], *value);
+            x.value_sample(&[("switch", switch)], *value);
         }
     }
 

@@ -117,6 +117,7 @@ impl Downsampler {
     }
 
     pub fn add(&mut self, sample: Sample) {
+        let value = sample.value.as_f64();
         // Checked: the handler only visits samples in `[from, to]` with a capped bucket count,
         // so none of this can overflow there, but no arguments may make it panic.
         let start = sample
@@ -130,16 +131,16 @@ impl Downsampler {
         };
         match self.buckets.last_mut() {
             Some(bucket) if bucket.start == start => {
-                bucket.min = bucket.min.min(sample.value);
-                bucket.max = bucket.max.max(sample.value);
-                bucket.sum += sample.value;
+                bucket.min = bucket.min.min(value);
+                bucket.max = bucket.max.max(value);
+                bucket.sum += value;
                 bucket.count += 1;
             }
             _ => self.buckets.push(Bucket {
                 start,
-                min: sample.value,
-                max: sample.value,
-                sum: sample.value,
+                min: value,
+                max: value,
+                sum: value,
                 count: 1,
             }),
         }
@@ -190,6 +191,7 @@ pub(crate) fn arbitrary_time_text() -> impl proptest::strategy::Strategy<Value =
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::metric::Value;
     use rand::{Rng, SeedableRng};
 
     const S: i64 = timestamp::MICROS_PER_SEC;
@@ -284,8 +286,8 @@ mod tests {
             proptest::prop_assert!(buckets >= 1);
             if buckets <= MAX_POINTS as u64 {
                 let mut down = Downsampler::new(from, step);
-                down.add(Sample { timestamp: from, value: 1.0 });
-                down.add(Sample { timestamp: to, value: 2.0 });
+                down.add(Sample { timestamp: from, value: Value::Float(1.0) });
+                down.add(Sample { timestamp: to, value: Value::Float(2.0) });
                 let got = down.finish();
                 proptest::prop_assert!(!got.is_empty() && got.len() <= 2);
                 proptest::prop_assert!(got.iter().all(|b| b.start >= from && b.start <= to));
@@ -306,7 +308,7 @@ mod tests {
                     ts += rng.random_range(1..5 * S);
                     Sample {
                         timestamp: ts,
-                        value: f64::from(rng.random_range(0..1000)) / 10.0,
+                        value: Value::Float(f64::from(rng.random_range(0..1000)) / 10.0),
                     }
                 })
                 .collect();
@@ -322,7 +324,7 @@ mod tests {
                 let inside: Vec<f64> = samples
                     .iter()
                     .filter(|s| s.timestamp >= start && s.timestamp < start + step)
-                    .map(|s| s.value)
+                    .map(|s| s.value.as_f64())
                     .collect();
                 if inside.is_empty() {
                     continue;

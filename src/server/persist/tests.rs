@@ -297,15 +297,17 @@ fn fleet(prefix: &str, switches: usize, start: Micros, seconds: i64) -> Vec<Feed
 
 /// Every row of `batches`, per switch and metric, as `store` must hold them.
 fn assert_holds_every_row(store: &Store, batches: &[FeedBatch]) {
-    let mut expected: std::collections::BTreeMap<(String, String), Vec<(Micros, u64)>> =
+    type Bits = (bool, u64);
+    let mut expected: std::collections::BTreeMap<(String, String), Vec<(Micros, Bits)>> =
         std::collections::BTreeMap::new();
     for b in batches {
         for row in 0..b.len() {
             for (metric, value) in b.metrics.iter().zip(b.row_values(row)) {
+                let Some(value) = value else { continue };
                 expected
                     .entry((b.switch_id(row).to_string(), metric.clone()))
                     .or_default()
-                    .push((b.timestamp(row), value.to_bits()));
+                    .push((b.timestamp(row), value.bits()));
             }
         }
     }
@@ -313,7 +315,7 @@ fn assert_holds_every_row(store: &Store, batches: &[FeedBatch]) {
         let mut found = Vec::new();
         if let (Some(s), Some(m)) = (store.switch(switch), store.metrics().id(metric)) {
             store.history(s, m, i64::MIN, i64::MAX, &mut |sample| {
-                found.push((sample.timestamp, sample.value.to_bits()));
+                found.push((sample.timestamp, sample.value.bits()));
                 true
             });
         }

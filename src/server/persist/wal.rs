@@ -2,17 +2,39 @@
 //!
 //! A segment is `FTWAL001` followed by records `u32 length, u32 crc32(payload), payload`
 //! (little endian). A payload is one chunk of accepted rows:
-//! `kind (1), metric names, row count, rows: switch id, timestamp (zigzag delta from the
-//! previous row), one value per metric (see `put_value`)`. Reading stops at a torn record (the
+//! `kind (2), metrics (name, kind byte), row count, rows: switch id, timestamp (zigzag delta
+//! from the previous row), one value per metric (see `put_value`)`. Records of kind 1 (before
+//! counters) have no kind bytes; they still replay, with kinds decided by name. Reading stops at a torn record (the
 //! write a crash interrupted) and skips a corrupt one only when the record after it checks
 //! out; anything else from the damage on is cut off.
 
 use crate::shared::feed::FeedBatch;
+use crate::shared::metric::{self, MetricKind, Value};
 use crate::shared::wire::{self, Reader};
 
 pub const MAGIC: &[u8; 8] = b"FTWAL001";
 const RECORD_HEADER: usize = 8;
-const KIND_ROWS: u8 = 1;
+const KIND_ROWS_V1: u8 = 1;
+const KIND_ROWS: u8 = 2;
+
+fn kind_byte(kind: MetricKind) -> u8 {
+    match kind {
+        MetricKind::Gauge => 0,
+        MetricKind::Count => 1,
+        MetricKind::Counter { words: false } => 2,
+        MetricKind::Counter { words: true } => 3,
+    }
+}
+
+fn kind_from_byte(byte: u8) -> Option<MetricKind> {
+    match byte {
+        0 => Some(MetricKind::Gauge),
+        1 => Some(MetricKind::Count),
+        2 => Some(MetricKind::Counter { words: false }),
+        3 => Some(MetricKind::Counter { words: true }),
+        _ => None,
+    }
+}
 /// No record is larger (a 64k-row chunk with a few dozen metrics is far below).
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -22,8 +44,9 @@ pub fn encode_rows(batch: &FeedBatch, rows: &[u32], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; RECORD_HEADER]);
     out.push(KIND_ROWS);
     wire::put_varint(out, batch.metrics.len() as u64);
-    for name in &batch.metrics {
+    for (name, &kind) in batch.metrics.iter().zip(&batch.kinds) {
         wire::put_bytes(out, name.as_bytes());
+        out.push(kind_byte(kind));
     }
     wire::put_varint(out, rows.len() as u64);
     let mut previous_ts = 0i64;
@@ -43,11 +66,13 @@ pub fn encode_rows(batch: &FeedBatch, rows: &[u32], out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-// A value is a varint whose low two bits say what it is: 0 absent (NaN), 1 an integer,
-// 2 hundredths (both zigzag in the high bits), 3 the f64's bits follow. Feeds carry short
-// decimals; this halves the WAL against raw f64s, and every value still round-trips bit for
-// bit (a value is only scaled when scaling back gives the same bits).
+// A value is a varint whose low two bits say what it is: 0 absent, 1 an integer,
+// 2 hundredths (both zigzag in the high bits), 3 the f64's bits follow; `COUNTER` (4) is
+// followed by a counter's exact u64 as a varint. Feeds carry short decimals; this halves the
+// WAL against raw f64s, and every value still round-trips bit for bit (a value is only scaled
+// when scaling back gives the same bits).
 const ABSENT: u64 = 0;
+const COUNTER: u64 = 4;
 const INTEGER: u64 = 1;
 const HUNDREDTHS: u64 = 2;
 const RAW: u64 = 3;
@@ -62,10 +87,15 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_value(out: &mut Vec<u8>, value: f64) {
-    if value.is_nan() {
-        return wire::put_varint(out, ABSENT);
-    }
+fn put_value(out: &mut Vec<u8>, value: Option<Value>) {
+    let value = match value {
+        None => return wire::put_varint(out, ABSENT),
+        Some(Value::Int(v)) => {
+            wire::put_varint(out, COUNTER);
+            return wire::put_varint(out, v);
+        }
+        Some(Value::Float(v)) => v,
+    };
     let exact_int = |x: f64| x.fract() == 0.0 && x.abs() < EXACT / 4.0;
     if exact_int(value) && (value as i64 as f64).to_bits() == value.to_bits() {
         return wire::put_varint(out, zigzag(value as i64) << 2 | INTEGER);
@@ -78,30 +108,42 @@ fn put_value(out: &mut Vec<u8>, value: f64) {
     wire::put_f64(out, value);
 }
 
-fn get_value(r: &mut Reader<'_>) -> Result<f64, wire::Truncated> {
+fn get_value(r: &mut Reader<'_>) -> Result<Option<Value>, wire::Truncated> {
     let v = r.varint()?;
-    match v & 3 {
-        ABSENT if v == ABSENT => Ok(f64::NAN),
-        INTEGER => Ok(unzigzag(v >> 2) as f64),
-        HUNDREDTHS => Ok(unzigzag(v >> 2) as f64 / 100.0),
-        RAW if v == RAW => r.f64(),
-        _ => Err(wire::Truncated),
-    }
+    let float = match v & 3 {
+        ABSENT if v == ABSENT => return Ok(None),
+        _ if v == COUNTER => return Ok(Some(Value::Int(r.varint()?))),
+        INTEGER => unzigzag(v >> 2) as f64,
+        HUNDREDTHS => unzigzag(v >> 2) as f64 / 100.0,
+        RAW if v == RAW => r.f64()?,
+        _ => return Err(wire::Truncated),
+    };
+    Ok(Some(Value::Float(float)))
 }
 
 fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
     let mut r = Reader::new(payload);
-    if r.take(1)? != [KIND_ROWS] {
-        return Err(wire::Truncated);
-    }
+    let with_kinds = match r.take(1)? {
+        [KIND_ROWS] => true,
+        [KIND_ROWS_V1] => false,
+        _ => return Err(wire::Truncated),
+    };
     let n_metrics = r.count(payload.len())?;
     let mut names = Vec::with_capacity(n_metrics);
+    let mut kinds = Vec::with_capacity(n_metrics);
     for _ in 0..n_metrics {
-        names.push(r.str()?);
+        let name = r.str()?;
+        let kind = if with_kinds {
+            kind_from_byte(r.take(1)?[0]).ok_or(wire::Truncated)?
+        } else {
+            metric::kind_of(name)
+        };
+        names.push(name.to_string());
+        kinds.push(kind);
     }
-    let mut batch = FeedBatch::with_metrics(&names);
+    let mut batch = FeedBatch::with_columns(names, kinds);
     let n_rows = r.count(payload.len())?;
-    let mut values = vec![0.0; n_metrics];
+    let mut values = vec![None; n_metrics];
     let mut ts = 0i64;
     for _ in 0..n_rows {
         let switch_id = r.str()?;
@@ -109,7 +151,7 @@ fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
         for slot in values.iter_mut() {
             *slot = get_value(&mut r)?;
         }
-        batch.push_row(switch_id, ts, &values);
+        batch.push_cells(switch_id, ts, &values);
     }
     if !r.is_empty() {
         return Err(wire::Truncated);
@@ -250,7 +292,7 @@ mod tests {
                     && a.row_values(i)
                         .iter()
                         .zip(b.row_values(i))
-                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                        .all(|(&x, &y)| Value::identical(x, y))
             })
     }
 
@@ -342,15 +384,30 @@ mod values {
             123456.78,
             -0.05,
         ];
-        for value in cases {
+        let counters = [
+            0,
+            1,
+            1 << 53,
+            (1 << 53) + 1,
+            18_446_744_073_709_551_576,
+            u64::MAX,
+        ];
+        let cells = cases
+            .iter()
+            .map(|&v| Value::cell(v))
+            .chain(counters.iter().map(|&v| Some(Value::Int(v))));
+        for value in cells {
             let mut out = Vec::new();
             put_value(&mut out, value);
             let back = get_value(&mut Reader::new(&out)).expect("decodes");
-            assert_eq!(back.to_bits(), value.to_bits(), "{value}");
+            assert!(
+                Value::identical(back, value),
+                "{value:?} came back as {back:?}"
+            );
         }
         let size = |v: f64| {
             let mut out = Vec::new();
-            put_value(&mut out, v);
+            put_value(&mut out, Value::cell(v));
             out.len()
         };
         assert_eq!(
@@ -382,13 +439,19 @@ mod fuzz {
             let _ = read_segment(&bytes);
         }
 
-        /// Every f64 round-trips through the value encoding bit for bit (NaN means absent).
+        /// Every f64 and u64 round-trips through the value encoding bit for bit (NaN
+        /// means absent).
         #[test]
-        fn arbitrary_values_round_trip(value in proptest::prelude::any::<f64>()) {
-            let mut out = Vec::new();
-            put_value(&mut out, value);
-            let back = get_value(&mut Reader::new(&out)).expect("decodes");
-            proptest::prop_assert!(back.to_bits() == value.to_bits() || (back.is_nan() && value.is_nan()));
+        fn arbitrary_values_round_trip(
+            float in proptest::prelude::any::<f64>(),
+            int in proptest::prelude::any::<u64>(),
+        ) {
+            for value in [Value::cell(float), Some(Value::Int(int))] {
+                let mut out = Vec::new();
+                put_value(&mut out, value);
+                let back = get_value(&mut Reader::new(&out)).expect("decodes");
+                proptest::prop_assert!(Value::identical(back, value));
+            }
         }
 
         /// Any cut of a valid segment keeps exactly the whole records before the cut.

@@ -1,11 +1,63 @@
 //! Blocks: a run of rows of one switch (a timestamp and one value per metric), compressed into
 //! one bit stream, with min/max/sum/count per metric kept beside it so aggregates over whole
-//! blocks never decode them. An [`OpenBlock`] takes appends; sealing it gives an immutable,
-//! tightly sized [`Block`].
+//! blocks never decode them, and for counters what a rate needs ([`CounterAgg`]). An
+//! [`OpenBlock`] takes appends; sealing it gives an immutable, tightly sized [`Block`].
 
 use super::codec::{BitReader, BitWriter, TimestampCodec, ValueCodec};
+use crate::shared::metric::Value;
 use crate::shared::timestamp::Micros;
 use crate::shared::wire::{self, Reader};
+
+/// What a rate needs of one counter's samples in a run of rows: the first and last sample and
+/// the increase between them, counting a decrease as a reset from zero (as Prometheus does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterAgg {
+    /// (timestamp, value) of the first and last integer sample; `None` when there is none.
+    pub first: Option<(Micros, u64)>,
+    pub last: Option<(Micros, u64)>,
+    /// Sum of the steps from `first` to `last` (saturating: a sum past 2^64 stays there).
+    pub increase: u64,
+    pub resets: u32,
+}
+
+impl CounterAgg {
+    /// The increase from `prev` to `next`, and whether it was a reset.
+    fn step(prev: u64, next: u64) -> (u64, bool) {
+        if next >= prev {
+            (next - prev, false)
+        } else {
+            (next, true)
+        }
+    }
+
+    pub fn add(&mut self, ts: Micros, value: u64) {
+        if let Some((_, prev)) = self.last {
+            let (increase, reset) = CounterAgg::step(prev, value);
+            self.increase = self.increase.saturating_add(increase);
+            self.resets += u32::from(reset);
+        } else {
+            self.first = Some((ts, value));
+        }
+        self.last = Some((ts, value));
+    }
+
+    /// Appends the samples `later` summarises (all after this one's).
+    pub fn merge(&mut self, later: &CounterAgg) {
+        let (Some((_, prev)), Some((_, next))) = (self.last, later.first) else {
+            if self.last.is_none() {
+                *self = *later;
+            }
+            return;
+        };
+        let (increase, reset) = CounterAgg::step(prev, next);
+        self.increase = self
+            .increase
+            .saturating_add(increase)
+            .saturating_add(later.increase);
+        self.resets += u32::from(reset) + later.resets;
+        self.last = later.last;
+    }
+}
 
 /// Min, max, sum and count of the present values of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +112,8 @@ pub struct BlockView<'a> {
     pub rows: u32,
     pub n_metrics: usize,
     pub aggs: &'a [MetricAgg],
+    /// Per position, for blocks holding any counter sample; empty otherwise.
+    pub counters: &'a [CounterAgg],
     bits: &'a [u8],
     bit_len: u64,
 }
@@ -68,12 +122,12 @@ impl BlockView<'_> {
     /// Calls `visit(timestamp, values)` for each row in time order until it returns false.
     pub fn for_each_row(
         &self,
-        mut visit: impl FnMut(Micros, &[f64]) -> bool,
+        mut visit: impl FnMut(Micros, &[Option<Value>]) -> bool,
     ) -> Result<(), Corrupt> {
         let mut reader = BitReader::new(self.bits, self.bit_len);
         let mut ts_codec = TimestampCodec::starting_at(self.first_ts);
         let mut codecs = vec![ValueCodec::default(); self.n_metrics];
-        let mut row = vec![0.0; self.n_metrics];
+        let mut row = vec![None; self.n_metrics];
         for row_idx in 0..self.rows {
             let ts = if row_idx == 0 {
                 self.first_ts
@@ -100,6 +154,9 @@ pub struct Block {
     bit_len: u32,
     bits: Box<[u8]>,
     aggs: Box<[MetricAgg]>,
+    /// Empty unless the block holds a counter sample (most metrics of most feeds are not
+    /// counters, and a block's fixed size is what a million series pay for).
+    counters: Box<[CounterAgg]>,
 }
 
 impl Block {
@@ -110,6 +167,7 @@ impl Block {
             rows: self.rows,
             n_metrics: self.aggs.len(),
             aggs: &self.aggs,
+            counters: &self.counters,
             bits: &self.bits,
             bit_len: u64::from(self.bit_len),
         }
@@ -122,7 +180,9 @@ impl Block {
 
     /// Heap bytes this block holds.
     pub fn heap_bytes(&self) -> usize {
-        self.bits.len() + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+        self.bits.len()
+            + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+            + self.counters.len() * std::mem::size_of::<CounterAgg>()
     }
 
     /// Size of the compressed stream.
@@ -131,7 +191,9 @@ impl Block {
     }
 
     /// Appends the block-file encoding of this block: bounds, row and metric counts, the
-    /// aggregates (so loading never decodes), then the stream as it is in memory.
+    /// aggregates (so loading never decodes), the counter aggregates (a count, then per
+    /// position: presence byte, first and last as timestamp + value, increase, resets), then
+    /// the stream as it is in memory.
     pub fn encode(&self, out: &mut Vec<u8>) {
         wire::put_i64(out, self.first_ts);
         wire::put_i64(out, self.last_ts);
@@ -144,12 +206,33 @@ impl Block {
             wire::put_f64(out, agg.sum);
             wire::put_varint(out, agg.count);
         }
+        wire::put_varint(out, self.counters.len() as u64);
+        for counter in self.counters.iter() {
+            match (counter.first, counter.last) {
+                (Some((first_ts, first)), Some((last_ts, last))) => {
+                    out.push(1);
+                    wire::put_i64(out, first_ts);
+                    wire::put_varint(out, first);
+                    wire::put_i64(out, last_ts);
+                    wire::put_varint(out, last);
+                    wire::put_varint(out, counter.increase);
+                    wire::put_varint(out, u64::from(counter.resets));
+                }
+                _ => out.push(0),
+            }
+        }
         wire::put_bytes(out, &self.bits);
     }
 
     /// Reads what [`Block::encode`] wrote, checking that the header is consistent with itself
     /// (a checksum guards the bytes; this guards against a writer bug or a forged file).
-    pub fn decode(input: &mut Reader<'_>, max_metrics: usize) -> Result<Block, Corrupt> {
+    /// `with_counters`: the file format has counter aggregates (block files from before
+    /// counters existed do not, and hold no counter samples either).
+    pub fn decode(
+        input: &mut Reader<'_>,
+        max_metrics: usize,
+        with_counters: bool,
+    ) -> Result<Block, Corrupt> {
         let first_ts = input.i64().map_err(|_| Corrupt)?;
         let last_ts = input.i64().map_err(|_| Corrupt)?;
         let rows = u32::try_from(input.varint().map_err(|_| Corrupt)?).map_err(|_| Corrupt)?;
@@ -168,6 +251,16 @@ impl Block {
             }
             aggs.push(agg);
         }
+        let mut counters = Vec::new();
+        if with_counters {
+            let n_counters = input.count(n_metrics).map_err(|_| Corrupt)?;
+            if n_counters != 0 && n_counters != n_metrics {
+                return Err(Corrupt);
+            }
+            for _ in 0..n_counters {
+                counters.push(decode_counter(input).map_err(|_| Corrupt)?);
+            }
+        }
         let bits = input.bytes().map_err(|_| Corrupt)?;
         let consistent = rows >= 1
             && first_ts <= last_ts
@@ -183,8 +276,25 @@ impl Block {
             bit_len,
             bits: bits.into(),
             aggs: aggs.into_boxed_slice(),
+            counters: counters.into_boxed_slice(),
         })
     }
+}
+
+fn decode_counter(input: &mut Reader<'_>) -> Result<CounterAgg, wire::Truncated> {
+    if input.take(1)? == [0] {
+        return Ok(CounterAgg::default());
+    }
+    let first = (input.i64()?, input.varint()?);
+    let last = (input.i64()?, input.varint()?);
+    let increase = input.varint()?;
+    let resets = u32::try_from(input.varint()?).map_err(|_| wire::Truncated)?;
+    Ok(CounterAgg {
+        first: Some(first),
+        last: Some(last),
+        increase,
+        resets,
+    })
 }
 
 /// The block rows are appended to.
@@ -197,13 +307,15 @@ pub struct OpenBlock {
     ts_codec: TimestampCodec,
     codecs: Vec<ValueCodec>,
     aggs: Vec<MetricAgg>,
+    /// Empty until the first counter sample, then one per position.
+    counters: Vec<CounterAgg>,
 }
 
 impl OpenBlock {
     /// A block whose first row is (`ts`, `values`); `values.len()` fixes its metric count.
     /// `expected_bytes` (the previous block's size) sizes the stream once, so it does not grow
     /// by doubling and leave freed buffers behind in the allocator.
-    pub fn start(ts: Micros, values: &[f64], expected_bytes: usize) -> OpenBlock {
+    pub fn start(ts: Micros, values: &[Option<Value>], expected_bytes: usize) -> OpenBlock {
         let mut block = OpenBlock {
             first_ts: ts,
             last_ts: ts,
@@ -212,8 +324,9 @@ impl OpenBlock {
             ts_codec: TimestampCodec::starting_at(ts),
             codecs: vec![ValueCodec::default(); values.len()],
             aggs: vec![MetricAgg::EMPTY; values.len()],
+            counters: Vec::new(),
         };
-        block.write_values(values);
+        block.write_values(ts, values);
         block.rows = 1;
         block
     }
@@ -223,18 +336,32 @@ impl OpenBlock {
     }
 
     /// Appends a row; `ts` must be after the last row's and `values.len() == n_metrics()`.
-    pub fn push(&mut self, ts: Micros, values: &[f64]) {
+    pub fn push(&mut self, ts: Micros, values: &[Option<Value>]) {
         debug_assert!(ts > self.last_ts && values.len() == self.codecs.len());
         self.ts_codec.encode(&mut self.bits, ts);
-        self.write_values(values);
+        self.write_values(ts, values);
         self.last_ts = ts;
         self.rows += 1;
     }
 
-    fn write_values(&mut self, values: &[f64]) {
-        for ((codec, agg), &v) in self.codecs.iter_mut().zip(&mut self.aggs).zip(values) {
+    fn write_values(&mut self, ts: Micros, values: &[Option<Value>]) {
+        for (pos, ((codec, agg), &v)) in self
+            .codecs
+            .iter_mut()
+            .zip(&mut self.aggs)
+            .zip(values)
+            .enumerate()
+        {
             codec.encode(&mut self.bits, v);
-            agg.add(v);
+            if let Some(v) = v {
+                agg.add(v.as_f64());
+            }
+            if let Some(Value::Int(v)) = v {
+                if self.counters.is_empty() {
+                    self.counters = vec![CounterAgg::default(); values.len()];
+                }
+                self.counters[pos].add(ts, v);
+            }
         }
     }
 
@@ -245,6 +372,7 @@ impl OpenBlock {
             rows: self.rows,
             n_metrics: self.codecs.len(),
             aggs: &self.aggs,
+            counters: &self.counters,
             bits: self.bits.bytes(),
             bit_len: self.bits.bit_len(),
         }
@@ -255,6 +383,7 @@ impl OpenBlock {
         self.bits.capacity()
             + self.codecs.len() * std::mem::size_of::<ValueCodec>()
             + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+            + self.counters.capacity() * std::mem::size_of::<CounterAgg>()
     }
 
     pub fn seal(self) -> Block {
@@ -265,6 +394,7 @@ impl OpenBlock {
             bit_len: u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
             bits: self.bits.into_bytes(),
             aggs: self.aggs.into_boxed_slice(),
+            counters: self.counters.into_boxed_slice(),
         }
     }
 }
@@ -288,14 +418,19 @@ mod tests {
                 )
             })
             .collect();
-        let mut open = OpenBlock::start(rows[0].0, &rows[0].1, 0);
+        let cells = |values: &[f64; 3]| values.map(Value::cell);
+        let mut open = OpenBlock::start(rows[0].0, &cells(&rows[0].1), 0);
         for (ts, values) in &rows[1..] {
-            open.push(*ts, values);
+            open.push(*ts, &cells(values));
         }
+        let as_f64 = |v: Option<Value>| v.map_or(f64::NAN, Value::as_f64);
         let check = |view: BlockView<'_>| {
             let mut seen = Vec::new();
             view.for_each_row(|ts, values| {
-                seen.push((ts, [values[0], values[1], values[2]]));
+                seen.push((
+                    ts,
+                    [as_f64(values[0]), as_f64(values[1]), as_f64(values[2])],
+                ));
                 true
             })
             .expect("decodes");
@@ -309,7 +444,9 @@ mod tests {
             let mut brute = [MetricAgg::EMPTY; 3];
             for (_, values) in &rows {
                 for (agg, v) in brute.iter_mut().zip(values) {
-                    agg.add(*v);
+                    if !v.is_nan() {
+                        agg.add(*v);
+                    }
                 }
             }
             assert_eq!(view.aggs, brute);
@@ -321,6 +458,39 @@ mod tests {
             (sealed.first_ts, sealed.last_ts, sealed.rows),
             (0, 499_000_001, 500)
         );
+    }
+
+    #[test]
+    fn counter_aggregates_count_resets_and_merge_across_blocks() {
+        let samples = [(1, 100u64), (2, 150), (3, 20), (4, 50), (5, 50), (6, 10)];
+        let mut whole = CounterAgg::default();
+        for &(ts, v) in &samples {
+            whole.add(ts, v);
+        }
+        // 100→150 (+50), reset to 20 (+20), →50 (+30), →50, reset to 10 (+10).
+        assert_eq!((whole.increase, whole.resets), (110, 2));
+        assert_eq!((whole.first, whole.last), (Some((1, 100)), Some((6, 10))));
+        for split in 0..=samples.len() {
+            let (mut a, mut b) = (CounterAgg::default(), CounterAgg::default());
+            samples[..split].iter().for_each(|&(t, v)| a.add(t, v));
+            samples[split..].iter().for_each(|&(t, v)| b.add(t, v));
+            a.merge(&b);
+            assert_eq!(a, whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn counter_aggregates_round_trip_through_the_block_file_encoding() {
+        let mut open = OpenBlock::start(10, &[Some(Value::Int(u64::MAX - 40)), None], 0);
+        open.push(20, &[Some(Value::Int(5)), Some(Value::Float(1.5))]);
+        open.push(30, &[Some(Value::Int(9)), None]);
+        let sealed = open.seal();
+        let mut bytes = Vec::new();
+        sealed.encode(&mut bytes);
+        let back = Block::decode(&mut Reader::new(&bytes), 8, true).expect("decodes");
+        assert_eq!(back.view().counters, sealed.view().counters);
+        assert_eq!(back.view().counters[0].increase, 9);
+        assert_eq!(back.view().counters[1], CounterAgg::default());
     }
 
     proptest::proptest! {
@@ -341,6 +511,7 @@ mod tests {
                 rows,
                 n_metrics,
                 aggs: &aggs,
+                counters: &[],
                 bits: &bits,
                 bit_len: bits.len() as u64 * 8,
             };
@@ -356,11 +527,11 @@ mod tests {
             ),
         ) {
             let mut ts = 1_700_000_000_000_000i64;
-            let stamped: Vec<(Micros, Vec<f64>)> = rows
+            let stamped: Vec<(Micros, Vec<Option<Value>>)> = rows
                 .into_iter()
                 .map(|(gap, values)| {
                     ts += gap;
-                    (ts, values)
+                    (ts, values.into_iter().map(Value::cell).collect())
                 })
                 .collect();
             let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, 0);
@@ -375,7 +546,10 @@ mod tests {
                 .for_each_row(|t, values| {
                     let (want_t, want) = &stamped[i];
                     let same = t == *want_t
-                        && values.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+                        && values.iter().zip(want).all(|(g, w)| match (g, w) {
+                            (Some(Value::Float(g)), Some(Value::Float(w))) => g.to_bits() == w.to_bits(),
+                            (g, w) => g == w,
+                        });
                     if !same && mismatch.is_none() {
                         mismatch = Some(i);
                     }

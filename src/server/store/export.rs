@@ -58,10 +58,10 @@ impl Store {
             let unpersisted = (series.unpersisted as usize).min(series.sealed.len());
             // At least one switch per export, so a backlog always moves.
             if unpersisted > 0 && (out.is_empty() || out.max_image_bytes() < max_bytes) {
-                let names: Vec<&str> = series
+                let names: Vec<(&str, MetricKind)> = series
                     .metric_ids
                     .iter()
-                    .map(|&m| self.metrics.name(m))
+                    .map(|&m| (self.metrics.name(m), self.metrics.kind(m)))
                     .collect();
                 let first = series.sealed.len() - unpersisted;
                 out.add_switch(&self.ids[idx], &names, series.sealed.range(first..));
@@ -90,7 +90,8 @@ impl Store {
             let metric_ids: Vec<usize> = switch
                 .metrics
                 .iter()
-                .map(|name| self.metrics.intern(name))
+                .zip(&switch.kinds)
+                .map(|(name, &kind)| self.metrics.intern(name, kind))
                 .collect();
             let idx = self.switch_or_insert(&switch.switch_id);
             let series = &mut self.switches[idx];
@@ -152,7 +153,7 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
         let mut newest_in_block = vec![None; view.n_metrics];
         let decoded = view.for_each_row(|ts, row| {
             for (slot, &value) in newest_in_block.iter_mut().zip(row) {
-                if !value.is_nan() {
+                if let Some(value) = value {
                     *slot = Some(super::Sample {
                         timestamp: ts,
                         value,

@@ -4,21 +4,44 @@
 //!
 //! Layout (little endian, varints are LEB128):
 //! ```text
-//! "FTBLK001"  u32 crc32(body)  u64 body length  body
-//! body: metric names (count, then each as a length-prefixed string)
-//!       switches (count, then each: id, position → metric-name index list, blocks (count,
+//! "FTBLK002"  u32 crc32(body)  u64 body length  body
+//! body: metrics (count, then each: name as a length-prefixed string, kind byte)
+//!       switches (count, then each: id, position → metric index list, blocks (count,
 //!       then each block as `Block::encode` writes it))
 //! ```
+//! Files of the first version (`FTBLK001`, before counters) have no kind byte and no counter
+//! aggregates in their blocks; they still load, with kinds decided by name.
 //! The whole body is checksummed: a file either loads completely or not at all, so a damaged
 //! file can never serve partly wrong data.
 
 use std::collections::HashMap;
 
 use super::block::Block;
+use crate::shared::metric::{self, MetricKind};
 use crate::shared::timestamp::Micros;
 use crate::shared::wire::{self, Reader};
 
-const MAGIC: &[u8; 8] = b"FTBLK001";
+const MAGIC: &[u8; 8] = b"FTBLK002";
+const MAGIC_V1: &[u8; 8] = b"FTBLK001";
+
+fn kind_byte(kind: MetricKind) -> u8 {
+    match kind {
+        MetricKind::Gauge => 0,
+        MetricKind::Count => 1,
+        MetricKind::Counter { words: false } => 2,
+        MetricKind::Counter { words: true } => 3,
+    }
+}
+
+fn kind_from_byte(byte: u8) -> Option<MetricKind> {
+    match byte {
+        0 => Some(MetricKind::Gauge),
+        1 => Some(MetricKind::Count),
+        2 => Some(MetricKind::Counter { words: false }),
+        3 => Some(MetricKind::Counter { words: true }),
+        _ => None,
+    }
+}
 const HEADER_BYTES: usize = 8 + 4 + 8;
 /// Metrics per switch a file may declare (far above any real feed; bounds allocations).
 const MAX_METRICS: usize = 4096;
@@ -54,7 +77,7 @@ impl std::fmt::Display for BlockFileError {
 #[derive(Debug, Default)]
 pub struct BlockFileWriter {
     metric_index: HashMap<String, u64>,
-    metric_names: Vec<String>,
+    metric_names: Vec<(String, MetricKind)>,
     switches: Vec<u8>,
     n_switches: u64,
     n_blocks: u64,
@@ -68,7 +91,7 @@ impl BlockFileWriter {
     pub(super) fn add_switch<'b>(
         &mut self,
         switch_id: &str,
-        metrics: &[&str],
+        metrics: &[(&str, MetricKind)],
         blocks: impl ExactSizeIterator<Item = &'b Block>,
     ) {
         if blocks.len() == 0 {
@@ -76,11 +99,11 @@ impl BlockFileWriter {
         }
         wire::put_bytes(&mut self.switches, switch_id.as_bytes());
         wire::put_varint(&mut self.switches, metrics.len() as u64);
-        for name in metrics {
+        for &(name, kind) in metrics {
             let next = self.metric_names.len() as u64;
             let index = *self.metric_index.entry(name.to_string()).or_insert(next);
             if index == next {
-                self.metric_names.push(name.to_string());
+                self.metric_names.push((name.to_string(), kind));
             }
             wire::put_varint(&mut self.switches, index);
         }
@@ -114,7 +137,11 @@ impl BlockFileWriter {
     /// counted at its longest).
     pub fn max_image_bytes(&self) -> usize {
         const VARINT: usize = 10;
-        let names: usize = self.metric_names.iter().map(|n| n.len() + VARINT).sum();
+        let names: usize = self
+            .metric_names
+            .iter()
+            .map(|n| n.0.len() + 1 + VARINT)
+            .sum();
         HEADER_BYTES + VARINT + names + VARINT + self.switches.len()
     }
 
@@ -127,8 +154,9 @@ impl BlockFileWriter {
     pub fn finish(self) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.switches.len() + 64 * self.metric_names.len() + 16);
         wire::put_varint(&mut body, self.metric_names.len() as u64);
-        for name in &self.metric_names {
+        for (name, kind) in &self.metric_names {
             wire::put_bytes(&mut body, name.as_bytes());
+            body.push(kind_byte(*kind));
         }
         wire::put_varint(&mut body, self.n_switches);
         body.extend_from_slice(&self.switches);
@@ -145,8 +173,9 @@ impl BlockFileWriter {
 #[derive(Debug)]
 pub struct SwitchBlocks {
     pub switch_id: String,
-    /// Metric names of the switch's positions.
+    /// Metric names of the switch's positions, and their kinds.
     pub metrics: Vec<String>,
+    pub kinds: Vec<MetricKind>,
     pub(super) blocks: Vec<Block>,
 }
 
@@ -171,9 +200,10 @@ impl BlockFile {
 
 /// Parses and verifies a whole file image.
 pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
-    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER_BYTES || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
         return Err(BlockFileError::NotABlockFile);
     }
+    let v2 = &bytes[..8] == MAGIC;
     let mut header = Reader::new(&bytes[8..HEADER_BYTES]);
     let crc = header.u32().map_err(|_| BlockFileError::NotABlockFile)?;
     let body_len = header.i64().map_err(|_| BlockFileError::NotABlockFile)? as u64;
@@ -192,7 +222,14 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
     let n_names = r.count(body.len()).map_err(malformed("metric count"))?;
     let mut names = Vec::with_capacity(n_names);
     for _ in 0..n_names {
-        names.push(r.str().map_err(malformed("metric name"))?.to_string());
+        let name = r.str().map_err(malformed("metric name"))?.to_string();
+        let kind = if v2 {
+            let byte = r.take(1).map_err(malformed("metric kind"))?[0];
+            kind_from_byte(byte).ok_or(BlockFileError::Malformed("metric kind"))?
+        } else {
+            metric::kind_of(&name)
+        };
+        names.push((name, kind));
     }
     let n_switches = r.count(body.len()).map_err(malformed("switch count"))?;
     let mut switches = Vec::with_capacity(n_switches);
@@ -200,22 +237,22 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
         let switch_id = r.str().map_err(malformed("switch id"))?.to_string();
         let n_metrics = r.count(MAX_METRICS).map_err(malformed("position count"))?;
         let mut metrics = Vec::with_capacity(n_metrics);
+        let mut kinds = Vec::with_capacity(n_metrics);
         for _ in 0..n_metrics {
             let index = r
                 .count(n_names.saturating_sub(1))
                 .map_err(malformed("metric index"))?;
-            metrics.push(
-                names
-                    .get(index)
-                    .cloned()
-                    .ok_or(BlockFileError::Malformed("metric index"))?,
-            );
+            let (name, kind) = names
+                .get(index)
+                .ok_or(BlockFileError::Malformed("metric index"))?;
+            metrics.push(name.clone());
+            kinds.push(*kind);
         }
         let n_blocks = r.count(r.remaining()).map_err(malformed("block count"))?;
         let mut blocks: Vec<Block> = Vec::with_capacity(n_blocks);
         for _ in 0..n_blocks {
-            let block =
-                Block::decode(&mut r, n_metrics).map_err(|_| BlockFileError::Malformed("block"))?;
+            let block = Block::decode(&mut r, n_metrics, v2)
+                .map_err(|_| BlockFileError::Malformed("block"))?;
             if blocks
                 .last()
                 .is_some_and(|prev| prev.last_ts >= block.first_ts)
@@ -227,6 +264,7 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
         switches.push(SwitchBlocks {
             switch_id,
             metrics,
+            kinds,
             blocks,
         });
     }

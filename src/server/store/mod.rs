@@ -33,19 +33,19 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-pub use block::MetricAgg;
 use block::{Block, BlockView, OpenBlock};
+pub use block::{CounterAgg, MetricAgg};
 pub use export::ImportOutcome;
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
-use crate::shared::metric::{self, MetricKind};
+use crate::shared::metric::{self, MetricKind, Value};
 use crate::shared::timestamp::{Micros, MICROS_PER_SEC};
 
 /// One value at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     pub timestamp: Micros,
-    pub value: f64,
+    pub value: Value,
 }
 
 /// When an open block is sealed.
@@ -77,14 +77,16 @@ pub struct MetricTable {
 }
 
 impl MetricTable {
-    fn intern(&mut self, name: &str) -> usize {
+    /// The id of a metric, registering it with `kind` when new (the first source to name a
+    /// metric decides its kind).
+    fn intern(&mut self, name: &str, kind: MetricKind) -> usize {
         if let Some(&id) = self.index.get(name) {
             return id;
         }
         let name: Arc<str> = Arc::from(name);
         let id = self.names.len();
         self.names.push(Arc::clone(&name));
-        self.kinds.push(metric::kind_of(&name));
+        self.kinds.push(kind);
         self.index.insert(name, id);
         id
     }
@@ -162,7 +164,7 @@ impl SwitchSeries {
     }
 
     /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`).
-    fn append(&mut self, ts: Micros, row: &[f64], limits: BlockLimits) {
+    fn append(&mut self, ts: Micros, row: &[Option<Value>], limits: BlockLimits) {
         let span = limits.span - self.first_block_shortening;
         let full = self.open.as_ref().is_some_and(|open| {
             open.n_metrics() != row.len()
@@ -181,7 +183,7 @@ impl SwitchSeries {
         }
         self.latest.resize(row.len(), None);
         for (latest, &value) in self.latest.iter_mut().zip(row) {
-            if !value.is_nan() {
+            if let Some(value) = value {
                 *latest = Some(Sample {
                     timestamp: ts,
                     value,
@@ -252,8 +254,8 @@ impl SwitchSeries {
             let decoded = block.for_each_row(|ts, row| {
                 if ts >= cutoff {
                     for (agg, pos) in out.iter_mut().zip(positions) {
-                        if let Some(&v) = pos.and_then(|p| row.get(p)) {
-                            agg.add(v);
+                        if let Some(&Some(v)) = pos.and_then(|p| row.get(p)) {
+                            agg.add(v.as_f64());
                         }
                     }
                 }
@@ -268,6 +270,41 @@ impl SwitchSeries {
             }
         }
         out
+    }
+
+    /// What a rate needs of the counter at `position` from `cutoff` on. `exact`: the block the
+    /// window starts in is decoded; otherwise whole blocks are taken, so the window may start
+    /// up to one block span before `cutoff` (what `/telemetry/top` accepts to never decode).
+    fn counter_window(&self, position: usize, cutoff: Micros, exact: bool) -> CounterAgg {
+        let mut agg = CounterAgg::default();
+        for block in self.blocks() {
+            if block.last_ts < cutoff {
+                continue;
+            }
+            if block.first_ts >= cutoff || !exact {
+                if let Some(counter) = block.counters.get(position) {
+                    agg.merge(counter);
+                }
+                continue;
+            }
+            let mut part = CounterAgg::default();
+            let decoded = block.for_each_row(|ts, row| {
+                if let (true, Some(Some(Value::Int(v)))) = (ts >= cutoff, row.get(position)) {
+                    part.add(ts, *v);
+                }
+                true
+            });
+            if decoded.is_err() {
+                log::error!(
+                    "corrupt block [{}, {}] skipped in a rate",
+                    block.first_ts,
+                    block.last_ts
+                );
+                continue;
+            }
+            agg.merge(&part);
+        }
+        agg
     }
 
     /// Visits the samples of `position` in `[from, to]`, oldest first, until `visit` says stop.
@@ -290,10 +327,10 @@ impl SwitchSeries {
                 if ts > to {
                     return false;
                 }
-                if ts >= from && !row[position].is_nan() {
+                if let (true, Some(value)) = (ts >= from, row[position]) {
                     keep_going = visit(Sample {
                         timestamp: ts,
-                        value: row[position],
+                        value,
                     });
                 }
                 keep_going
@@ -348,7 +385,7 @@ pub struct Store {
     limits: BlockLimits,
     retained_rows: u64,
     /// Reused row buffer (values per position).
-    row: Vec<f64>,
+    row: Vec<Option<Value>>,
     /// The switch of the previous row: feeds list switches in the same order every poll, so
     /// the next row is most likely the next switch (checked before hashing).
     cursor: usize,
@@ -364,7 +401,7 @@ impl Store {
     pub fn new(limits: BlockLimits) -> Store {
         let mut metrics = MetricTable::default();
         for name in metric::BUILTIN_METRICS {
-            metrics.intern(name);
+            metrics.intern(name, metric::kind_of(name));
         }
         Store {
             metrics,
@@ -381,8 +418,13 @@ impl Store {
     }
 
     /// Store metric ids for a batch's metric columns (registering new metrics).
-    pub fn register_metrics(&mut self, names: &[String]) -> Vec<usize> {
-        names.iter().map(|name| self.metrics.intern(name)).collect()
+    pub fn register_metrics(&mut self, batch: &FeedBatch) -> Vec<usize> {
+        batch
+            .metrics
+            .iter()
+            .zip(&batch.kinds)
+            .map(|(name, &kind)| self.metrics.intern(name, kind))
+            .collect()
     }
 
     fn switch_or_insert(&mut self, switch_id: &str) -> usize {
@@ -435,12 +477,12 @@ impl Store {
             }
             let values = batch.row_values(row_idx);
             for (&metric_id, value) in column_metric.iter().zip(values) {
-                if !value.is_nan() && switch.position(metric_id).is_none() {
+                if value.is_some() && switch.position(metric_id).is_none() {
                     switch.metric_ids.push(metric_id);
                 }
             }
             row.clear();
-            row.resize(switch.metric_ids.len(), f64::NAN);
+            row.resize(switch.metric_ids.len(), None);
             for (&metric_id, &value) in column_metric.iter().zip(values) {
                 if let Some(pos) = switch.position(metric_id) {
                     row[pos] = value;
@@ -454,8 +496,8 @@ impl Store {
                 .zip(row.iter())
                 .zip(&switch.metric_ids)
             {
-                if !value.is_nan() && self.metrics.kind(metric_id) == MetricKind::Count {
-                    *total += value;
+                if let (Some(value), MetricKind::Count) = (value, self.metrics.kind(metric_id)) {
+                    *total += value.as_f64();
                 }
             }
             // Every block ends at or after its rows: keeps `next_expiry` a lower bound even
@@ -472,7 +514,7 @@ impl Store {
     /// Stores a whole batch (tests and tools; the store thread goes chunk by chunk).
     pub fn ingest(&mut self, batch: &FeedBatch) -> IngestOutcome {
         let mut outcome = IngestOutcome::default();
-        let columns = self.register_metrics(&batch.metrics);
+        let columns = self.register_metrics(batch);
         self.ingest_rows(batch, 0..batch.len(), &columns, &mut outcome);
         outcome
     }
@@ -572,6 +614,20 @@ impl Store {
             .collect()
     }
 
+    /// What a rate of a counter series needs from `cutoff` on (see `SwitchSeries::counter_window`);
+    /// `None` when the series has no counter sample there.
+    pub fn counter_window(
+        &self,
+        switch: usize,
+        metric_id: usize,
+        cutoff: Micros,
+        exact: bool,
+    ) -> Option<CounterAgg> {
+        let series = self.switches.get(switch)?;
+        let agg = series.counter_window(series.position(metric_id)?, cutoff, exact);
+        agg.last.is_some().then_some(agg)
+    }
+
     /// Visits the retained samples of a series in `[from, to]`, oldest first, until `visit`
     /// returns false.
     pub fn history(
@@ -651,7 +707,7 @@ impl StoreHandle {
     /// Applies a batch chunk by chunk, releasing the lock between chunks.
     pub fn apply(&self, batch: &FeedBatch) -> IngestOutcome {
         let mut outcome = IngestOutcome::default();
-        let columns = self.write().register_metrics(&batch.metrics);
+        let columns = self.write().register_metrics(batch);
         let mut start = 0;
         while start < batch.len() {
             let end = (start + WRITE_CHUNK_ROWS).min(batch.len());

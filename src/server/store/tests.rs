@@ -53,7 +53,7 @@ fn duplicates_and_out_of_order_samples_are_not_stored() {
         store.latest(0, ERR),
         Some(Sample {
             timestamp: 11 * S,
-            value: 2.0
+            value: Value::Float(2.0)
         })
     );
     assert_eq!(store.retained_rows(), 2);
@@ -74,7 +74,7 @@ fn absent_values_do_not_count() {
         store.latest(0, LAT),
         Some(Sample {
             timestamp: S,
-            value: 0.5
+            value: Value::Float(0.5)
         })
     );
 }
@@ -90,7 +90,10 @@ fn a_metric_that_appears_later_gets_its_own_position() {
     extra.push_row("s1", 2 * S, &[41.5]);
     assert_eq!(store.ingest(&extra).accepted, 1);
     let temp = store.metrics().id("temperature").expect("registered");
-    assert_eq!(store.latest(0, temp).map(|s| s.value), Some(41.5));
+    assert_eq!(
+        store.latest(0, temp).map(|s| s.value),
+        Some(Value::Float(41.5))
+    );
     assert!(!store.has_metric(1, temp), "s2 never reported temperature");
     assert_eq!(store.retained_agg(0, temp).map(|a| a.count), Some(1));
     // The row without bandwidth is still history for the other metrics.
@@ -104,7 +107,7 @@ fn a_metric_that_appears_later_gets_its_own_position() {
         seen,
         [Sample {
             timestamp: 2 * S,
-            value: 41.5
+            value: Value::Float(41.5)
         }]
     );
 }
@@ -255,7 +258,7 @@ fn history_ranges_are_exact() {
             .filter(|(ts, v)| *ts >= a && *ts <= b && !v[BW].is_nan())
             .map(|(ts, v)| Sample {
                 timestamp: *ts,
-                value: v[BW],
+                value: Value::Float(v[BW]),
             })
             .collect();
         assert_eq!(got, want);
@@ -314,7 +317,7 @@ fn series_view(store: &Store, switch_id: &str, metric: &str) -> String {
     };
     let mut history = Vec::new();
     store.history(switch, metric_id, i64::MIN, i64::MAX, &mut |s| {
-        history.push((s.timestamp, s.value.to_bits()));
+        history.push((s.timestamp, s.value.bits()));
         true
     });
     format!(
@@ -573,4 +576,93 @@ fn the_store_imports_nothing_above_it() {
         "only {checked} files read in {}",
         dir.display()
     );
+}
+
+#[test]
+fn counters_above_2_pow_53_are_stored_and_answered_exactly() {
+    let mut store = Store::new(LIMITS);
+    let mut b = FeedBatch::with_columns(
+        vec!["SymbolErrorCounterExtended".to_string()],
+        vec![MetricKind::Counter { words: false }],
+    );
+    let values = [
+        18_446_744_073_709_551_576u64,
+        (1 << 53) + 1,
+        (1 << 53) + 3,
+        u64::MAX,
+    ];
+    for (i, &v) in values.iter().enumerate() {
+        b.push_cells(
+            "0x0002c90300f172a0:1",
+            (i as i64 + 1) * S,
+            &[Some(Value::Int(v))],
+        );
+    }
+    assert_eq!(store.ingest(&b).accepted, 4);
+    let metric = store
+        .metrics()
+        .id("SymbolErrorCounterExtended")
+        .expect("registered");
+    assert!(store.metrics().kind(metric).is_counter());
+    let mut got = Vec::new();
+    store.history(0, metric, i64::MIN, i64::MAX, &mut |s| {
+        got.push(s.value);
+        true
+    });
+    let want: Vec<Value> = values.iter().map(|&v| Value::Int(v)).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        store.latest(0, metric).map(|s| s.value),
+        Some(Value::Int(u64::MAX))
+    );
+}
+
+#[test]
+fn counter_windows_match_brute_force_across_blocks_and_resets() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut store = Store::new(LIMITS);
+    let mut b = FeedBatch::with_columns(
+        vec![
+            "PortXmitDataExtended".to_string(),
+            "Temperature".to_string(),
+        ],
+        vec![MetricKind::Counter { words: false }, MetricKind::Gauge],
+    );
+    let mut value = 1u64 << 60;
+    let mut rows = Vec::new();
+    for i in 0..2_000i64 {
+        value = match rng.random_range(0..200) {
+            0 => rng.random_range(0..1_000),
+            1 => value,
+            _ => value + rng.random_range(0..1_000_000),
+        };
+        let cell = (!rng.random_bool(0.05)).then_some(Value::Int(value));
+        b.push_cells("p", (i + 1) * S, &[cell, Some(Value::Float(40.0))]);
+        if let Some(Value::Int(v)) = cell {
+            rows.push(((i + 1) * S, v));
+        }
+    }
+    store.ingest(&b);
+    let metric = store
+        .metrics()
+        .id("PortXmitDataExtended")
+        .expect("registered");
+    for _ in 0..200 {
+        let cutoff = rng.random_range(0..2_100) * S;
+        let mut want = CounterAgg::default();
+        rows.iter()
+            .filter(|(ts, _)| *ts >= cutoff)
+            .for_each(|&(ts, v)| want.add(ts, v));
+        let got = store.counter_window(0, metric, cutoff, true);
+        assert_eq!(got, want.last.is_some().then_some(want), "from {cutoff}");
+        // By whole blocks the window reaches back at most a block, and ends the same.
+        if let Some(coarse) = store.counter_window(0, metric, cutoff, false) {
+            let (first_ts, _) = coarse.first.expect("has a first sample");
+            if let Some((want_first, _)) = want.first {
+                assert!(first_ts <= want_first, "from {cutoff}");
+            }
+            assert!(cutoff - first_ts <= LIMITS.span + S, "from {cutoff}");
+            assert_eq!(coarse.last, want.last);
+        }
+    }
 }

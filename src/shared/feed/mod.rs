@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Read;
 
 use crate::shared::logging;
-use crate::shared::metric::{self, MetricKind};
+use crate::shared::metric::{self, MetricKind, Value};
 use crate::shared::timestamp::{self, Micros};
 
 /// The header the generator writes.
@@ -32,7 +32,8 @@ pub enum RejectReason {
     BadNumber,
     /// NaN or infinity.
     NotFinite,
-    /// A count metric (errors) that is negative or not an integer.
+    /// A count metric (errors) that is negative or not an integer, or a counter that is not
+    /// an unsigned 64-bit integer (decimal or `0x` hex).
     BadCount,
     /// The row carries no metric value at all.
     NoValues,
@@ -178,14 +179,19 @@ pub struct RejectExample {
 pub struct FeedBatch {
     /// Metric columns, in header order.
     pub metrics: Vec<String>,
+    /// The kind of each metric column, as the source declared or its name implies.
+    pub kinds: Vec<MetricKind>,
     /// Switch ids of the accepted rows, back to back (no allocation per row); row `i` is
     /// `ids[id_ends[i-1]..id_ends[i]]`.
     ids: String,
     id_ends: Vec<usize>,
     timestamps: Vec<Micros>,
-    /// Row-major, `metrics.len()` per row; NaN marks an empty cell (a metric the row lacks).
-    pub values: Vec<f64>,
+    /// Row-major, `metrics.len()` per row; `None` is an empty cell (a metric the row lacks).
+    pub values: Vec<Option<Value>>,
     pub rejected: RejectCounts,
+    /// Cells that said "no sample" (`N/A`, `-1` or a sentinel in a counter column): the
+    /// metric is absent from that row, the row is kept.
+    pub not_available: u64,
     pub examples: Vec<RejectExample>,
     /// Set when the header was unusable (no rows) or the body stopped early (rows kept).
     pub error: Option<FeedError>,
@@ -196,17 +202,39 @@ impl FeedBatch {
     pub fn with_metrics(metrics: &[&str]) -> FeedBatch {
         FeedBatch {
             metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            kinds: metrics.iter().map(|m| metric::kind_of(m)).collect(),
             ..FeedBatch::default()
         }
     }
 
-    /// Appends an accepted row (`values.len() == metrics.len()`).
+    /// A batch with these metric columns of these kinds and no rows.
+    pub fn with_columns(metrics: Vec<String>, kinds: Vec<MetricKind>) -> FeedBatch {
+        debug_assert_eq!(metrics.len(), kinds.len());
+        FeedBatch {
+            metrics,
+            kinds,
+            ..FeedBatch::default()
+        }
+    }
+
+    /// Appends an accepted row of gauge values, NaN meaning absent (tests and tools).
     pub fn push_row(&mut self, switch_id: &str, timestamp: Micros, values: &[f64]) {
         debug_assert_eq!(values.len(), self.metrics.len());
+        self.push_id(switch_id, timestamp);
+        self.values.extend(values.iter().map(|&v| Value::cell(v)));
+    }
+
+    /// Appends an accepted row (`values.len() == metrics.len()`).
+    pub fn push_cells(&mut self, switch_id: &str, timestamp: Micros, values: &[Option<Value>]) {
+        debug_assert_eq!(values.len(), self.metrics.len());
+        self.push_id(switch_id, timestamp);
+        self.values.extend_from_slice(values);
+    }
+
+    fn push_id(&mut self, switch_id: &str, timestamp: Micros) {
         self.ids.push_str(switch_id);
         self.id_ends.push(self.ids.len());
         self.timestamps.push(timestamp);
-        self.values.extend_from_slice(values);
     }
 
     /// Accepted rows.
@@ -232,7 +260,7 @@ impl FeedBatch {
     }
 
     /// The values of row `row_idx`, one per metric.
-    pub fn row_values(&self, row_idx: usize) -> &[f64] {
+    pub fn row_values(&self, row_idx: usize) -> &[Option<Value>] {
         let width = self.metrics.len();
         &self.values[row_idx * width..(row_idx + 1) * width]
     }
@@ -307,28 +335,70 @@ fn parse_switch_id(raw: &[u8]) -> Option<&str> {
     valid.then_some(id)
 }
 
-/// Parses one metric cell. An empty cell is an absent value (NaN).
-fn parse_value(raw: &[u8], kind: MetricKind) -> Result<f64, RejectReason> {
+/// What one metric cell holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    Value(Value),
+    /// Empty: the row does not report this metric.
+    Empty,
+    /// `N/A`, `-1` or a sentinel in a counter column: the source has no sample for it.
+    NotAvailable,
+}
+
+/// Parses one metric cell of a metric of `kind`.
+fn parse_value(raw: &[u8], kind: MetricKind) -> Result<Cell, RejectReason> {
     if raw.is_empty() {
-        return Ok(f64::NAN);
+        return Ok(Cell::Empty);
     }
     let text = std::str::from_utf8(raw).map_err(|_| RejectReason::BadNumber)?;
+    if kind.is_counter() {
+        return parse_counter(text);
+    }
     let value: f64 = text.parse().map_err(|_| RejectReason::BadNumber)?;
     if !value.is_finite() {
         return Err(RejectReason::NotFinite);
     }
     match kind {
-        MetricKind::Gauge => Ok(value),
         MetricKind::Count => {
             let whole = value >= 0.0 && value.fract() == 0.0 && value <= metric::MAX_COUNT;
             // `-0` parses as 0.0; a count written with a sign is still not a count.
             if whole && !text.starts_with('-') {
-                Ok(value)
+                Ok(Cell::Value(Value::Float(value)))
             } else {
                 Err(RejectReason::BadCount)
             }
         }
+        _ => Ok(Cell::Value(Value::Float(value))),
     }
+}
+
+/// A counter cell: an unsigned 64-bit integer in decimal or `0x` hex, exactly; a whole,
+/// non-negative number in float notation (`1.8527668e+07`, as node_exporter prints counters)
+/// as the integer it names. `N/A`, `-1` and [`metric::NOT_AVAILABLE_SENTINEL`] say "no sample".
+fn parse_counter(text: &str) -> Result<Cell, RejectReason> {
+    if text.eq_ignore_ascii_case("n/a") || text == "-1" {
+        return Ok(Cell::NotAvailable);
+    }
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| RejectReason::BadCount)?,
+        None if text.bytes().all(|b| b.is_ascii_digit()) => {
+            text.parse::<u64>().map_err(|_| RejectReason::BadCount)?
+        }
+        None => {
+            let value: f64 = text.parse().map_err(|_| RejectReason::BadNumber)?;
+            // 2^64 itself is the first f64 that does not fit.
+            let whole =
+                value >= 0.0 && value.fract() == 0.0 && value < 18_446_744_073_709_551_616.0;
+            if !whole || text.starts_with('-') {
+                return Err(RejectReason::BadCount);
+            }
+            value as u64
+        }
+    };
+    if parsed == metric::NOT_AVAILABLE_SENTINEL {
+        return Ok(Cell::NotAvailable);
+    }
+    Ok(Cell::Value(Value::Int(parsed)))
 }
 
 /// A raw field for a reject example: quoted, escaped and cut (see [`logging::quote`]).
@@ -383,10 +453,10 @@ impl<R: Read> FeedParser<R> {
         if self.done {
             return None;
         }
-        let mut batch = FeedBatch {
-            metrics: self.metrics.clone(),
-            ..FeedBatch::default()
-        };
+        let mut batch = FeedBatch::with_columns(
+            self.metrics.clone(),
+            self.layout.metrics.iter().map(|&(_, kind)| kind).collect(),
+        );
         while batch.len() < max_rows {
             match self.csv.read_byte_record(&mut self.record) {
                 Ok(true) => self.accept_or_reject(&mut batch),
@@ -449,16 +519,22 @@ impl<R: Read> FeedParser<R> {
         }
         let start = batch.values.len();
         let mut failure = None;
+        let mut not_available = 0;
         for (metric_idx, &(column, kind)) in layout.metrics.iter().enumerate() {
             match parse_value(&record[column], kind) {
-                Ok(v) => batch.values.push(v),
+                Ok(Cell::Value(v)) => batch.values.push(Some(v)),
+                Ok(Cell::Empty) => batch.values.push(None),
+                Ok(Cell::NotAvailable) => {
+                    not_available += 1;
+                    batch.values.push(None);
+                }
                 Err(reason) => {
                     failure = Some((reason, metric_idx, column));
                     break;
                 }
             }
         }
-        if failure.is_none() && batch.values[start..].iter().all(|v| v.is_nan()) {
+        if failure.is_none() && batch.values[start..].iter().all(Option::is_none) {
             failure = Some((RejectReason::NoValues, 0, layout.timestamp));
         }
         if let Some((reason, metric_idx, column)) = failure {
@@ -472,9 +548,8 @@ impl<R: Read> FeedParser<R> {
             });
             return;
         }
-        batch.ids.push_str(switch_id);
-        batch.id_ends.push(batch.ids.len());
-        batch.timestamps.push(ts);
+        batch.not_available += not_available;
+        batch.push_id(switch_id, ts);
     }
 }
 
@@ -487,10 +562,15 @@ pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
         },
         Ok(mut parser) => {
             let metrics = parser.metrics.clone();
-            parser.next_batch(usize::MAX).unwrap_or(FeedBatch {
-                metrics,
-                ..FeedBatch::default()
-            })
+            let kinds = parser
+                .layout
+                .metrics
+                .iter()
+                .map(|&(_, kind)| kind)
+                .collect();
+            parser
+                .next_batch(usize::MAX)
+                .unwrap_or_else(|| FeedBatch::with_columns(metrics, kinds))
         }
     }
 }

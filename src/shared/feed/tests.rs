@@ -9,6 +9,10 @@ fn fresh() -> Freshness {
     }
 }
 
+fn floats(values: &[f64]) -> Vec<Option<Value>> {
+    values.iter().map(|&v| Value::cell(v)).collect()
+}
+
 fn parse(text: &str) -> FeedBatch {
     parse_feed(text.as_bytes(), fresh())
 }
@@ -22,8 +26,8 @@ fn check(row: &str, expected: Result<&[f64], RejectReason>) {
             assert_eq!(batch.len(), 1, "{row}");
             let got = batch.row_values(0);
             assert_eq!(got.len(), values.len(), "{row}");
-            for (g, v) in got.iter().zip(values) {
-                assert!(g == v || (g.is_nan() && v.is_nan()), "{row}: {got:?}");
+            for (&g, &v) in got.iter().zip(values) {
+                assert!(Value::identical(g, Value::cell(v)), "{row}: {got:?}");
             }
         }
         Err(reason) => {
@@ -103,7 +107,7 @@ fn keeps_good_rows_around_bad_ones() {
     let batch = parse(&feed);
     let ids: Vec<_> = (0..batch.len()).map(|i| batch.switch_id(i)).collect();
     assert_eq!(ids, ["switch1", "switch3"]);
-    assert_eq!(batch.row_values(1), [3.0, 0.3, 3.0]);
+    assert_eq!(batch.row_values(1), floats(&[3.0, 0.3, 3.0]));
     assert_eq!(batch.rejected.get(RejectReason::BadNumber), 1);
     assert_eq!(batch.rejected.get(RejectReason::FieldCount), 1);
     assert_eq!(batch.examples.len(), 2);
@@ -139,7 +143,7 @@ fn maps_columns_by_name_and_keeps_extra_columns_as_metrics() {
     let batch = parse(&feed);
     assert_eq!(batch.metrics, ["errors", "temperature", "bandwidth"]);
     assert_eq!(batch.switch_id(0), "leaf 01/a");
-    assert_eq!(batch.row_values(0), [2.0, 41.5, 70.0]);
+    assert_eq!(batch.row_values(0), floats(&[2.0, 41.5, 70.0]));
 }
 
 #[test]
@@ -201,5 +205,5 @@ fn written_rows_read_back() {
     );
     let batch = parse_feed(out.as_slice(), fresh());
     assert_eq!(batch.len(), 3);
-    assert_eq!(batch.row_values(1), [55.07, 1.0, 0.0]);
+    assert_eq!(batch.row_values(1), floats(&[55.07, 1.0, 0.0]));
 }
