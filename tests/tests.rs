@@ -15,4 +15,5 @@ mod ingest;
 mod lifecycle;
 mod prometheus;
 mod resilience;
+mod sources;
 mod threads;

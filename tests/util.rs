@@ -153,6 +153,8 @@ pub fn ts(offset_ms: i64) -> String {
 pub enum FeedReply {
     Csv(String),
     Status(u16),
+    /// A body of another format, with its content type.
+    Body(&'static str, String),
     /// Hold the request until the test moves on (or 30 s pass).
     Hang,
 }
@@ -164,6 +166,8 @@ pub struct FakeFeed {
     server: Option<HttpServer>,
     script: Arc<Mutex<Arc<Script>>>,
     requests: Arc<AtomicU64>,
+    /// The request target of the latest request.
+    last_target: Arc<Mutex<String>>,
     /// Bumped by every `set` and by drop: a hanging request waits for it to change.
     generation: Arc<AtomicU64>,
     pub url: String,
@@ -180,17 +184,27 @@ impl FakeFeed {
             Arc::new(Mutex::new(Arc::new(|_| FeedReply::Status(503))));
         let requests = Arc::new(AtomicU64::new(0));
         let generation = Arc::new(AtomicU64::new(0));
+        let last_target = Arc::new(Mutex::new(String::new()));
         let handler = {
             let script = Arc::clone(&script);
             let requests = Arc::clone(&requests);
             let generation = Arc::clone(&generation);
-            move |_: &RequestHead| {
+            let last_target = Arc::clone(&last_target);
+            move |head: &RequestHead| {
+                head.url
+                    .clone_into(&mut last_target.lock().expect("target"));
                 let n = requests.fetch_add(1, Ordering::SeqCst);
                 let current = Arc::clone(&script.lock().expect("script"));
                 match current(n) {
                     FeedReply::Csv(body) => Reply {
                         status: 200,
                         content_type: "text/csv",
+                        headers: Vec::new(),
+                        body: ReplyBody::Owned(body.into_bytes()),
+                    },
+                    FeedReply::Body(content_type, body) => Reply {
+                        status: 200,
+                        content_type,
                         headers: Vec::new(),
                         body: ReplyBody::Owned(body.into_bytes()),
                     },
@@ -222,6 +236,7 @@ impl FakeFeed {
             server: Some(server),
             script,
             requests,
+            last_target,
             generation,
             url,
         }
@@ -236,6 +251,11 @@ impl FakeFeed {
     pub fn serve_fresh(&self, rows: &[&str]) {
         let rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
         self.set(move |_| FeedReply::Csv(csv_with_now(HEADER, &rows)));
+    }
+
+    /// The path and query of the latest request.
+    pub fn last_target(&self) -> String {
+        self.last_target.lock().expect("target").clone()
     }
 
     pub fn requests(&self) -> u64 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::generator::service::{FaultConfig, FaultMode, GeneratorConfig};
 use crate::server::access;
 use crate::server::persist::FsyncPolicy;
+use crate::shared::feed;
 use crate::shared::http::ConnectionLimits;
 use crate::shared::logging::{self, LogFormat, LogSettings};
 
@@ -130,11 +131,39 @@ pub static FLAGS: &[Flag] = &[
             reset: |s| s.server.sources.clear(),
         },
         preset: Preset::Value(DEFAULT_SOURCE),
-        help: "feed to poll; repeat for several feeds, one poller each",
+        help: "feed to poll; repeat for several feeds, one poller each; a #format=classic|ufm-csv|prometheus|openmetrics fragment names its format (else detected per answer)",
         set: |s, v| {
             let url = text(v)?;
             check_source(url)?;
             s.server.sources.push(url.to_string());
+            Ok(())
+        },
+        ..FLAG
+    },
+    Flag {
+        name: "key-labels",
+        programs: Programs::Server,
+        kind: Kind::Value("SETS"),
+        preset: Preset::Value(feed::DEFAULT_KEY_LABELS),
+        help: "Prometheus sources: label sets that key a series (a port), tried in order; labels of a set joined by +",
+        set: |s, v| {
+            s.server.key_labels = feed::parse_key_labels(text(v)?)?;
+            Ok(())
+        },
+        ..FLAG
+    },
+    Flag {
+        name: "counter-columns",
+        programs: Programs::Server,
+        kind: Kind::List("NAMES"),
+        preset: Preset::None,
+        help: "columns or metric names that are cumulative counters whatever their names say",
+        set: |s, v| {
+            s.server.counter_columns = text(v)?
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
             Ok(())
         },
         ..FLAG
@@ -530,6 +559,8 @@ impl Settings {
                 fsync: FsyncPolicy::Never,
                 compaction_interval: Duration::ZERO,
                 http: ConnectionLimits::default(),
+                key_labels: Vec::new(),
+                counter_columns: Vec::new(),
             },
             generator: GeneratorConfig {
                 listen: String::new(),

@@ -64,7 +64,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Checks a feed URL: absolute `http://` with a host.
-pub fn check_source(url: &str) -> Result<(), String> {
+pub fn check_source(source: &str) -> Result<(), String> {
+    let (url, _) = crate::shared::feed::Format::split_source(source)?;
     let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}

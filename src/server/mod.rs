@@ -29,6 +29,7 @@ use self::remote_write::RemoteWriter;
 use self::stats::{ApiStats, IngestStats};
 use self::store::{BlockLimits, Store, StoreHandle};
 use crate::generator::service::{GeneratorConfig, GeneratorService};
+use crate::shared::feed::{Format, SourceOptions};
 use crate::shared::http::{self, ConnectionLimits, HttpError, HttpMonitor, HttpServer};
 use crate::shared::process;
 use crate::shared::timestamp;
@@ -66,6 +67,10 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     /// Bounds on every API connection.
     pub http: ConnectionLimits,
+    /// Prometheus sources: label sets that key a series, tried in order.
+    pub key_labels: Vec<Vec<String>>,
+    /// Columns or metric names that are counters whatever their names say.
+    pub counter_columns: Vec<String>,
 }
 
 impl ServerConfig {
@@ -90,6 +95,8 @@ pub enum StartError {
     /// Unsafe or unusable access settings.
     Access(String),
     Demo(String),
+    /// A `--source` that cannot be polled.
+    Source(String),
     Thread(std::io::Error),
     DataDir(DataDirError),
 }
@@ -100,6 +107,7 @@ impl fmt::Display for StartError {
             StartError::Http(e) => write!(f, "{e}"),
             StartError::Access(why) => write!(f, "{why}"),
             StartError::Demo(why) => write!(f, "cannot start the demo generator: {why}"),
+            StartError::Source(why) => write!(f, "bad --source: {why}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             StartError::DataDir(e) => write!(f, "cannot use the data directory: {e}"),
         }
@@ -271,9 +279,15 @@ impl MetricsServer {
             )
             .map_err(StartError::Thread)?,
         );
-        for (source, url) in sources.iter().enumerate() {
+        for (source, spec) in sources.iter().enumerate() {
+            let (url, format) = Format::split_source(spec).map_err(StartError::Source)?;
             let poller_config = PollerConfig {
-                url: url.clone(),
+                url: url.to_string(),
+                options: SourceOptions {
+                    format,
+                    key_labels: config.key_labels.clone(),
+                    counter_columns: config.counter_columns.clone(),
+                },
                 interval: config.poll_interval,
                 timeout: config.poll_timeout,
                 connect_timeout: config.connect_timeout,

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::server::ingest::IngestBatch;
-use crate::server::stats::IngestStats;
+use crate::server::stats::{CellCounts, IngestStats};
 use crate::shared::feed::{
-    FeedBatch, FeedError, FeedParser, Freshness, RejectCounts, RejectExample,
+    FeedBatch, FeedError, FeedReader, Freshness, RejectCounts, RejectExample, SourceOptions,
 };
 use crate::shared::logging::{self, LogThrottle};
 use crate::shared::timestamp;
@@ -32,6 +32,8 @@ pub struct PollerConfig {
     /// Larger bodies are cut at this size (complete rows before the cut are kept).
     pub max_body_bytes: u64,
     pub max_age: Duration,
+    /// How its answers are read (format, key labels, counter columns).
+    pub options: SourceOptions,
 }
 
 /// A poll that produced no rows. Its `Display` is safe to log (see [`logging::escape`]).
@@ -82,6 +84,9 @@ pub struct PollSummary {
     pub example: Option<RejectExample>,
     /// The body stopped early; the complete rows before the cut were delivered.
     pub cut_short: Option<FeedError>,
+    /// The format the answer was read in.
+    pub format: &'static str,
+    pub cells: CellCounts,
 }
 
 /// Fetches one poll of the feed, handing its rows to `deliver` in chunks as they are
@@ -92,6 +97,11 @@ pub fn poll_once(
     deliver: &mut dyn FnMut(FeedBatch) -> bool,
 ) -> Result<PollSummary, PollError> {
     let response = agent.get(&config.url).call().map_err(PollError::Request)?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let freshness = Freshness {
         now: timestamp::now_micros(),
         max_age: crate::shared::timestamp::duration_micros(config.max_age),
@@ -101,10 +111,18 @@ pub fn poll_once(
         .into_with_config()
         .limit(config.max_body_bytes)
         .reader();
-    let mut parser = FeedParser::new(reader, freshness).map_err(PollError::Feed)?;
-    let mut summary = PollSummary::default();
+    let reader = std::io::BufReader::with_capacity(64 * 1024, reader);
+    let mut parser = FeedReader::new(reader, content_type.as_deref(), freshness, &config.options)
+        .map_err(PollError::Feed)?;
+    let mut summary = PollSummary {
+        format: parser.format_name(),
+        ..PollSummary::default()
+    };
     while let Some(mut batch) = parser.next_batch(CHUNK_ROWS) {
         summary.rows += batch.len() as u64;
+        summary.cells.not_available += batch.not_available;
+        summary.cells.bad_cells += batch.bad_cells;
+        summary.cells.unkeyed += batch.unkeyed;
         summary.rejected.merge(&batch.rejected);
         if summary.example.is_none() {
             summary.example = batch.examples.first().cloned();
@@ -255,6 +273,7 @@ fn run(
                 }
                 log.rejected(&summary);
                 stats.add_rejected(&summary.rejected);
+                stats.record_answer(source, summary.format, &summary.cells);
                 stats.poll_succeeded(source, summary.rows, timestamp::now_micros(), cut_short);
                 // Marks the poll complete: the store times it once every chunk is queryable.
                 select! {

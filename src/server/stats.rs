@@ -209,6 +209,15 @@ pub struct SourceStats {
     /// The same latency since start, as cumulative counts per upper bound (a Prometheus
     /// histogram): `[[le_ms, count], …]`, the last bound infinite (`null`).
     pub poll_to_queryable_histogram: LatencyHistogram,
+    /// The format the last answer was read in: `classic`, `ufm-csv`, `prometheus`,
+    /// `openmetrics` (`null` before the first answer).
+    pub format: Option<&'static str>,
+    /// Cells that said "no sample" (`N/A`, `-1`, a sentinel, `NaN`): kept rows lack them.
+    pub values_not_available: u64,
+    /// UFM cells that were not numbers: dropped, their rows kept.
+    pub values_unparsable: u64,
+    /// Prometheus samples no `--key-labels` alternative keys (an exporter's own metrics).
+    pub samples_unkeyed: u64,
 }
 
 /// Upper bounds of the poll latency histogram, in milliseconds.
@@ -302,6 +311,14 @@ fn optional_timestamp<S: serde::Serializer>(ts: &Option<Micros>, s: S) -> Result
         Some(ts) => s.serialize_str(&timestamp::to_rfc3339(*ts)),
         None => s.serialize_none(),
     }
+}
+
+/// Cells and samples of an answer that carried no usable value or key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellCounts {
+    pub not_available: u64,
+    pub bad_cells: u64,
+    pub unkeyed: u64,
 }
 
 /// Ingest counters: rows accepted, rows rejected by reason, and per-source poll health.
@@ -403,6 +420,17 @@ impl IngestStats {
                 }
             }
             s.last_rows = rows;
+        });
+    }
+
+    /// What an answer said beyond its rows: its format and the cells and samples it had
+    /// without a value or key.
+    pub fn record_answer(&self, source: usize, format: &'static str, cells: &CellCounts) {
+        self.with_source(source, |s| {
+            s.format = Some(format);
+            s.values_not_available += cells.not_available;
+            s.values_unparsable += cells.bad_cells;
+            s.samples_unkeyed += cells.unkeyed;
         });
     }
 

@@ -130,15 +130,17 @@ const IB_COUNTERS: [&str; 36] = [
 /// The PMA data counters, which count 4-octet words.
 const IB_DATA_COUNTERS: [&str; 2] = ["PortXmitData", "PortRcvData"];
 
-/// `PortXmitDataExtended` / `port_xmit_data` → `portxmitdata`.
+/// `PortXmitDataExtended` / `port_xmit_data` / `infiniband_portxmitdata_total` →
+/// `portxmitdata`: case, `_`, an `infiniband` prefix and `extended`/`total` suffixes dropped.
 fn folded(name: &str) -> String {
     let name: String = name
         .chars()
         .filter(|&c| c != '_')
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    name.strip_suffix("extended")
-        .map_or(name.clone(), str::to_string)
+    let name = name.strip_prefix("infiniband").unwrap_or(&name);
+    let name = name.strip_suffix("total").unwrap_or(name);
+    name.strip_suffix("extended").unwrap_or(name).to_string()
 }
 
 fn is_known(list: &[&str], name: &str) -> bool {
@@ -249,5 +251,10 @@ mod tests {
         assert!(counts_data_words("PortRcvDataExtended", false));
         assert!(!counts_data_words("PortRcvDataExtended", true));
         assert!(!counts_data_words("PortRcvPkts", false));
+        assert!(counts_data_words("infiniband_portrcvdata_total", false));
+        assert!(!counts_data_words(
+            "infiniband_switch_port_transmit_data_bytes_total",
+            false
+        ));
     }
 }

@@ -1,20 +1,32 @@
-//! The counter feed's CSV format, both ways: the generator writes it, the poller reads it.
+//! Feeds: what a source answers, read into batches of rows (a series key, a timestamp, one
+//! value per metric). Three formats, told apart per answer (see [`detect`]) unless the source
+//! names its format (see [`Format`]):
 //!
-//! Writing: `switch_id,bandwidth,latency,errors,timestamp`, one row per switch.
-//! Reading: columns are found by header name in any order; every column other than `switch_id`
-//! and `timestamp` is a metric (see [`crate::shared::metric`]). Each row is validated on its own; a bad
-//! row is rejected with a [`RejectReason`] and counted, and the rest of the feed is kept. A
-//! transport error part-way through keeps the complete rows read before it.
+//! - **classic CSV**, the generator's own: `switch_id,bandwidth,latency,errors,timestamp`
+//!   (RFC 3339 timestamps), written here too ([`write_header`], [`write_row`]);
+//! - **UFM Telemetry CSV** (`/csv/metrics`, `/csv/xcset/<name>`): `node_guid`/`Node_GUID` and
+//!   `port_num`/`Port_Number` make the key `0x<guid>:<port>` (see [`key`]), timestamps are
+//!   integers since the epoch; identity columns (`source_id`, `tag`, `port_guid`, …) are not
+//!   metrics;
+//! - **Prometheus text** 0.0.4 and **OpenMetrics** (see [`prometheus`]).
+//!
+//! In CSV, columns are found by header name (trimmed) in any order; every other column is a
+//! metric (see [`crate::shared::metric`]). Each row is validated on its own; a bad row is
+//! rejected with a [`RejectReason`] and counted, and the rest of the feed is kept. A transport
+//! error part-way through keeps the complete rows read before it.
+
+mod csv_feed;
+pub mod key;
+pub mod prometheus;
+
+pub use csv_feed::{parse_feed, write_header, write_row, FeedParser, HEADER};
 
 use std::fmt;
-use std::io::Read;
 
 use crate::shared::logging;
 use crate::shared::metric::{self, MetricKind, Value};
-use crate::shared::timestamp::{self, Micros};
+use crate::shared::timestamp::Micros;
 
-/// The header the generator writes.
-pub const HEADER: &str = "switch_id,bandwidth,latency,errors,timestamp";
 pub const SWITCH_ID_COLUMN: &str = "switch_id";
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
 
@@ -47,10 +59,12 @@ pub enum RejectReason {
     Duplicate,
     /// Older than the newest sample already stored for the switch.
     OutOfOrder,
+    /// A Prometheus text line that is not a sample, comment or blank.
+    Malformed,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::FieldCount,
         RejectReason::BadSwitchId,
         RejectReason::BadNumber,
@@ -62,6 +76,7 @@ impl RejectReason {
         RejectReason::Future,
         RejectReason::Duplicate,
         RejectReason::OutOfOrder,
+        RejectReason::Malformed,
     ];
 
     /// Stable snake_case name, used in `/telemetry/stats` and logs.
@@ -78,6 +93,7 @@ impl RejectReason {
             RejectReason::Future => "future",
             RejectReason::Duplicate => "duplicate",
             RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::Malformed => "malformed",
         }
     }
 
@@ -192,6 +208,11 @@ pub struct FeedBatch {
     /// Cells that said "no sample" (`N/A`, `-1` or a sentinel in a counter column): the
     /// metric is absent from that row, the row is kept.
     pub not_available: u64,
+    /// Cells of a UFM row that were not numbers: dropped, the row kept.
+    pub bad_cells: u64,
+    /// Prometheus samples whose labels make no series key (see `--key-labels`): an
+    /// exporter's own metrics, typically. Not rows of the fabric; counted, not rejected.
+    pub unkeyed: u64,
     pub examples: Vec<RejectExample>,
     /// Set when the header was unusable (no rows) or the body stopped early (rows kept).
     pub error: Option<FeedError>,
@@ -231,7 +252,7 @@ impl FeedBatch {
         self.values.extend_from_slice(values);
     }
 
-    fn push_id(&mut self, switch_id: &str, timestamp: Micros) {
+    pub(crate) fn push_id(&mut self, switch_id: &str, timestamp: Micros) {
         self.ids.push_str(switch_id);
         self.id_ends.push(self.ids.len());
         self.timestamps.push(timestamp);
@@ -265,7 +286,12 @@ impl FeedBatch {
         &self.values[row_idx * width..(row_idx + 1) * width]
     }
 
-    fn reject(&mut self, reason: RejectReason, line: u64, detail: impl FnOnce() -> String) {
+    pub(crate) fn reject(
+        &mut self,
+        reason: RejectReason,
+        line: u64,
+        detail: impl FnOnce() -> String,
+    ) {
         if self.rejected.get(reason) == 0 {
             self.examples.push(RejectExample {
                 reason,
@@ -277,67 +303,176 @@ impl FeedBatch {
     }
 }
 
-/// Where each column of the header goes.
-struct Layout {
-    switch_id: usize,
-    timestamp: usize,
-    /// (column index, kind), one per metric, in header order.
-    metrics: Vec<(usize, MetricKind)>,
-    n_columns: usize,
+/// The format a source's answers are read in. `Auto` (the default) tells them apart per
+/// answer (see [`detect`]); a source can name its format with a URL fragment, which is never
+/// sent: `http://ufm:9001/metrics#format=prometheus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Auto,
+    /// `switch_id,...,timestamp` CSV.
+    Classic,
+    /// UFM Telemetry CSV.
+    UfmCsv,
+    /// Prometheus text exposition 0.0.4 (timestamps in milliseconds).
+    Prometheus,
+    /// OpenMetrics text (timestamps in seconds).
+    OpenMetrics,
 }
 
-fn layout_from_header(header: &csv::ByteRecord) -> Result<(Layout, Vec<String>), String> {
-    let mut switch_id = None;
-    let mut timestamp = None;
-    let mut metrics = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    for (idx, raw) in header.iter().enumerate() {
-        let name = std::str::from_utf8(raw)
-            .map_err(|_| format!("column {} is not UTF-8: {}", idx + 1, logging::quote(raw)))?
-            .trim_start_matches('\u{feff}')
-            .to_string();
-        if name.is_empty() {
-            return Err(format!("column {} has no name", idx + 1));
-        }
-        let seen = names.contains(&name)
-            || (name == SWITCH_ID_COLUMN && switch_id.is_some())
-            || (name == TIMESTAMP_COLUMN && timestamp.is_some());
-        if seen {
-            return Err(format!("column {} appears twice", logging::quote(&name)));
-        }
-        match name.as_str() {
-            SWITCH_ID_COLUMN => switch_id = Some(idx),
-            TIMESTAMP_COLUMN => timestamp = Some(idx),
-            _ => {
-                metrics.push((idx, metric::kind_of(&name)));
-                names.push(name);
+impl Format {
+    pub const NAMES: [(&'static str, Format); 5] = [
+        ("auto", Format::Auto),
+        ("classic", Format::Classic),
+        ("ufm-csv", Format::UfmCsv),
+        ("prometheus", Format::Prometheus),
+        ("openmetrics", Format::OpenMetrics),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Format::NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("auto", |(n, _)| n)
+    }
+
+    /// Splits a `--source` into the URL to fetch and the format its fragment names.
+    pub fn split_source(source: &str) -> Result<(&str, Format), String> {
+        let Some((url, fragment)) = source.split_once('#') else {
+            return Ok((source, Format::Auto));
+        };
+        let name = fragment.strip_prefix("format=").ok_or_else(|| {
+            format!("{source:?}: the only fragment a source takes is #format=NAME")
+        })?;
+        let format = Format::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, f)| f)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Format::NAMES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "{source:?}: format {name:?} is not one of {}",
+                    names.join(", ")
+                )
+            })?;
+        Ok((url, format))
+    }
+}
+
+/// Which reader an answer goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    /// Either CSV format (the header tells which).
+    Csv,
+    Prometheus,
+    OpenMetrics,
+}
+
+/// The reader for an answer: the source's own format if it names one; else OpenMetrics or
+/// Prometheus text by `Content-Type` (`application/openmetrics-text`, `text/plain;
+/// version=0.0.4`), else by its first line: a `#` comment or a `name{` / `name value` sample
+/// is Prometheus text, anything else CSV.
+pub fn detect(format: Format, content_type: Option<&str>, head: &[u8]) -> Detected {
+    match format {
+        Format::Classic | Format::UfmCsv => return Detected::Csv,
+        Format::Prometheus => return Detected::Prometheus,
+        Format::OpenMetrics => return Detected::OpenMetrics,
+        Format::Auto => {}
+    }
+    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+    if content_type.starts_with("application/openmetrics-text") {
+        return Detected::OpenMetrics;
+    }
+    if content_type.contains("version=0.0.4") {
+        return Detected::Prometheus;
+    }
+    let first = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.trim_ascii())
+        .find(|line| !line.is_empty())
+        .unwrap_or(b"");
+    let name_end = first
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':'))
+        .unwrap_or(first.len());
+    let sample_like = name_end > 0
+        && !first[0].is_ascii_digit()
+        && matches!(first.get(name_end), Some(b'{') | Some(b' ') | Some(b'\t'));
+    if first.starts_with(b"#") || sample_like {
+        Detected::Prometheus
+    } else {
+        Detected::Csv
+    }
+}
+
+/// How a source's answers are read, beyond their format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOptions {
+    pub format: Format,
+    /// Prometheus sources: the label sets that key a series, tried in order; the first whose
+    /// labels a sample has all of makes its key (see [`prometheus`]).
+    pub key_labels: Vec<Vec<String>>,
+    /// Columns or metric names that are counters whatever their names say.
+    pub counter_columns: Vec<String>,
+}
+
+/// The default `--key-labels`: UFM's, treydock's and guilbaults' exporters, node_exporter's.
+pub const DEFAULT_KEY_LABELS: &str =
+    "node_guid+port_num,guid+port,local_guid+local_port,device+port";
+
+/// Parses `--key-labels`: alternatives separated by `,`, the labels of one by `+`.
+pub fn parse_key_labels(text: &str) -> Result<Vec<Vec<String>>, String> {
+    text.split(',')
+        .map(|alternative| {
+            let labels: Vec<String> = alternative
+                .split('+')
+                .map(|l| l.trim().to_string())
+                .collect();
+            let valid = labels.iter().all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+            if valid {
+                Ok(labels)
+            } else {
+                Err(format!(
+                    "{alternative:?} is not a label set like node_guid+port_num"
+                ))
             }
-        }
-    }
-    let switch_id = switch_id.ok_or("no switch_id column")?;
-    let timestamp = timestamp.ok_or("no timestamp column")?;
-    if metrics.is_empty() {
-        return Err("no metric columns".to_string());
-    }
-    let layout = Layout {
-        switch_id,
-        timestamp,
-        metrics,
-        n_columns: header.len(),
-    };
-    Ok((layout, names))
+        })
+        .collect()
 }
 
-fn parse_switch_id(raw: &[u8]) -> Option<&str> {
-    let id = std::str::from_utf8(raw).ok()?;
-    let valid =
-        !id.is_empty() && id.len() <= MAX_SWITCH_ID_LEN && !id.chars().any(char::is_control);
-    valid.then_some(id)
+impl Default for SourceOptions {
+    fn default() -> SourceOptions {
+        SourceOptions {
+            format: Format::Auto,
+            key_labels: parse_key_labels(DEFAULT_KEY_LABELS).unwrap_or_default(),
+            counter_columns: Vec::new(),
+        }
+    }
+}
+
+impl SourceOptions {
+    /// The kind of a metric of this source. `converted_data`: the source gives data counters
+    /// in bytes even under their PMA names (UFM Telemetry).
+    pub fn kind_of(&self, name: &str, converted_data: bool) -> MetricKind {
+        let kind = if self.counter_columns.iter().any(|c| c == name) {
+            MetricKind::Counter { words: false }
+        } else {
+            metric::kind_of(name)
+        };
+        match kind {
+            MetricKind::Counter { .. } => MetricKind::Counter {
+                words: metric::counts_data_words(name, converted_data),
+            },
+            other => other,
+        }
+    }
 }
 
 /// What one metric cell holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell {
+pub(crate) enum Cell {
     Value(Value),
     /// Empty: the row does not report this metric.
     Empty,
@@ -346,7 +481,7 @@ enum Cell {
 }
 
 /// Parses one metric cell of a metric of `kind`.
-fn parse_value(raw: &[u8], kind: MetricKind) -> Result<Cell, RejectReason> {
+pub(crate) fn parse_value(raw: &[u8], kind: MetricKind) -> Result<Cell, RejectReason> {
     if raw.is_empty() {
         return Ok(Cell::Empty);
     }
@@ -401,231 +536,77 @@ fn parse_counter(text: &str) -> Result<Cell, RejectReason> {
     Ok(Cell::Value(Value::Int(parsed)))
 }
 
-/// A raw field for a reject example: quoted, escaped and cut (see [`logging::quote`]).
-fn show(raw: &[u8]) -> String {
-    logging::quote(raw).to_string()
+/// An answer being read, in whichever format it came: CSV streams in batches as it arrives;
+/// Prometheus text is read whole (a port's samples are spread over all of it).
+pub enum FeedReader<R: std::io::BufRead> {
+    Csv(FeedParser<R>),
+    Whole(Option<FeedBatch>, &'static str),
 }
 
-/// Reads a feed as it streams in: the header first, then accepted rows in batches, so a
-/// large feed can be stored while the rest of it is still arriving and being parsed.
-pub struct FeedParser<R: Read> {
-    csv: csv::Reader<R>,
-    layout: Layout,
-    metrics: Vec<String>,
-    freshness: Freshness,
-    record: csv::ByteRecord,
-    line: u64,
-    /// One timestamp string per tick is the common case: parse each distinct one once.
-    last_ts: Option<(Vec<u8>, Result<Micros, ()>)>,
-    done: bool,
-}
-
-impl<R: Read> FeedParser<R> {
-    /// Reads the header; an unusable one is an error for the whole feed.
-    pub fn new(reader: R, freshness: Freshness) -> Result<FeedParser<R>, FeedError> {
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
-        let (layout, metrics) = match csv.byte_headers() {
-            Ok(header) if header.is_empty() => {
-                return Err(FeedError::BadHeader("empty feed".to_string()))
+impl<R: std::io::BufRead> FeedReader<R> {
+    /// Starts reading an answer: detects its format (see [`detect`]) from the source's
+    /// options, the answer's `Content-Type` and its first bytes.
+    pub fn new(
+        mut reader: R,
+        content_type: Option<&str>,
+        freshness: Freshness,
+        options: &SourceOptions,
+    ) -> Result<FeedReader<R>, FeedError> {
+        let head = reader
+            .fill_buf()
+            .map_err(|e| FeedError::Read(logging::escape(&e.to_string()).to_string()))?;
+        match detect(options.format, content_type, head) {
+            Detected::Csv => {
+                FeedParser::with_options(reader, freshness, options).map(FeedReader::Csv)
             }
-            Ok(header) => layout_from_header(header).map_err(FeedError::BadHeader)?,
-            Err(e) => return Err(FeedError::Read(logging::escape(&e.to_string()).to_string())),
-        };
-        Ok(FeedParser {
-            csv,
-            layout,
-            metrics,
-            freshness,
-            record: csv::ByteRecord::new(),
-            line: 1,
-            last_ts: None,
-            done: false,
-        })
+            Detected::Prometheus => Ok(FeedReader::Whole(
+                Some(prometheus::parse(reader, false, freshness, options)),
+                Format::Prometheus.name(),
+            )),
+            Detected::OpenMetrics => Ok(FeedReader::Whole(
+                Some(prometheus::parse(reader, true, freshness, options)),
+                Format::OpenMetrics.name(),
+            )),
+        }
     }
 
-    /// The next up to `max_rows` accepted rows (with the rows rejected on the way), or
-    /// `None` once the feed is exhausted. A read error ends the feed and is set on the batch.
+    /// The format the answer is read in: `classic`, `ufm-csv`, `prometheus`, `openmetrics`.
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            FeedReader::Csv(parser) => parser.format_name(),
+            FeedReader::Whole(_, format) => format,
+        }
+    }
+
+    /// The next batch of up to about `max_rows` rows, `None` at the end.
     pub fn next_batch(&mut self, max_rows: usize) -> Option<FeedBatch> {
-        if self.done {
-            return None;
+        match self {
+            FeedReader::Csv(parser) => parser.next_batch(max_rows),
+            FeedReader::Whole(batch, _) => batch.take(),
         }
-        let mut batch = FeedBatch::with_columns(
-            self.metrics.clone(),
-            self.layout.metrics.iter().map(|&(_, kind)| kind).collect(),
-        );
-        while batch.len() < max_rows {
-            match self.csv.read_byte_record(&mut self.record) {
-                Ok(true) => self.accept_or_reject(&mut batch),
-                Ok(false) => {
-                    self.done = true;
-                    break;
-                }
-                Err(e) => {
-                    batch.error =
-                        Some(FeedError::Read(logging::escape(&e.to_string()).to_string()));
-                    self.done = true;
-                    break;
-                }
-            }
-        }
-        let said_something =
-            !batch.is_empty() || batch.rejected.total() > 0 || batch.error.is_some();
-        said_something.then_some(batch)
-    }
-
-    fn accept_or_reject(&mut self, batch: &mut FeedBatch) {
-        self.line += 1;
-        let line = self.line;
-        let layout = &self.layout;
-        let freshness = self.freshness;
-        let record = &self.record;
-        if record.len() != layout.n_columns {
-            let n = record.len();
-            batch.reject(RejectReason::FieldCount, line, || {
-                format!("{n} fields, header has {}", layout.n_columns)
-            });
-            return;
-        }
-        let Some(switch_id) = parse_switch_id(&record[layout.switch_id]) else {
-            let raw = &record[layout.switch_id];
-            batch.reject(RejectReason::BadSwitchId, line, || show(raw));
-            return;
-        };
-        let raw_ts = &record[layout.timestamp];
-        let parsed_ts = match &self.last_ts {
-            Some((text, parsed)) if text.as_slice() == raw_ts => *parsed,
-            _ => {
-                let parsed = std::str::from_utf8(raw_ts)
-                    .map_err(|_| ())
-                    .and_then(|t| timestamp::parse_rfc3339(t).map_err(|_| ()));
-                self.last_ts = Some((raw_ts.to_vec(), parsed));
-                parsed
-            }
-        };
-        let Ok(ts) = parsed_ts else {
-            batch.reject(RejectReason::BadTimestamp, line, || show(raw_ts));
-            return;
-        };
-        if let Err(reason) = freshness.check(ts) {
-            let age_s = (freshness.now - ts) as f64 / 1e6;
-            batch.reject(reason, line, || {
-                format!("{} ({age_s:.3} s old)", show(raw_ts))
-            });
-            return;
-        }
-        let start = batch.values.len();
-        let mut failure = None;
-        let mut not_available = 0;
-        for (metric_idx, &(column, kind)) in layout.metrics.iter().enumerate() {
-            match parse_value(&record[column], kind) {
-                Ok(Cell::Value(v)) => batch.values.push(Some(v)),
-                Ok(Cell::Empty) => batch.values.push(None),
-                Ok(Cell::NotAvailable) => {
-                    not_available += 1;
-                    batch.values.push(None);
-                }
-                Err(reason) => {
-                    failure = Some((reason, metric_idx, column));
-                    break;
-                }
-            }
-        }
-        if failure.is_none() && batch.values[start..].iter().all(Option::is_none) {
-            failure = Some((RejectReason::NoValues, 0, layout.timestamp));
-        }
-        if let Some((reason, metric_idx, column)) = failure {
-            batch.values.truncate(start);
-            // The parser's own copy of the names: the detail is built only for the first
-            // reject of a reason, without copying the field or name for every other one.
-            let name = self.metrics.get(metric_idx).map_or("", String::as_str);
-            let raw = &record[column];
-            batch.reject(reason, line, || {
-                format!("{}={}", logging::quote(name), show(raw))
-            });
-            return;
-        }
-        batch.not_available += not_available;
-        batch.push_id(switch_id, ts);
     }
 }
 
-/// Reads a whole feed from `reader` into one batch, validating every row against `freshness`.
-pub fn parse_feed<R: Read>(reader: R, freshness: Freshness) -> FeedBatch {
-    match FeedParser::new(reader, freshness) {
+/// Reads a whole answer in any format into one batch (tests and tools).
+pub fn parse_answer(
+    text: &[u8],
+    content_type: Option<&str>,
+    freshness: Freshness,
+    options: &SourceOptions,
+) -> FeedBatch {
+    match FeedReader::new(text, content_type, freshness, options) {
         Err(e) => FeedBatch {
             error: Some(e),
             ..FeedBatch::default()
         },
-        Ok(mut parser) => {
-            let metrics = parser.metrics.clone();
-            let kinds = parser
-                .layout
-                .metrics
-                .iter()
-                .map(|&(_, kind)| kind)
-                .collect();
-            parser
-                .next_batch(usize::MAX)
-                .unwrap_or_else(|| FeedBatch::with_columns(metrics, kinds))
+        Ok(mut reader) => {
+            let mut all = reader.next_batch(usize::MAX).unwrap_or_default();
+            while let Some(more) = reader.next_batch(usize::MAX) {
+                all.rejected.merge(&more.rejected);
+            }
+            all
         }
     }
-}
-
-/// Appends the header line.
-pub fn write_header(out: &mut Vec<u8>) {
-    out.extend_from_slice(HEADER.as_bytes());
-    out.push(b'\n');
-}
-
-/// Appends one row in the generator's format. Bandwidth and latency are given in hundredths
-/// (the generator's fixed-point state), written with one or two decimals.
-pub fn write_row(
-    out: &mut Vec<u8>,
-    switch_id: &str,
-    bandwidth_centi: u32,
-    latency_centi: u32,
-    errors: u64,
-    timestamp: &[u8; timestamp::CANONICAL_LEN],
-) {
-    out.extend_from_slice(switch_id.as_bytes());
-    out.push(b',');
-    write_centi(out, bandwidth_centi);
-    out.push(b',');
-    write_centi(out, latency_centi);
-    out.push(b',');
-    write_uint(out, errors);
-    out.push(b',');
-    out.extend_from_slice(timestamp);
-    out.push(b'\n');
-}
-
-/// `5560` → `55.6`, `5507` → `55.07`, `5500` → `55.0`.
-fn write_centi(out: &mut Vec<u8>, centi: u32) {
-    write_uint(out, u64::from(centi / 100));
-    out.push(b'.');
-    let cents = centi % 100;
-    out.push(b'0' + (cents / 10) as u8);
-    if cents % 10 != 0 {
-        out.push(b'0' + (cents % 10) as u8);
-    }
-}
-
-fn write_uint(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]

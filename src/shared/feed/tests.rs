@@ -1,4 +1,7 @@
 use super::*;
+use crate::shared::metric::{MetricKind, Value};
+use crate::shared::timestamp;
+use std::io::Read;
 
 const NOW: &str = "2025-09-14T12:30:05.123456+00:00";
 
@@ -206,4 +209,148 @@ fn written_rows_read_back() {
     let batch = parse_feed(out.as_slice(), fresh());
     assert_eq!(batch.len(), 3);
     assert_eq!(batch.row_values(1), floats(&[55.07, 1.0, 0.0]));
+}
+
+fn ufm(text: &str) -> FeedBatch {
+    parse_answer(
+        text.as_bytes(),
+        Some("text/csv"),
+        fresh(),
+        &SourceOptions::default(),
+    )
+}
+
+fn micros_now() -> i64 {
+    fresh().now
+}
+
+#[test]
+fn ufm_csv_keys_ports_by_normalised_guid_and_reads_counters_exactly() {
+    let us = micros_now();
+    let text = format!(
+        "timestamp,source_id,tag,node_guid,port_guid,port_num, PortXmitDataExtended,SymbolErrorCounterExtended,PortRcvErrorsExtended,Temperature\n\
+         {us},0x0002c90300f172a0,,2c90300f172a0,0x0002c90300f172a1,2,36298026860928,18446744073709551576,N/A,41\n\
+         {us},0x0002c90300f172a0,,0x0002C90300F172A0,0x0002c90300f172a1,3,0x10,-1,0xfffffffffffffffe,\n"
+    );
+    let batch = ufm(&text);
+    assert_eq!(batch.rejected.total(), 0, "{:?}", batch.examples);
+    assert_eq!(
+        batch.metrics,
+        [
+            "PortXmitDataExtended",
+            "SymbolErrorCounterExtended",
+            "PortRcvErrorsExtended",
+            "Temperature"
+        ],
+        "identity columns are not metrics; the leading space is trimmed"
+    );
+    assert_eq!(batch.switch_id(0), "0x0002c90300f172a0:2");
+    assert_eq!(batch.switch_id(1), "0x0002c90300f172a0:3");
+    assert_eq!(batch.timestamp(0), us);
+    assert_eq!(
+        batch.row_values(0),
+        [
+            Some(Value::Int(36_298_026_860_928)),
+            Some(Value::Int(18_446_744_073_709_551_576)),
+            None,
+            Some(Value::Float(41.0)),
+        ]
+    );
+    assert_eq!(
+        batch.row_values(1),
+        [Some(Value::Int(16)), None, None, None]
+    );
+    assert_eq!(batch.not_available, 3, "N/A, -1 and the hex sentinel");
+    assert_eq!(
+        batch.kinds[0],
+        MetricKind::Counter { words: false },
+        "UFM's data counters are bytes"
+    );
+    assert_eq!(batch.kinds[3], MetricKind::Gauge);
+}
+
+#[test]
+fn ufm_secondary_spellings_text_cells_and_bad_keys() {
+    let us = micros_now();
+    let text = format!(
+        "Timestamp,Node_GUID,Port_Number,LinkDownedCounterExtended,Node_Description,FecMode\n\
+         {us},0x7cfe9003009ce5b0,1,5,sw-1 spine,auto\n\
+         {us},not-a-guid,1,5,sw-1,rs\n\
+         {us},0x7cfe9003009ce5b0,x,5,sw-1,rs\n"
+    );
+    let batch = ufm(&text);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.switch_id(0), "0x7cfe9003009ce5b0:1");
+    assert_eq!(batch.metrics, ["LinkDownedCounterExtended", "FecMode"]);
+    assert_eq!(
+        batch.bad_cells, 1,
+        "the text cell of FecMode is dropped, the row kept"
+    );
+    assert_eq!(batch.rejected.get(RejectReason::BadSwitchId), 2);
+}
+
+#[test]
+fn ufm_timestamps_in_any_epoch_unit_and_none() {
+    let us = micros_now();
+    for (stamp, want) in [
+        (us.to_string(), us),
+        ((us / 1000).to_string(), us / 1000 * 1000),
+        ((us / 1_000_000).to_string(), us / 1_000_000 * 1_000_000),
+        ((us * 1000).to_string(), us),
+    ] {
+        let batch = ufm(&format!(
+            "timestamp,node_guid,port_num,x\n{stamp},0x1,1,2\n"
+        ));
+        assert_eq!(batch.rejected.total(), 0, "{stamp}: {:?}", batch.examples);
+        assert_eq!(batch.timestamp(0), want, "{stamp}");
+    }
+    let batch = ufm("node_guid,port_num,x\n0x1,1,2\n");
+    assert_eq!(
+        batch.timestamp(0),
+        us,
+        "no timestamp column: the poll's time"
+    );
+    let batch = ufm("timestamp,node_guid,port_num,x\n2025-01-01,0x1,1,2\n");
+    assert_eq!(batch.rejected.get(RejectReason::BadTimestamp), 1);
+}
+
+#[test]
+fn an_empty_answer_and_a_header_without_keys_are_errors_of_the_whole_feed() {
+    assert!(ufm("").error.is_some());
+    let batch = ufm("timestamp,port_num,x\n1,1,1\n");
+    assert!(
+        matches!(&batch.error, Some(FeedError::BadHeader(why)) if why.contains("node_guid")),
+        "{:?}",
+        batch.error
+    );
+}
+
+#[test]
+fn counter_columns_and_classic_counters() {
+    let options = SourceOptions {
+        counter_columns: vec!["drops".to_string()],
+        ..SourceOptions::default()
+    };
+    let text = format!("switch_id,drops,PortXmitData,timestamp\nsw1,9007199254740993,12,{NOW}\n");
+    let batch = parse_answer(text.as_bytes(), None, fresh(), &options);
+    assert_eq!(batch.rejected.total(), 0, "{:?}", batch.examples);
+    assert_eq!(
+        batch.row_values(0),
+        [
+            Some(Value::Int(9_007_199_254_740_993)),
+            Some(Value::Int(12))
+        ]
+    );
+    assert_eq!(
+        batch.kinds[1],
+        MetricKind::Counter { words: true },
+        "a PMA name: words"
+    );
+    let batch = parse_answer(
+        format!("switch_id,PortXmitData,timestamp\nsw1,-5,{NOW}\nsw2,1.5,{NOW}\n").as_bytes(),
+        None,
+        fresh(),
+        &options,
+    );
+    assert_eq!(batch.rejected.get(RejectReason::BadCount), 2);
 }
