@@ -39,10 +39,17 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.sources().join(", ")
     );
-    let stopped = process::run_until_stopped(|| match server.reload_tokens() {
-        Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
-        Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
-        None => log::info!("SIGHUP: nothing to reload (no --auth-token-file)"),
+    let stopped = process::run_until_stopped(|| {
+        match server.reload_tokens() {
+            Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),
+            Some(Err(why)) => log::error!("SIGHUP: {why}; the previous tokens stay in force"),
+            None => log::info!("SIGHUP: no token file to re-read (no --auth-token-file)"),
+        }
+        match server.reload_names() {
+            Some(Ok(n)) => log::info!("SIGHUP: names file re-read, {n} ports and nodes named"),
+            Some(Err(why)) => log::error!("SIGHUP: names file: {why}; the previous names stay"),
+            None => {}
+        }
     });
     match stopped {
         Ok(signal) => log::info!("{signal}: finishing requests in flight and stopping"),

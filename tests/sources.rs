@@ -199,3 +199,174 @@ fn a_source_can_name_its_format_and_query_strings_pass_through() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("ufm-csv"), "names the formats: {stderr}");
 }
+
+/// UFM CSV rows for ports 1..=3 at `us`: port p's PortXmitDataExtended is `data[p-1]`.
+fn ufm_rows(us: i64, data: [u64; 3]) -> String {
+    let mut body = String::from("timestamp,node_guid,port_num,PortXmitDataExtended,Temperature\n");
+    for (i, value) in data.iter().enumerate() {
+        let port = i + 1;
+        body.push_str(&format!(
+            "{us},0x7cfe9003009ce5b0,{port},{value},{}\n",
+            40 + port
+        ));
+    }
+    body
+}
+
+#[test]
+fn rates_survive_resets_top_ranks_ports_and_names_show() {
+    let dir = tempfile_dir("names");
+    let names = dir.join("names.csv");
+    std::fs::write(
+        &names,
+        "guid,port,name\n0x7cfe9003009ce5b0,,leaf-1\n0x7cfe9003009ce5b0,3,uplink-a\n",
+    )
+    .expect("names");
+    let feed = FakeFeed::start();
+    // Port 1 grows 1000/s, port 2 grows 3000/s and resets once, port 3 saturates at 2^32-1.
+    let start = now_us() - 20 * 1_000_000;
+    let steps: Vec<[u64; 3]> = (0..21u64)
+        .map(|i| {
+            let p2 = if i < 10 {
+                50_000 + 3_000 * i
+            } else {
+                3_000 * (i - 10)
+            };
+            [
+                1_000 * i,
+                p2,
+                if i < 5 {
+                    4_294_967_000 + i
+                } else {
+                    4_294_967_295
+                },
+            ]
+        })
+        .collect();
+    let body: String = steps
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let rows = ufm_rows(start + i as i64 * 1_000_000, *data);
+            if i == 0 {
+                rows
+            } else {
+                rows.lines().skip(1).map(|l| format!("{l}\n")).collect()
+            }
+        })
+        .collect();
+    feed.set(move |_| FeedReply::Body("text/csv", body.clone()));
+    // A perfquery-style CSV of an HCA: PortXmitData counts 4-octet words, 250 a second.
+    let hca = FakeFeed::start();
+    let words: String = std::iter::once("switch_id,PortXmitData,timestamp\n".to_string())
+        .chain((0..21i64).map(|i| {
+            format!(
+                "hca-1,{},{}\n",
+                250 * i,
+                timestamp::to_rfc3339(start + i * 1_000_000)
+            )
+        }))
+        .collect();
+    hca.set(move |_| FeedReply::Body("text/csv", words.clone()));
+    let server = server(
+        &[&feed.url, &hca.url],
+        &[
+            "--names",
+            names.to_str().expect("utf-8"),
+            "--max-age",
+            "30s",
+        ],
+    );
+    let rate = |switch: &str, metric: &str| {
+        get(&server.url(&format!(
+            "/telemetry/rate?switch_id={switch}&metric={metric}&window=1m"
+        )))
+    };
+    let first = wait_for("port 1's rate", Duration::from_secs(10), || {
+        let answer = rate("0x7cfe9003009ce5b0:1", "PortXmitDataExtended");
+        (answer.status == 200).then_some(answer.json())
+    });
+    assert_eq!(first["rate"], 1000.0, "{first}");
+    assert_eq!(first["resets"], 0);
+    assert_eq!(first["window_seconds"], 20.0);
+    assert_eq!(first["name"], "leaf-1/1");
+    // By name: the reset counts from zero; 9 steps of 3000, then 0, then 10 steps of 3000.
+    let second = rate("leaf-1/2", "PortXmitDataExtended").json();
+    assert_eq!(second["switch_id"], "0x7cfe9003009ce5b0:2", "{second}");
+    assert_eq!(second["resets"], 1);
+    assert_eq!(second["rate"], (19.0 * 3000.0) / 20.0);
+    let third = rate("uplink-a", "PortXmitDataExtended").json();
+    assert_eq!(third["saturated"], true, "{third}");
+    assert!(third["rate"].is_null());
+    // Word counters are answered in bytes.
+    let words = wait_for("the HCA's rate", Duration::from_secs(10), || {
+        let answer = rate("hca-1", "PortXmitData");
+        (answer.status == 200).then_some(answer.json())
+    });
+    assert_eq!(words["unit"], "bytes", "{words}");
+    assert_eq!(words["rate"], 1000.0);
+    assert_eq!(
+        rate("leaf-1/1", "Temperature").status,
+        400,
+        "a gauge has no rate"
+    );
+
+    let top = get(&server.url("/telemetry/top?metric=PortXmitDataExtended&k=5&window=1m")).json();
+    let entries = top.as_array().expect("array");
+    assert_eq!(entries.len(), 2, "the saturated port has no rate: {top}");
+    assert_eq!(entries[0]["switch_id"], "0x7cfe9003009ce5b0:2");
+    assert_eq!(entries[0]["name"], "leaf-1/2");
+    assert_eq!(entries[1]["value"], 1000.0);
+    let hottest = get(&server.url("/telemetry/top?metric=Temperature&k=1")).json();
+    assert_eq!(hottest[0]["switch_id"], "0x7cfe9003009ce5b0:3", "{hottest}");
+    assert_eq!(hottest[0]["name"], "uplink-a");
+    assert_eq!(hottest[0]["value"], 43.0);
+    assert_eq!(
+        get(&server.url("/telemetry/top?metric=Temperature&k=0")).status,
+        400
+    );
+
+    let history = get(&server
+        .url("/telemetry/history?switch_id=leaf-1/2&metric=PortXmitDataExtended&from=1m&rate=1"))
+    .json();
+    let points = history.as_array().expect("array");
+    assert_eq!(points.len(), 20, "{history}");
+    // The reset lands on 0: that step added nothing; every other step added 3000.
+    let values: Vec<f64> = points
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(
+        values.iter().filter(|&&v| v == 3000.0).count(),
+        19,
+        "{history}"
+    );
+    assert_eq!(values[9], 0.0, "{history}");
+
+    let list = get(&server.url("/telemetry/list?metric=Temperature")).json();
+    assert_eq!(list["0x7cfe9003009ce5b0:3"]["name"], "uplink-a", "{list}");
+    let metrics = get(&server.url("/metrics")).body;
+    assert!(
+        metrics.contains("{switch=\"0x7cfe9003009ce5b0:3\",name=\"uplink-a\"}"),
+        "names in /metrics"
+    );
+
+    // SIGHUP re-reads the names file.
+    std::fs::write(&names, "0x7cfe9003009ce5b0,3,uplink-b\n").expect("names");
+    signal(&server, libc::SIGHUP);
+    wait_for("the new name", Duration::from_secs(5), || {
+        let answer = rate("uplink-b", "PortXmitDataExtended");
+        (answer.status == 200).then_some(())
+    });
+    assert_eq!(rate("uplink-a", "PortXmitDataExtended").status, 404);
+}
+
+fn tempfile_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fabric-sources-{what}-{}-{}",
+        std::process::id(),
+        now_us()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

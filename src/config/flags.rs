@@ -394,6 +394,18 @@ pub static FLAGS: &[Flag] = &[
         ..FLAG
     },
     Flag {
+        name: "names",
+        programs: Programs::Server,
+        kind: Kind::Value("PATH"),
+        help: "readable names for ports: CSV guid,port,name (a blank port names the node) or \
+               ibnetdiscover -p output; re-read on SIGHUP",
+        set: |s, v| {
+            s.server.names = Some(PathBuf::from(v));
+            Ok(())
+        },
+        ..FLAG
+    },
+    Flag {
         name: "insecure-no-auth",
         programs: Programs::Server,
         help: "allow a non-loopback --listen without --auth-token-file",
@@ -561,6 +573,7 @@ impl Settings {
                 http: ConnectionLimits::default(),
                 key_labels: Vec::new(),
                 counter_columns: Vec::new(),
+                names: None,
             },
             generator: GeneratorConfig {
                 listen: String::new(),

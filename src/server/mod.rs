@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod ingest;
+pub mod names;
 pub mod persist;
 pub mod poller;
 pub mod query;
@@ -23,6 +24,7 @@ use crossbeam_channel::Sender;
 use self::access::{Auth, RateLimiter};
 use self::api::Api;
 use self::ingest::{Outlets, Persistence};
+use self::names::NameBook;
 use self::persist::{DataDirError, FsyncPolicy, PersistConfig};
 use self::poller::PollerConfig;
 use self::remote_write::RemoteWriter;
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub key_labels: Vec<Vec<String>>,
     /// Columns or metric names that are counters whatever their names say.
     pub counter_columns: Vec<String>,
+    /// Readable names of ports and nodes (re-read on SIGHUP).
+    pub names: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -97,6 +101,7 @@ pub enum StartError {
     Demo(String),
     /// A `--source` that cannot be polled.
     Source(String),
+    Names(names::NamesError),
     Thread(std::io::Error),
     DataDir(DataDirError),
 }
@@ -108,6 +113,7 @@ impl fmt::Display for StartError {
             StartError::Access(why) => write!(f, "{why}"),
             StartError::Demo(why) => write!(f, "cannot start the demo generator: {why}"),
             StartError::Source(why) => write!(f, "bad --source: {why}"),
+            StartError::Names(why) => write!(f, "cannot use --names: {why}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             StartError::DataDir(e) => write!(f, "cannot use the data directory: {e}"),
         }
@@ -132,6 +138,7 @@ pub struct MetricsServer {
     sources: Vec<String>,
     remote: Option<RemoteWriter>,
     auth: Option<Arc<Auth>>,
+    names: Arc<NameBook>,
     /// Joined after the store thread, whose exit lets it flush and end.
     persist_thread: Option<JoinHandle<()>>,
     watch: Arc<Watch>,
@@ -213,6 +220,10 @@ impl MetricsServer {
         if auth.is_none() && !config.insecure_no_auth {
             refuse_open_non_loopback(&config.listen)?;
         }
+        let names = Arc::new(match &config.names {
+            Some(path) => NameBook::load(path).map_err(StartError::Names)?,
+            None => NameBook::empty(),
+        });
         // A vital thread's panic stops the process the way SIGTERM does; `main` then sees
         // `fatal()` and exits non-zero.
         let watch = Watch::new(process::stop_process);
@@ -311,6 +322,7 @@ impl MetricsServer {
         let monitor = HttpMonitor::new();
         let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age)
             .with_access(auth.clone(), limiter)
+            .with_names(Arc::clone(&names))
             .with_http_monitor(Arc::clone(&monitor))
             .with_watch(Arc::clone(&watch));
         let http = HttpServer::start(
@@ -329,6 +341,7 @@ impl MetricsServer {
             sources,
             remote,
             auth,
+            names,
             persist_thread,
             watch,
         })
@@ -353,6 +366,12 @@ impl MetricsServer {
     /// ones stay. `None` without `--auth-token-file`.
     pub fn reload_tokens(&self) -> Option<Result<usize, access::AccessError>> {
         self.auth.as_ref().map(|auth| auth.reload())
+    }
+
+    /// Re-reads the names file (SIGHUP): the names now in force, or why the old ones stay.
+    /// `None` without `--names`.
+    pub fn reload_names(&self) -> Option<Result<usize, names::NamesError>> {
+        self.names.reload()
     }
 
     /// Blocks until the server's background threads end (they run until shutdown).

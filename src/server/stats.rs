@@ -22,15 +22,19 @@ pub enum Endpoint {
     AggregateMetrics,
     Stats,
     History,
+    Rate,
+    Top,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::GetMetric,
         Endpoint::ListMetrics,
         Endpoint::AggregateMetrics,
         Endpoint::Stats,
         Endpoint::History,
+        Endpoint::Rate,
+        Endpoint::Top,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +44,8 @@ impl Endpoint {
             Endpoint::AggregateMetrics => "aggregate_metrics",
             Endpoint::Stats => "stats",
             Endpoint::History => "history",
+            Endpoint::Rate => "rate",
+            Endpoint::Top => "top",
         }
     }
 }

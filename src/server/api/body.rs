@@ -67,6 +67,10 @@ pub(super) struct GetBody<'a> {
 pub(super) struct ListEntry {
     pub(super) value: Number,
     pub(super) timestamp: Timestamp,
+    /// The series' name from `--names`; absent when it has none (so answers without names
+    /// stay the original's byte for byte).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) name: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,7 @@
 
 use std::fmt::Write;
 
+use crate::server::names::Names;
 use crate::server::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::server::store::Store;
 use crate::shared::feed::RejectReason;
@@ -181,7 +182,8 @@ struct Family {
     name: String,
     help: String,
     kind: Kind,
-    samples: Vec<(std::sync::Arc<str>, Value)>,
+    /// (series key, its name if it has one, value).
+    samples: Vec<(std::sync::Arc<str>, Option<String>, Value)>,
 }
 
 /// Telemetry series, copied out under the store's read lock.
@@ -203,7 +205,7 @@ fn help_for(name: &str) -> String {
 }
 
 /// Copies the fresh newest samples (and count totals) out of the store.
-pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
+pub fn collect(store: &Store, names: &Names, now: Micros, max_age: Micros) -> Telemetry {
     let mut families = Vec::new();
     for metric_id in 0..store.metrics().len() {
         let name = store.metrics().name(metric_id).to_string();
@@ -218,13 +220,15 @@ pub fn collect(store: &Store, now: Micros, max_age: Micros) -> Telemetry {
                         Value::Float(v) => Value::Float(v * scale),
                         exact => exact,
                     };
-                    fresh.push((std::sync::Arc::clone(id), value));
+                    let name = names.name_of(id);
                     if kind == MetricKind::Count {
                         totals.push((
                             std::sync::Arc::clone(id),
+                            name.clone(),
                             Value::Float(store.count_total(switch, metric_id).unwrap_or(0.0)),
                         ));
                     }
+                    fresh.push((std::sync::Arc::clone(id), name, value));
                 }
             }
         }
@@ -492,8 +496,11 @@ pub fn render(
             kind: family.kind,
             help: &family.help,
         });
-        for (switch, value) in &family.samples {
-            x.value_sample(&[("switch", switch)], *value);
+        for (switch, name, value) in &family.samples {
+            match name {
+                Some(name) => x.value_sample(&[("switch", switch), ("name", name)], *value),
+                None => x.value_sample(&[("switch", switch)], *value),
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! naming the parameter instead.
 
 use crate::server::store::Sample;
+use crate::shared::metric::{MetricKind, Value, SATURATION_VALUES};
 use crate::shared::timestamp::{self, Micros};
 
 /// Most points (samples or buckets) one answer may hold; Prometheus's range API caps at
@@ -96,6 +97,45 @@ pub fn bucket_count(from: Micros, to: Micros, step: Micros) -> u64 {
         return u64::MAX;
     }
     u64::try_from(span / i128::from(step) + 1).unwrap_or(u64::MAX)
+}
+
+/// Turns a counter's samples into rates: each sample after the first becomes the rate since
+/// the one before it (a decrease is a reset from zero; a saturated value gives no point), in
+/// the counter's unit per second (bytes for word counters).
+#[derive(Debug)]
+pub struct RatePoints {
+    previous: Option<(Micros, u64)>,
+    octets: f64,
+}
+
+impl RatePoints {
+    pub fn new(kind: MetricKind) -> RatePoints {
+        RatePoints {
+            previous: None,
+            octets: kind.octets_per_unit() as f64,
+        }
+    }
+
+    pub fn next(&mut self, sample: Sample) -> Option<Sample> {
+        let Value::Int(value) = sample.value else {
+            return None;
+        };
+        let previous = self.previous.replace((sample.timestamp, value));
+        let (then, before) = previous?;
+        if SATURATION_VALUES.contains(&value) || sample.timestamp <= then {
+            return None;
+        }
+        let increase = if value >= before {
+            value - before
+        } else {
+            value
+        };
+        let seconds = (sample.timestamp - then) as f64 / 1e6;
+        Some(Sample {
+            timestamp: sample.timestamp,
+            value: Value::Float(increase as f64 * self.octets / seconds),
+        })
+    }
 }
 
 /// Folds time-ordered samples into buckets of `step` aligned on `from`; empty buckets are

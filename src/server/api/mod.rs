@@ -11,6 +11,7 @@ mod cache;
 mod error;
 pub mod exposition;
 pub mod history;
+pub mod rates;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -24,10 +25,12 @@ use self::cache::{AnswerCache, Cached};
 pub use self::error::ApiError;
 use self::history::{Downsampler, MAX_POINTS};
 use crate::server::access::{self, Auth, Client, RateLimiter};
+use crate::server::names::{NameBook, Names};
 use crate::server::query::Query;
 use crate::server::stats::{self, ApiStats, Endpoint, IngestStats};
 use crate::server::store::{MetricAgg, Sample, StoreHandle};
 use crate::shared::http::{self, Reply, ReplyBody, RequestHead};
+use crate::shared::metric::MetricKind;
 use crate::shared::timestamp::{self, Micros};
 use crate::shared::watch::Watch;
 
@@ -57,9 +60,11 @@ fn stale(message: String, age: Micros) -> ApiError {
     }
 }
 
-/// Resolves a switch and a metric of a request, or says which is unknown.
+/// Resolves a switch (by key, or by a name from `--names`) and a metric of a request, or says
+/// which is unknown.
 fn series_of(
     store: &crate::server::store::Store,
+    names: &Names,
     switch_id: &str,
     metric: &str,
 ) -> Result<(usize, usize), ApiError> {
@@ -69,6 +74,7 @@ fn series_of(
         .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
     let switch = store
         .switch(switch_id)
+        .or_else(|| names.key_of(switch_id).and_then(|key| store.switch(&key)))
         .ok_or_else(|| ApiError::NotFound(format!("unknown switch_id {switch_id:?}")))?;
     if !store.has_metric(switch, metric_id) {
         return Err(ApiError::NotFound(format!(
@@ -86,6 +92,9 @@ pub struct Api {
     max_age: Micros,
     lists: AnswerCache<usize>,
     aggregates: AnswerCache<Option<Micros>>,
+    /// `/telemetry/top` answers by (metric, k, window).
+    tops: AnswerCache<(usize, usize, Micros)>,
+    names: Arc<NameBook>,
     auth: Option<Arc<Auth>>,
     limiter: Option<RateLimiter>,
     http: Arc<http::HttpMonitor>,
@@ -106,6 +115,8 @@ impl Api {
             max_age: timestamp::duration_micros(max_age),
             lists: AnswerCache::default(),
             aggregates: AnswerCache::default(),
+            tops: AnswerCache::default(),
+            names: Arc::new(NameBook::empty()),
             auth: None,
             limiter: None,
             http: http::HttpMonitor::new(),
@@ -122,6 +133,12 @@ impl Api {
     /// Reports the counters of the HTTP server that runs this API (`/metrics`, stats).
     pub fn with_http_monitor(mut self, monitor: Arc<http::HttpMonitor>) -> Api {
         self.http = monitor;
+        self
+    }
+
+    /// Shows and resolves readable names of series (`--names`).
+    pub fn with_names(mut self, names: Arc<NameBook>) -> Api {
+        self.names = names;
         self
     }
 
@@ -201,6 +218,8 @@ impl Api {
                 self.threads(),
             )),
             Endpoint::History => self.history(&query),
+            Endpoint::Rate => self.rate(&query),
+            Endpoint::Top => self.top(&query),
         };
         (Some(endpoint), result)
     }
@@ -208,7 +227,8 @@ impl Api {
     /// The Prometheus exposition; copied out under the read lock, rendered after.
     fn prometheus(&self, accept: Option<&str>) -> Reply {
         let now = timestamp::now_micros();
-        let telemetry = exposition::collect(&self.store.read(), now, self.max_age);
+        let names = self.names.get();
+        let telemetry = exposition::collect(&self.store.read(), &names, now, self.max_age);
         let openmetrics = exposition::wants_openmetrics(accept);
         let body = exposition::render(
             &telemetry,
@@ -325,9 +345,10 @@ impl Api {
     fn get_metric(&self, query: &Query) -> Result<Reply, ApiError> {
         let switch_id = required(query, "switch_id")?;
         let metric = required(query, "metric")?;
+        let names = self.names.get();
         let (sample, kind) = {
             let store = self.store.read();
-            let (switch, metric_id) = series_of(&store, switch_id, metric)?;
+            let (switch, metric_id) = series_of(&store, &names, switch_id, metric)?;
             let sample = store.latest(switch, metric_id);
             (sample, store.metrics().kind(metric_id))
         };
@@ -404,6 +425,7 @@ impl Api {
                 None => ApiError::NoData(format!("no {metric} samples received yet")),
             })
         } else {
+            let names = self.names.get();
             let body = BySwitch(
                 entries
                     .into_iter()
@@ -414,6 +436,7 @@ impl Api {
                                 kind,
                             },
                             timestamp: Timestamp(s.timestamp),
+                            name: names.name_of(&id),
                         };
                         (id, entry)
                     })
@@ -524,18 +547,38 @@ impl Api {
                 )));
             }
         }
+        let as_rate = match optional(query, "rate")? {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => return Err(bad(format!("parameter \"rate\": {other:?} is not 1 or 0"))),
+        };
+        let names = self.names.get();
         let (kind, raw, buckets, truncated) = {
             let store = self.store.read();
-            let (switch, metric_id) = series_of(&store, switch_id, metric)?;
+            let (switch, metric_id) = series_of(&store, &names, switch_id, metric)?;
+            let mut kind = store.metrics().kind(metric_id);
+            if as_rate && !kind.is_counter() {
+                return Err(bad(format!(
+                    "{metric:?} is a gauge, not a counter: rate=1 needs a counter"
+                )));
+            }
             let mut raw: Vec<Sample> = Vec::new();
             let mut downsampler = step.map(|step| Downsampler::new(from, step));
             let mut truncated = false;
-            store.history(
-                switch,
-                metric_id,
-                from,
-                to,
-                &mut |sample| match &mut downsampler {
+            // rate=1: each point is the rate since the sample before it (see `rates`).
+            let mut rates = as_rate.then(|| history::RatePoints::new(kind));
+            if as_rate {
+                kind = MetricKind::Gauge;
+            }
+            store.history(switch, metric_id, from, to, &mut |sample| {
+                let sample = match &mut rates {
+                    Some(rates) => match rates.next(sample) {
+                        Some(point) => point,
+                        None => return true,
+                    },
+                    None => sample,
+                };
+                match &mut downsampler {
                     Some(down) => {
                         down.add(sample);
                         true
@@ -548,10 +591,10 @@ impl Api {
                         truncated = true;
                         false
                     }
-                },
-            );
+                }
+            });
             let buckets = downsampler.map(Downsampler::finish);
-            (store.metrics().kind(metric_id), raw, buckets, truncated)
+            (kind, raw, buckets, truncated)
         };
         if truncated {
             let span =
@@ -595,7 +638,7 @@ enum Route {
 
 /// Every path the API answers, written once: routing, the `route` label of `/metrics` and
 /// the latency entries of `/telemetry/stats` all come from it.
-const ROUTES: [(&str, Route); 8] = [
+const ROUTES: [(&str, Route); 10] = [
     ("/telemetry/get", Route::Telemetry(Endpoint::GetMetric)),
     ("/telemetry/list", Route::Telemetry(Endpoint::ListMetrics)),
     (
@@ -604,6 +647,8 @@ const ROUTES: [(&str, Route); 8] = [
     ),
     ("/telemetry/stats", Route::Telemetry(Endpoint::Stats)),
     ("/telemetry/history", Route::Telemetry(Endpoint::History)),
+    ("/telemetry/rate", Route::Telemetry(Endpoint::Rate)),
+    ("/telemetry/top", Route::Telemetry(Endpoint::Top)),
     ("/healthz", Route::Healthz),
     ("/readyz", Route::Readyz),
     ("/metrics", Route::Metrics),
