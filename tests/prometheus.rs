@@ -78,6 +78,10 @@ fn promtool_accepts_the_exposition() {
     assert!(text
         .body
         .contains("fabric_http_requests_total{route=\"other\",code=\"404\"} 1\n"));
+    promtool_check(promtool, &text.body);
+}
+
+fn promtool_check(promtool: &str, exposition: &str) {
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -89,15 +93,78 @@ fn promtool_accepts_the_exposition() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(text.body.as_bytes())
+        .write_all(exposition.as_bytes())
         .expect("feed promtool");
     let out = check.wait_with_output().expect("promtool finishes");
     assert!(
         out.status.success(),
-        "promtool check metrics failed:\n{}{}",
+        "promtool check metrics failed:\n{}{}\n{exposition}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Column and label names built to break an exposition: names that sanitise to one family,
+/// a column named like another's running total, a gauge and a counter of one OpenMetrics
+/// family, a quote, backslash and newline in a name, a source label called `switch`.
+#[test]
+fn promtool_accepts_an_exposition_of_feeds_built_to_break_it() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let csv = util::FakeFeed::start();
+    let header = "switch_id,temp,Temp,errors,errors_total,rx-bytes,rx_bytes,rx,\"we\"\"ird\\col\nx\",timestamp";
+    csv.set(move |_| {
+        util::FeedReply::Csv(util::csv_with_now(
+            header,
+            &["sw1,1,2,3,4,5,6,7,8,{ts}".to_string()],
+        ))
+    });
+    let prom = util::FakeFeed::start();
+    prom.set(|_| {
+        util::FeedReply::Body(
+            "text/plain; version=0.0.4",
+            "# TYPE xmit_wait counter\n\
+             xmit_wait{guid=\"0x1\",port=\"1\",vl=\"0\",switch=\"a\\\"b\"} 5\n\
+             xmit_wait{guid=\"0x1\",port=\"1\",vl=\"1\",switch=\"a\\\"b\"} 6\n\
+             temp{guid=\"0x1\",port=\"1\"} 40\n"
+                .to_string(),
+        )
+    });
+    let server = util::server(&[&csv.url, &prom.url], &[]);
+    let body = util::wait_for("both feeds in /metrics", Duration::from_secs(10), || {
+        let body = util::get(&server.url("/metrics")).body;
+        (body.contains("fabric_switch_xmit_wait_total{") && body.contains("sw1")).then_some(body)
+    });
+    promtool_check(promtool, &body);
+    for family in [
+        "fabric_switch_temp",
+        "fabric_switch_temp_2",
+        "fabric_switch_errors_2_total",
+        "fabric_switch_rx_bytes",
+        "fabric_switch_rx_bytes_2",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
+    }
+    assert!(body.contains(
+        "fabric_switch_xmit_wait_total{switch=\"0x0000000000000001:1\",source_switch=\"a\\\"b\",vl=\"1\"} 6"
+    ));
+    // The same in OpenMetrics: one TYPE per family.
+    let open = util::request(
+        &util::client(),
+        "GET",
+        &server.url("/metrics"),
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .body;
+    let mut types: Vec<&str> = open.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let all = types.len();
+    types.sort_unstable();
+    types.dedup_by(|a, b| a.split(' ').nth(2) == b.split(' ').nth(2));
+    assert_eq!(types.len(), all, "a family declared twice:\n{open}");
 }
 
 #[test]

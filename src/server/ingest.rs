@@ -18,6 +18,7 @@ use crate::server::stats::IngestStats;
 use crate::server::store::file::BlockFileWriter;
 use crate::server::store::StoreHandle;
 use crate::shared::feed::FeedBatch;
+use crate::shared::metric::Exposed;
 use crate::shared::timestamp::{self, Micros};
 use crate::shared::watch::{self, Watch};
 
@@ -51,16 +52,34 @@ pub struct Outlets {
 }
 
 impl Outlets {
-    fn accepted(&self, feed: FeedBatch, rows: Vec<u32>) {
+    /// `exposed`: how each column of `feed` appears in Prometheus (remote write).
+    fn accepted(
+        &self,
+        feed: FeedBatch,
+        rows: Vec<u32>,
+        exposed: impl FnOnce() -> Vec<Arc<Exposed>>,
+    ) {
         // Neither waits: a full queue drops (and counts) what it could not take.
         let feed = Arc::new(feed);
         match (&self.persistence, &self.remote) {
             (Some(p), Some(remote)) => {
                 p.disk.log_rows(Arc::clone(&feed), rows.clone());
-                remote.offer(Accepted { feed, rows });
+                let exposed = exposed().into();
+                remote.offer(Accepted {
+                    feed,
+                    rows,
+                    exposed,
+                });
             }
             (Some(p), None) => p.disk.log_rows(feed, rows),
-            (None, Some(remote)) => remote.offer(Accepted { feed, rows }),
+            (None, Some(remote)) => {
+                let exposed = exposed().into();
+                remote.offer(Accepted {
+                    feed,
+                    rows,
+                    exposed,
+                });
+            }
             (None, None) => {}
         }
     }
@@ -110,7 +129,19 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
         let mut outcome = handle.apply(&batch.feed);
         stats.record_ingest(batch.source, &outcome);
         if outlets.remote.is_some() || outlets.persistence.is_some() {
-            outlets.accepted(batch.feed, std::mem::take(&mut outcome.accepted_rows));
+            let columns = std::mem::take(&mut outcome.columns);
+            let exposed = || {
+                let store = handle.read();
+                columns
+                    .iter()
+                    .map(|&id| Arc::clone(store.metrics().exposed(id)))
+                    .collect()
+            };
+            outlets.accepted(
+                batch.feed,
+                std::mem::take(&mut outcome.accepted_rows),
+                exposed,
+            );
         }
     }
     if batch.last {

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::shared::feed::FeedBatch;
-use crate::shared::metric::{self, Value};
+use crate::shared::metric::{Exposed, Value};
 use crate::shared::wire::put_varint;
 
 /// Samples per request (Prometheus's own default for `max_samples_per_send`).
@@ -35,6 +35,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Accepted {
     pub feed: Arc<FeedBatch>,
     pub rows: Vec<u32>,
+    /// How each column of `feed` appears in Prometheus.
+    pub exposed: Arc<[Arc<Exposed>]>,
 }
 
 /// Counters, shown in `/telemetry/stats` and `/metrics`.
@@ -154,35 +156,32 @@ fn put_series(
 
 /// A `WriteRequest` body (before compression) for some accepted rows; returns it and the
 /// number of samples in it.
-pub fn encode_rows(feed: &FeedBatch, rows: &[u32]) -> (Vec<u8>, usize) {
-    let names: Vec<(String, f64)> = feed
-        .metrics
-        .iter()
-        .zip(&feed.kinds)
-        .map(|(m, &kind)| metric::prometheus_series(m, kind))
-        .collect();
-    let mut out = Vec::with_capacity(rows.len() * names.len() * 64);
+/// `exposed` says how each column of `feed` appears in Prometheus (the families `/metrics`
+/// uses).
+pub fn encode_rows(feed: &FeedBatch, rows: &[u32], exposed: &[Arc<Exposed>]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(rows.len() * exposed.len() * 64);
     let mut scratch = Vec::new();
+    let mut labels: Vec<(&str, &str)> = Vec::new();
     let mut samples = 0;
     for &row in rows {
         let row = row as usize;
         let switch = feed.switch_id(row);
         let timestamp_ms = feed.timestamp(row).div_euclid(1000);
-        for ((name, scale), &value) in names.iter().zip(feed.row_values(row)) {
+        for (column, &value) in exposed.iter().zip(feed.row_values(row)) {
             // Remote write 1.0 carries only doubles: a counter above 2^53 arrives rounded to
             // the nearest one (the API and `/metrics` keep it exact).
             let value = match value {
                 None => continue,
-                Some(Value::Float(v)) => v * scale,
+                Some(Value::Float(v)) => v * column.scale,
                 Some(Value::Int(v)) => v as f64,
             };
-            put_series(
-                &mut out,
-                &[("__name__", name), ("switch", switch)],
-                value,
-                timestamp_ms,
-                &mut scratch,
-            );
+            labels.clear();
+            labels.push(("__name__", &column.family));
+            labels.push(("switch", switch));
+            labels.extend(column.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            // The protocol wants labels sorted by name.
+            labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            put_series(&mut out, &labels, value, timestamp_ms, &mut scratch);
             samples += 1;
         }
     }
@@ -328,7 +327,7 @@ fn run(
     stop: &Receiver<()>,
     stats: &RemoteWriteStats,
 ) {
-    let mut pending: Vec<(Arc<FeedBatch>, Vec<u32>)> = Vec::new();
+    let mut pending: Vec<Accepted> = Vec::new();
     let mut pending_rows = 0usize;
     let mut oldest: Option<Instant> = None;
     loop {
@@ -340,7 +339,7 @@ fn run(
             recv(queue) -> msg => match msg {
                 Ok(accepted) => {
                     pending_rows += accepted.rows.len();
-                    pending.push((accepted.feed, accepted.rows));
+                    pending.push(accepted);
                     oldest.get_or_insert_with(Instant::now);
                 }
                 Err(_) => return,
@@ -352,10 +351,15 @@ fn run(
         if pending.is_empty() || (pending_rows * 3 < MAX_SAMPLES_PER_SEND && !due) {
             continue;
         }
-        for (feed, rows) in pending.drain(..) {
+        for Accepted {
+            feed,
+            rows,
+            exposed,
+        } in pending.drain(..)
+        {
             let per_row = feed.metrics.len().max(1);
             for chunk in rows.chunks((MAX_SAMPLES_PER_SEND / per_row).max(1)) {
-                let (body, samples) = encode_rows(&feed, chunk);
+                let (body, samples) = encode_rows(&feed, chunk, &exposed);
                 if samples > 0 && !deliver(agent, url, &body, samples, stop, stats) {
                     return;
                 }
@@ -384,7 +388,14 @@ mod tests {
     fn a_row_becomes_one_series_per_present_value() {
         let mut feed = FeedBatch::with_metrics(&["bandwidth", "latency", "errors"]);
         feed.push_row("switch1", 1_700_000_000_123_456, &[72.34, f64::NAN, 3.0]);
-        let (body, samples) = encode_rows(&feed, &[0]);
+        let mut names = crate::shared::metric::ExposedNames::default();
+        let exposed: Vec<Arc<Exposed>> = feed
+            .metrics
+            .iter()
+            .zip(&feed.kinds)
+            .map(|(m, &kind)| Arc::new(names.assign(m, kind)))
+            .collect();
+        let (body, samples) = encode_rows(&feed, &[0], &exposed);
         assert_eq!(samples, 2);
         let text = String::from_utf8_lossy(&body);
         assert!(

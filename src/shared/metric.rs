@@ -1,6 +1,13 @@
 //! What a metric is. Metrics are data, not fields: any feed column or Prometheus sample name
 //! that is not part of a series' key is a metric. A metric's kind decides how its values are
 //! validated, stored and written as JSON; see [`kind_of`] for how a kind is decided.
+//!
+//! In Prometheus a metric's newest values are `fabric_switch_bandwidth_gbps`,
+//! `fabric_switch_latency_seconds` (the feed's ms / 1000), `fabric_switch_interval_<count>`
+//! with `fabric_switch_<count>_total` beside it, `fabric_switch_<counter>_total` (in the
+//! source's units: words stay words) and `fabric_switch_<gauge>`; see [`ExposedNames`].
+
+use std::collections::HashMap;
 
 /// How a metric's values behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,29 +190,134 @@ fn sanitize(column: &str) -> String {
         .collect()
 }
 
-/// How a metric's newest values are named in Prometheus (`/metrics` and remote write), and
-/// the factor from feed units to the series' base unit: `fabric_switch_bandwidth_gbps`,
-/// `fabric_switch_latency_seconds` (the feed's ms / 1000), `fabric_switch_interval_<count>`,
-/// `fabric_switch_<counter>_total` (in the source's units: words stay words),
-/// `fabric_switch_<gauge>`.
-pub fn prometheus_series(column: &str, kind: MetricKind) -> (String, f64) {
-    match (column, kind) {
-        ("bandwidth", MetricKind::Gauge) => ("fabric_switch_bandwidth_gbps".to_string(), 1.0),
-        ("latency", MetricKind::Gauge) => ("fabric_switch_latency_seconds".to_string(), 1e-3),
-        // Not `fabric_switch_<count>`: OpenMetrics names the `_total` counter's family that.
-        (_, MetricKind::Count) => (format!("fabric_switch_interval_{}", sanitize(column)), 1.0),
-        (_, MetricKind::Counter { .. }) => {
-            let name = sanitize(column);
-            let name = name.strip_suffix("_total").unwrap_or(&name);
-            (format!("fabric_switch_{name}_total"), 1.0)
+/// How one metric appears in Prometheus (`/metrics` and remote write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposed {
+    /// The family its newest values go in: `fabric_switch_temp`, `..._total` for counters.
+    pub family: String,
+    /// From feed units to the family's base unit (latency: ms → s).
+    pub scale: f64,
+    /// Labels the metric's name carried (`xmit_wait{vl="0"}` → `vl="0"`), renamed where they
+    /// would clash with the series' own `switch` and `name` (`source_switch`).
+    pub labels: Vec<(String, String)>,
+    /// A count metric's running total family (`fabric_switch_errors_total`).
+    pub total: Option<String>,
+}
+
+/// Gives every metric a family no different metric has. Sanitising folds names together
+/// (`temp` and `Temp`, `rx-bytes` and `rx_bytes`; a gauge `foo` and a counter `foo_total` are
+/// one family in OpenMetrics): the first metric to arrive keeps the plain name, later ones get
+/// `_2`, `_3`, ... (their HELP names the column). Metrics that differ only in the labels their
+/// names carry share their family.
+#[derive(Debug, Default, Clone)]
+pub struct ExposedNames {
+    /// OpenMetrics family (a counter's name without `_total`) → (base name, kind) owning it.
+    owners: HashMap<String, (String, MetricKind)>,
+}
+
+impl ExposedNames {
+    pub fn assign(&mut self, metric: &str, kind: MetricKind) -> Exposed {
+        let (base, labels) = split_labels(metric);
+        let owner = (base.to_string(), kind);
+        let plain = sanitize(base);
+        let plain = match kind {
+            MetricKind::Counter { .. } => {
+                plain.strip_suffix("_total").unwrap_or(&plain).to_string()
+            }
+            _ => plain,
+        };
+        for attempt in 1.. {
+            let stem = if attempt == 1 {
+                plain.clone()
+            } else {
+                format!("{plain}_{attempt}")
+            };
+            let (family, scale, total) = prometheus_family(base, &stem, kind);
+            let mut keys = vec![family
+                .strip_suffix("_total")
+                .filter(|_| kind.is_counter())
+                .unwrap_or(&family)
+                .to_string()];
+            if let Some(total) = &total {
+                keys.push(total.trim_end_matches("_total").to_string());
+            }
+            let free = keys
+                .iter()
+                .all(|k| self.owners.get(k).is_none_or(|o| *o == owner));
+            if free {
+                for key in keys {
+                    self.owners.insert(key, owner.clone());
+                }
+                return Exposed {
+                    family,
+                    scale,
+                    labels,
+                    total,
+                };
+            }
         }
-        (_, MetricKind::Gauge) => (format!("fabric_switch_{}", sanitize(column)), 1.0),
+        unreachable!("some suffix is always free")
     }
 }
 
-/// The counter of a count metric's running total: `fabric_switch_errors_total`.
-pub fn prometheus_total(column: &str) -> String {
-    format!("fabric_switch_{}_total", sanitize(column))
+/// `xmit_wait{switch="a",vl="0"}` → (`xmit_wait`, [(`source_switch`, `a`), (`vl`, `0`)]): the
+/// label suffix the Prometheus reader gives samples that differ in other labels.
+pub fn split_labels(metric: &str) -> (&str, Vec<(String, String)>) {
+    let Some(open) = metric.find('{').filter(|_| metric.ends_with('}')) else {
+        return (metric, Vec::new());
+    };
+    let mut labels = Vec::new();
+    let mut rest = &metric[open + 1..metric.len() - 1];
+    while let Some(eq) = rest.find("=\"") {
+        let name = rest[..eq].trim_start_matches(',');
+        let mut value = String::new();
+        let mut chars = rest[eq + 2..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = Some(eq + 2 + i + 1);
+                    break;
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => break,
+                },
+                c => value.push(c),
+            }
+        }
+        let Some(end) = end else {
+            return (metric, Vec::new());
+        };
+        let name = match name {
+            "switch" | "name" => format!("source_{name}"),
+            n if n.starts_with("__") => format!("source{n}"),
+            n => n.to_string(),
+        };
+        labels.push((name, value));
+        rest = &rest[end..];
+    }
+    (&metric[..open], labels)
+}
+
+/// The family (and a count's total family) of a metric under `stem`.
+fn prometheus_family(base: &str, stem: &str, kind: MetricKind) -> (String, f64, Option<String>) {
+    match (base, kind) {
+        ("bandwidth", MetricKind::Gauge) => ("fabric_switch_bandwidth_gbps".to_string(), 1.0, None),
+        ("latency", MetricKind::Gauge) => ("fabric_switch_latency_seconds".to_string(), 1e-3, None),
+        // Not `fabric_switch_<count>`: OpenMetrics names the `_total` counter's family that.
+        (_, MetricKind::Count) => (
+            format!("fabric_switch_interval_{stem}"),
+            1.0,
+            Some(format!("fabric_switch_{stem}_total")),
+        ),
+        (_, MetricKind::Counter { .. }) => {
+            let stem = stem.strip_suffix("_total").unwrap_or(stem);
+            (format!("fabric_switch_{stem}_total"), 1.0, None)
+        }
+        (_, MetricKind::Gauge) => (format!("fabric_switch_{stem}"), 1.0, None),
+    }
 }
 
 #[cfg(test)]
@@ -214,19 +326,49 @@ mod tests {
 
     #[test]
     fn prometheus_names() {
-        let series = |name| prometheus_series(name, kind_of(name));
+        let mut names = ExposedNames::default();
+        let mut family = |name: &str| names.assign(name, kind_of(name)).family;
+        assert_eq!(family("latency"), "fabric_switch_latency_seconds");
+        assert_eq!(family("errors"), "fabric_switch_interval_errors");
+        assert_eq!(family("temp-C.1"), "fabric_switch_temp_c_1");
         assert_eq!(
-            series("latency"),
-            ("fabric_switch_latency_seconds".to_string(), 1e-3)
-        );
-        assert_eq!(series("errors").0, "fabric_switch_interval_errors");
-        assert_eq!(series("temp-C.1").0, "fabric_switch_temp_c_1");
-        assert_eq!(
-            series("PortXmitDataExtended").0,
+            family("PortXmitDataExtended"),
             "fabric_switch_portxmitdataextended_total"
         );
-        assert_eq!(series("rx_total").0, "fabric_switch_rx_total");
-        assert_eq!(prometheus_total("errors"), "fabric_switch_errors_total");
+        assert_eq!(family("rx_total"), "fabric_switch_rx_total");
+        // Folded together by sanitising: later ones are numbered.
+        assert_eq!(family("temp"), "fabric_switch_temp");
+        assert_eq!(family("Temp"), "fabric_switch_temp_2");
+        assert_eq!(family("TEMP"), "fabric_switch_temp_3");
+        assert_eq!(
+            family("temp"),
+            "fabric_switch_temp",
+            "stable for the same metric"
+        );
+        // `errors_total` would be the count's running total; `rx` the counter's family.
+        assert_eq!(family("errors_total"), "fabric_switch_errors_2_total");
+        assert_eq!(family("rx"), "fabric_switch_rx_2");
+        // Label variants share their family.
+        assert_eq!(family("w{vl=\"0\"}"), "fabric_switch_w");
+        assert_eq!(family("w{vl=\"1\"}"), "fabric_switch_w");
+        let errors = names.assign("errors", MetricKind::Count);
+        assert_eq!(errors.total.as_deref(), Some("fabric_switch_errors_total"));
+    }
+
+    #[test]
+    fn labels_carried_by_names_come_back_out() {
+        assert_eq!(
+            split_labels("xmit_wait{switch=\"a\\\"b\",vl=\"0\"}"),
+            (
+                "xmit_wait",
+                vec![
+                    ("source_switch".to_string(), "a\"b".to_string()),
+                    ("vl".to_string(), "0".to_string())
+                ]
+            )
+        );
+        assert_eq!(split_labels("plain"), ("plain", Vec::new()));
+        assert_eq!(split_labels("odd{"), ("odd{", Vec::new()));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::server::stats::{ApiStats, IngestStats, DURATION_BUCKETS_S};
 use crate::server::store::Store;
 use crate::shared::feed::RejectReason;
 use crate::shared::http::HttpCounters;
-use crate::shared::metric::{self, MetricKind, Value};
+use std::sync::Arc;
+
+use crate::shared::metric::{self, Exposed, Value};
 use crate::shared::timestamp::Micros;
 use crate::shared::watch::ThreadReport;
 
@@ -182,8 +184,17 @@ struct Family {
     name: String,
     help: String,
     kind: Kind,
-    /// (series key, its name if it has one, value).
-    samples: Vec<(std::sync::Arc<str>, Option<String>, Value)>,
+    samples: Vec<Sample>,
+}
+
+/// One series' value in a telemetry family.
+struct Sample {
+    switch: Arc<str>,
+    /// Its name from `--names`, if any.
+    name: Option<String>,
+    /// Its metric's exposition (the labels its name carries).
+    exposed: Arc<Exposed>,
+    value: Value,
 }
 
 /// Telemetry series, copied out under the store's read lock.
@@ -204,52 +215,66 @@ fn help_for(name: &str) -> String {
     }
 }
 
-/// Copies the fresh newest samples (and count totals) out of the store.
+/// Copies the fresh newest samples (and count totals) out of the store, grouped by family
+/// (metrics whose names carry labels share one).
 pub fn collect(store: &Store, names: &Names, now: Micros, max_age: Micros) -> Telemetry {
-    let mut families = Vec::new();
-    for metric_id in 0..store.metrics().len() {
-        let name = store.metrics().name(metric_id).to_string();
-        let kind = store.metrics().kind(metric_id);
-        let (series, scale) = metric::prometheus_series(&name, kind);
-        let mut fresh = Vec::new();
-        let mut totals = Vec::new();
-        for (switch, id) in store.switch_ids().iter().enumerate() {
-            if let Some(sample) = store.latest(switch, metric_id) {
-                if now - sample.timestamp <= max_age {
-                    let value = match sample.value {
-                        Value::Float(v) => Value::Float(v * scale),
-                        exact => exact,
-                    };
-                    let name = names.name_of(id);
-                    if kind == MetricKind::Count {
-                        totals.push((
-                            std::sync::Arc::clone(id),
-                            name.clone(),
-                            Value::Float(store.count_total(switch, metric_id).unwrap_or(0.0)),
-                        ));
-                    }
-                    fresh.push((std::sync::Arc::clone(id), name, value));
-                }
-            }
-        }
-        if kind == MetricKind::Count {
+    let mut families: Vec<Family> = Vec::new();
+    let mut family_index: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    let mut family_of = |families: &mut Vec<Family>, name: &str, help: String, kind: Kind| {
+        *family_index.entry(name.to_string()).or_insert_with(|| {
             families.push(Family {
-                name: metric::prometheus_total(&name),
-                help: format!("Sum of {name} over every sample stored since the server started"),
-                kind: Kind::Counter,
-                samples: totals,
+                name: name.to_string(),
+                help,
+                kind,
+                samples: Vec::new(),
+            });
+            families.len() - 1
+        })
+    };
+    for metric_id in 0..store.metrics().len() {
+        let name = store.metrics().name(metric_id);
+        let kind = store.metrics().kind(metric_id);
+        let exposed = Arc::clone(store.metrics().exposed(metric_id));
+        let base = metric::split_labels(name).0;
+        let totals = exposed.total.as_ref().map(|total| {
+            let help = format!("Sum of {base} over every sample stored since the server started");
+            family_of(&mut families, total, help, Kind::Counter)
+        });
+        let type_of = if kind.is_counter() {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        let fresh = family_of(&mut families, &exposed.family, help_for(base), type_of);
+        for (switch, id) in store.switch_ids().iter().enumerate() {
+            let Some(sample) = store.latest(switch, metric_id) else {
+                continue;
+            };
+            if now - sample.timestamp > max_age {
+                continue;
+            }
+            let value = match sample.value {
+                Value::Float(v) => Value::Float(v * exposed.scale),
+                exact => exact,
+            };
+            let name = names.name_of(id);
+            if let Some(totals) = totals {
+                let total = store.count_total(switch, metric_id).unwrap_or(0.0);
+                families[totals].samples.push(Sample {
+                    switch: Arc::clone(id),
+                    name: name.clone(),
+                    exposed: Arc::clone(&exposed),
+                    value: Value::Float(total),
+                });
+            }
+            families[fresh].samples.push(Sample {
+                switch: Arc::clone(id),
+                name,
+                exposed: Arc::clone(&exposed),
+                value,
             });
         }
-        families.push(Family {
-            name: series,
-            help: help_for(&name),
-            kind: if kind.is_counter() {
-                Kind::Counter
-            } else {
-                Kind::Gauge
-            },
-            samples: fresh,
-        });
     }
     Telemetry {
         families,
@@ -496,11 +521,19 @@ pub fn render(
             kind: family.kind,
             help: &family.help,
         });
-        for (switch, name, value) in &family.samples {
-            match name {
-                Some(name) => x.value_sample(&[("switch", switch), ("name", name)], *value),
-                None => x.value_sample(&[("switch", switch)], *value),
+        for sample in &family.samples {
+            let mut labels: Vec<(&str, &str)> = vec![("switch", &sample.switch)];
+            if let Some(name) = &sample.name {
+                labels.push(("name", name));
             }
+            labels.extend(
+                sample
+                    .exposed
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            x.value_sample(&labels, sample.value);
         }
     }
 

@@ -38,7 +38,7 @@ pub use block::{CounterAgg, MetricAgg};
 pub use export::ImportOutcome;
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
-use crate::shared::metric::{self, MetricKind, Value};
+use crate::shared::metric::{self, Exposed, ExposedNames, MetricKind, Value};
 use crate::shared::timestamp::{Micros, MICROS_PER_SEC};
 
 /// One value at one time.
@@ -74,6 +74,9 @@ pub struct MetricTable {
     names: Vec<Arc<str>>,
     kinds: Vec<MetricKind>,
     index: HashMap<Arc<str>, usize>,
+    /// How each metric appears in Prometheus: unique families, fixed at first sight.
+    exposed: Vec<Arc<Exposed>>,
+    exposed_names: ExposedNames,
 }
 
 impl MetricTable {
@@ -87,6 +90,8 @@ impl MetricTable {
         let id = self.names.len();
         self.names.push(Arc::clone(&name));
         self.kinds.push(kind);
+        self.exposed
+            .push(Arc::new(self.exposed_names.assign(&name, kind)));
         self.index.insert(name, id);
         id
     }
@@ -101,6 +106,11 @@ impl MetricTable {
 
     pub fn kind(&self, id: usize) -> MetricKind {
         self.kinds[id]
+    }
+
+    /// How the metric appears in Prometheus.
+    pub fn exposed(&self, id: usize) -> &Arc<Exposed> {
+        &self.exposed[id]
     }
 
     pub fn len(&self) -> usize {
@@ -371,6 +381,8 @@ pub struct IngestOutcome {
     pub rejected: RejectCounts,
     /// Indices of the accepted rows in the batch (for remote write).
     pub accepted_rows: Vec<u32>,
+    /// The store metric of each column of the batch.
+    pub columns: Vec<usize>,
 }
 
 /// All retained telemetry.
@@ -708,6 +720,7 @@ impl StoreHandle {
     pub fn apply(&self, batch: &FeedBatch) -> IngestOutcome {
         let mut outcome = IngestOutcome::default();
         let columns = self.write().register_metrics(batch);
+        outcome.columns.clone_from(&columns);
         let mut start = 0;
         while start < batch.len() {
             let end = (start + WRITE_CHUNK_ROWS).min(batch.len());
