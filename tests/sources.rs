@@ -370,3 +370,33 @@ fn tempfile_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+#[test]
+fn a_source_minting_keys_and_columns_is_bounded_and_counted() {
+    let feed = FakeFeed::start();
+    feed.set(|n| {
+        // Every poll brings new keys and a new column: the bounds hold.
+        let mut body = format!("timestamp,node_guid,port_num,a,b,new_{n}\n");
+        let us = now_us();
+        for port in 1..=5 {
+            body.push_str(&format!("{us},0x{:x},{port},1,2,3\n", 100 + n));
+        }
+        FeedReply::Body("text/csv", body)
+    });
+    let server = server(&[&feed.url], &["--max-series", "7", "--max-metrics", "3"]);
+    let source = wait_for("three polls", Duration::from_secs(10), || {
+        let source = stats(&server)["ingest"]["sources"][0].clone();
+        (source["polls_ok"].as_u64() >= Some(3)).then_some(source)
+    });
+    assert_eq!(source["series"], 7, "{source}");
+    assert!(source["metrics_dropped"].as_u64() >= Some(2), "{source}");
+    let rejected = &stats(&server)["ingest"]["rows_rejected"];
+    assert!(
+        rejected["too_many_series"].as_u64() >= Some(8),
+        "{rejected}"
+    );
+    let list = get(&server.url("/telemetry/list?metric=a")).json();
+    assert_eq!(list.as_object().map(|o| o.len()), Some(7), "{list}");
+    assert_eq!(get(&server.url("/telemetry/list?metric=new_1")).status, 404);
+    assert_eq!(get(&server.url("/telemetry/list?metric=new_0")).status, 200);
+}

@@ -153,6 +153,24 @@ pub static FLAGS: &[Flag] = &[
         ..FLAG
     },
     Flag {
+        name: "max-series",
+        programs: Programs::Server,
+        kind: Kind::Value("N"),
+        preset: Preset::Value("2000000"),
+        help: "series keys one source may make the server hold; rows with new keys beyond it are rejected (too_many_series)",
+        set: |s, v| number(v, 1..=usize::MAX).map(|n| s.server.limits.max_series = n),
+        ..FLAG
+    },
+    Flag {
+        name: "max-metrics",
+        programs: Programs::Server,
+        kind: Kind::Value("N"),
+        preset: Preset::Value("1000"),
+        help: "metric names (columns) one source may add; new ones beyond it are dropped and counted",
+        set: |s, v| number(v, 1..=100_000).map(|n| s.server.limits.max_metrics = n),
+        ..FLAG
+    },
+    Flag {
         name: "counter-columns",
         programs: Programs::Server,
         kind: Kind::List("NAMES"),
@@ -574,6 +592,10 @@ impl Settings {
                 key_labels: Vec::new(),
                 counter_columns: Vec::new(),
                 names: None,
+                limits: crate::server::cardinality::Limits {
+                    max_series: 0,
+                    max_metrics: 0,
+                },
             },
             generator: GeneratorConfig {
                 listen: String::new(),

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cardinality;
 pub mod ingest;
 pub mod names;
 pub mod persist;
@@ -75,6 +76,8 @@ pub struct ServerConfig {
     pub counter_columns: Vec<String>,
     /// Readable names of ports and nodes (re-read on SIGHUP).
     pub names: Option<std::path::PathBuf>,
+    /// Series and metrics each source may make the server hold.
+    pub limits: cardinality::Limits,
 }
 
 impl ServerConfig {
@@ -299,6 +302,8 @@ impl MetricsServer {
                     key_labels: config.key_labels.clone(),
                     counter_columns: config.counter_columns.clone(),
                 },
+                limits: config.limits,
+                retention: config.retention,
                 interval: config.poll_interval,
                 timeout: config.poll_timeout,
                 connect_timeout: config.connect_timeout,

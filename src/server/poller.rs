@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
+use crate::server::cardinality::{Cardinality, Limits};
 use crate::server::ingest::IngestBatch;
 use crate::server::stats::{CellCounts, IngestStats};
 use crate::shared::feed::{
@@ -34,6 +35,10 @@ pub struct PollerConfig {
     pub max_age: Duration,
     /// How its answers are read (format, key labels, counter columns).
     pub options: SourceOptions,
+    /// How many series and metrics it may make the server hold.
+    pub limits: Limits,
+    /// Keys unseen this long stop counting against `limits`.
+    pub retention: Duration,
 }
 
 /// A poll that produced no rows. Its `Display` is safe to log (see [`logging::escape`]).
@@ -87,6 +92,8 @@ pub struct PollSummary {
     /// The format the answer was read in.
     pub format: &'static str,
     pub cells: CellCounts,
+    /// The first metric dropped for `--max-metrics`, for the log.
+    pub first_dropped_metric: Option<String>,
 }
 
 /// Fetches one poll of the feed, handing its rows to `deliver` in chunks as they are
@@ -94,6 +101,7 @@ pub struct PollSummary {
 pub fn poll_once(
     agent: &ureq::Agent,
     config: &PollerConfig,
+    bounds: &mut Cardinality,
     deliver: &mut dyn FnMut(FeedBatch) -> bool,
 ) -> Result<PollSummary, PollError> {
     let response = agent.get(&config.url).call().map_err(PollError::Request)?;
@@ -118,7 +126,13 @@ pub fn poll_once(
         format: parser.format_name(),
         ..PollSummary::default()
     };
+    let retention = timestamp::duration_micros(config.retention);
     while let Some(mut batch) = parser.next_batch(CHUNK_ROWS) {
+        let refused = bounds.admit(&mut batch, freshness.now, retention);
+        summary.cells.metrics_dropped += refused.metrics;
+        if summary.first_dropped_metric.is_none() {
+            summary.first_dropped_metric = refused.first_metric;
+        }
         summary.rows += batch.len() as u64;
         summary.cells.not_available += batch.not_available;
         summary.cells.bad_cells += batch.bad_cells;
@@ -142,6 +156,7 @@ struct SourceLog {
     url: String,
     failures: LogThrottle,
     rejects: LogThrottle,
+    dropped_metrics: LogThrottle,
     failing_since: Option<(Instant, u64)>,
 }
 
@@ -175,6 +190,22 @@ impl SourceLog {
     }
 
     fn rejected(&mut self, summary: &PollSummary) {
+        if summary.cells.metrics_dropped > 0 {
+            if let Some(held_back) = self.dropped_metrics.allow(Instant::now()) {
+                log::warn!(
+                    source = self.url.as_str(), metrics_dropped = summary.cells.metrics_dropped;
+                    "{}: {} columns beyond --max-metrics dropped (first: {}){}",
+                    self.url,
+                    summary.cells.metrics_dropped,
+                    logging::quote(summary.first_dropped_metric.as_deref().unwrap_or("")),
+                    if held_back > 0 {
+                        format!(" ({held_back} more polls with dropped columns since)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         if summary.rejected.total() == 0 {
             return;
         }
@@ -235,8 +266,10 @@ fn run(
         url: config.url.clone(),
         failures: LogThrottle::new(LOG_EVERY),
         rejects: LogThrottle::new(LOG_EVERY),
+        dropped_metrics: LogThrottle::new(LOG_EVERY),
         failing_since: None,
     };
+    let mut bounds = Cardinality::new(config.limits);
     let mut next_poll = Instant::now();
     loop {
         match stop.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
@@ -260,7 +293,7 @@ fn run(
                 recv(stop) -> _ => { stopping = true; false },
             }
         };
-        let outcome = poll_once(&agent, config, &mut deliver);
+        let outcome = poll_once(&agent, config, &mut bounds, &mut deliver);
         if stopping {
             return;
         }
@@ -273,7 +306,7 @@ fn run(
                 }
                 log.rejected(&summary);
                 stats.add_rejected(&summary.rejected);
-                stats.record_answer(source, summary.format, &summary.cells);
+                stats.record_answer(source, summary.format, &summary.cells, bounds.series());
                 stats.poll_succeeded(source, summary.rows, timestamp::now_micros(), cut_short);
                 // Marks the poll complete: the store times it once every chunk is queryable.
                 select! {

@@ -224,6 +224,10 @@ pub struct SourceStats {
     pub values_unparsable: u64,
     /// Prometheus samples no `--key-labels` alternative keys (an exporter's own metrics).
     pub samples_unkeyed: u64,
+    /// Series keys counted against `--max-series` (seen within a retention).
+    pub series: u64,
+    /// New columns dropped for `--max-metrics` (rows for `--max-series` are in `rejected`).
+    pub metrics_dropped: u64,
 }
 
 /// Upper bounds of the poll latency histogram, in milliseconds.
@@ -325,6 +329,8 @@ pub struct CellCounts {
     pub not_available: u64,
     pub bad_cells: u64,
     pub unkeyed: u64,
+    /// New columns beyond `--max-metrics`.
+    pub metrics_dropped: u64,
 }
 
 /// Ingest counters: rows accepted, rows rejected by reason, and per-source poll health.
@@ -431,9 +437,17 @@ impl IngestStats {
 
     /// What an answer said beyond its rows: its format and the cells and samples it had
     /// without a value or key.
-    pub fn record_answer(&self, source: usize, format: &'static str, cells: &CellCounts) {
+    pub fn record_answer(
+        &self,
+        source: usize,
+        format: &'static str,
+        cells: &CellCounts,
+        series: usize,
+    ) {
         self.with_source(source, |s| {
             s.format = Some(format);
+            s.series = series as u64;
+            s.metrics_dropped += cells.metrics_dropped;
             s.values_not_available += cells.not_available;
             s.values_unparsable += cells.bad_cells;
             s.samples_unkeyed += cells.unkeyed;

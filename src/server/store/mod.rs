@@ -406,6 +406,8 @@ pub struct Store {
     next_expiry: Micros,
     /// Newest sample timestamp of any switch.
     newest: Option<Micros>,
+    /// Series emptied by expiry (no sample for a whole retention), awaiting `forget_dead`.
+    dead: usize,
 }
 
 impl Store {
@@ -426,6 +428,7 @@ impl Store {
             cursor: usize::MAX,
             next_expiry: i64::MIN,
             newest: None,
+            dead: 0,
         }
     }
 
@@ -537,27 +540,67 @@ impl Store {
     }
 
     /// Drops blocks of switches `range` entirely older than `cutoff`; returns rows dropped and
-    /// the earliest time a block left in the range can expire.
+    /// the earliest time a block left in the range can expire. A series left without any
+    /// block had no sample for a whole retention: it is emptied, to be forgotten.
     fn evict_range(&mut self, cutoff: Micros, range: std::ops::Range<usize>) -> (u64, Micros) {
         let end = range.end.min(self.switches.len());
         let start = range.start.min(end);
         let mut dropped = 0;
         let mut next_expiry = i64::MAX;
         for series in &mut self.switches[start..end] {
-            dropped += series.evict_before(cutoff);
-            if let Some(oldest_end) = series.oldest_block_end() {
-                next_expiry = next_expiry.min(oldest_end);
+            let rows = series.evict_before(cutoff);
+            dropped += rows;
+            match series.oldest_block_end() {
+                Some(oldest_end) => next_expiry = next_expiry.min(oldest_end),
+                None if rows > 0 => {
+                    *series = SwitchSeries::default();
+                    self.dead += 1;
+                }
+                None => {}
             }
         }
         self.retained_rows -= dropped;
         (dropped, next_expiry)
     }
 
-    /// Drops every block entirely older than `cutoff`; returns the rows dropped.
+    /// Drops every block entirely older than `cutoff` and forgets the series left without
+    /// one; returns the rows dropped.
     pub fn evict_before(&mut self, cutoff: Micros) -> u64 {
         let (dropped, next_expiry) = self.evict_range(cutoff, 0..self.switches.len());
         self.next_expiry = next_expiry;
+        self.forget_dead();
         dropped
+    }
+
+    /// Series emptied by expiry, not yet forgotten.
+    pub fn dead_series(&self) -> usize {
+        self.dead
+    }
+
+    /// Forgets the series expiry emptied: their ids and slots go, the others keep their
+    /// first-seen order. One pass over every series, so callers batch it.
+    pub fn forget_dead(&mut self) -> usize {
+        if self.dead == 0 {
+            return 0;
+        }
+        let before = self.switches.len();
+        let ids = std::mem::take(&mut self.ids);
+        let switches = std::mem::take(&mut self.switches);
+        self.index.clear();
+        for (id, series) in ids.into_iter().zip(switches) {
+            if series.newest.is_none() {
+                continue;
+            }
+            self.index.insert(Arc::clone(&id), self.ids.len());
+            self.ids.push(id);
+            self.switches.push(series);
+        }
+        self.ids.shrink_to_fit();
+        self.switches.shrink_to_fit();
+        self.index.shrink_to_fit();
+        self.cursor = usize::MAX;
+        self.dead = 0;
+        before - self.switches.len()
     }
 
     pub fn metrics(&self) -> &MetricTable {
@@ -755,7 +798,16 @@ impl StoreHandle {
             start = end;
         }
         // Switches added during the scan have only new blocks: the bound still holds.
-        self.write().next_expiry = next_expiry;
+        let mut store = self.write();
+        store.next_expiry = next_expiry;
+        // Forgetting rebuilds the index under the write lock: batched, once many series died
+        // (their history is already freed; only ids and empty slots wait).
+        let n = store.n_switches();
+        if store.dead > 0 && (store.dead >= 4096 || store.dead * 64 >= n) {
+            store.forget_dead();
+            self.changed();
+        }
+        drop(store);
         if dropped > 0 {
             self.changed();
         }

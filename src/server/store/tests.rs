@@ -232,14 +232,13 @@ fn expiry_drops_whole_blocks_only_when_entirely_older() {
         brute_agg(&rows[1_000 - kept.len()..], ERR, i64::MIN),
         "after expiry",
     );
-    // Everything goes once the cutoff passes the newest row; the newest sample is remembered.
+    // Everything goes once the cutoff passes the newest row, and a series with no sample
+    // for a whole retention is forgotten. (Rows that old never get here again: the feed
+    // parser rejects anything older than --max-age, far less than a retention.)
     store.evict_before(rows[999].0 + 1);
     assert_eq!(store.retained_rows(), 0);
-    assert_eq!(store.retained_agg(0, BW), None);
-    assert_eq!(store.latest(0, LAT).map(|s| s.timestamp), Some(rows[999].0));
-    // A replay of an expired timestamp is still not stored again.
-    let replay = store.ingest(&batch(&[("s", rows[999].0, rows[999].1)]));
-    assert_eq!(replay.rejected.get(RejectReason::Duplicate), 1);
+    assert_eq!(store.n_switches(), 0);
+    assert_eq!(store.switch("s"), None);
 }
 
 #[test]
@@ -665,4 +664,44 @@ fn counter_windows_match_brute_force_across_blocks_and_resets() {
             assert_eq!(coarse.last, want.last);
         }
     }
+}
+
+#[test]
+fn series_without_a_sample_for_a_whole_retention_are_forgotten() {
+    let mut store = Store::new(LIMITS);
+    let rows: Vec<(String, Micros)> = (0..5)
+        .flat_map(|i| [(format!("gone{i}"), S), (format!("kept{i}"), S)])
+        .collect();
+    let rows: Vec<(&str, Micros, [f64; 3])> = rows
+        .iter()
+        .map(|(id, ts)| (id.as_str(), *ts, [1.0, 1.0, 1.0]))
+        .collect();
+    store.ingest(&batch(&rows));
+    // Much later, only the kept ones report again.
+    let later: Vec<String> = (0..5).map(|i| format!("kept{i}")).collect();
+    let later: Vec<(&str, Micros, [f64; 3])> = later
+        .iter()
+        .map(|id| (id.as_str(), 5_000 * S, [2.0, 2.0, 2.0]))
+        .collect();
+    store.ingest(&batch(&later));
+    let before = store.history_bytes();
+    store.evict_before(4_000 * S);
+    assert_eq!(store.n_switches(), 5);
+    assert!(store.switch("gone0").is_none());
+    let ids: Vec<&str> = store.switch_ids().iter().map(|id| &**id).collect();
+    assert_eq!(
+        ids,
+        ["kept0", "kept1", "kept2", "kept3", "kept4"],
+        "first-seen order kept"
+    );
+    assert_eq!(
+        store
+            .latest(store.switch("kept3").expect("kept"), BW)
+            .map(|s| s.value),
+        Some(Value::Float(2.0))
+    );
+    assert!(store.history_bytes() < before);
+    // A forgotten series that comes back starts afresh.
+    store.ingest(&batch(&[("gone0", 5_001 * S, [3.0, 3.0, 3.0])]));
+    assert_eq!(store.switch("gone0"), Some(5));
 }

@@ -61,10 +61,12 @@ pub enum RejectReason {
     OutOfOrder,
     /// A Prometheus text line that is not a sample, comment or blank.
     Malformed,
+    /// A new series key beyond the source's `--max-series`.
+    TooManySeries,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::FieldCount,
         RejectReason::BadSwitchId,
         RejectReason::BadNumber,
@@ -77,6 +79,7 @@ impl RejectReason {
         RejectReason::Duplicate,
         RejectReason::OutOfOrder,
         RejectReason::Malformed,
+        RejectReason::TooManySeries,
     ];
 
     /// Stable snake_case name, used in `/telemetry/stats` and logs.
@@ -94,6 +97,7 @@ impl RejectReason {
             RejectReason::Duplicate => "duplicate",
             RejectReason::OutOfOrder => "out_of_order",
             RejectReason::Malformed => "malformed",
+            RejectReason::TooManySeries => "too_many_series",
         }
     }
 
@@ -258,6 +262,70 @@ impl FeedBatch {
         self.timestamps.push(timestamp);
     }
 
+    /// Keeps only the rows `keep` says yes to (in order).
+    pub fn retain_rows(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let width = self.metrics.len();
+        let mut out = FeedBatch::with_columns(
+            std::mem::take(&mut self.metrics),
+            std::mem::take(&mut self.kinds),
+        );
+        for row in 0..self.len() {
+            let id = self.switch_id(row);
+            if keep(id) {
+                out.push_id(id, self.timestamps[row]);
+                out.values
+                    .extend_from_slice(&self.values[row * width..(row + 1) * width]);
+            }
+        }
+        self.ids = out.ids;
+        self.id_ends = out.id_ends;
+        self.timestamps = out.timestamps;
+        self.values = out.values;
+        self.metrics = out.metrics;
+        self.kinds = out.kinds;
+    }
+
+    /// Drops the metric columns whose `keep` entry is false (`keep.len() == metrics.len()`);
+    /// rows left with no value are dropped too.
+    pub fn retain_columns(&mut self, keep: &[bool]) {
+        let width = self.metrics.len();
+        if keep.len() != width || keep.iter().all(|&k| k) {
+            return;
+        }
+        let mut values = Vec::with_capacity(self.values.len());
+        for row in self.values.chunks(width.max(1)) {
+            values.extend(row.iter().zip(keep).filter(|(_, &k)| k).map(|(v, _)| *v));
+        }
+        let mut kept = keep.iter();
+        self.metrics.retain(|_| kept.next() == Some(&true));
+        let mut kept = keep.iter();
+        self.kinds.retain(|_| kept.next() == Some(&true));
+        self.values = values;
+        let new_width = self.metrics.len();
+        if new_width == 0 {
+            *self = FeedBatch {
+                rejected: std::mem::take(&mut self.rejected),
+                examples: std::mem::take(&mut self.examples),
+                error: self.error.take(),
+                not_available: self.not_available,
+                bad_cells: self.bad_cells,
+                unkeyed: self.unkeyed,
+                ..FeedBatch::default()
+            };
+            return;
+        }
+        let has_values: Vec<bool> = self
+            .values
+            .chunks(new_width)
+            .map(|row| row.iter().any(Option::is_some))
+            .collect();
+        if has_values.iter().all(|&v| v) {
+            return;
+        }
+        let mut rows = has_values.into_iter();
+        self.retain_rows(|_| rows.next().unwrap_or(false));
+    }
+
     /// Accepted rows.
     pub fn len(&self) -> usize {
         self.timestamps.len()
@@ -284,6 +352,21 @@ impl FeedBatch {
     pub fn row_values(&self, row_idx: usize) -> &[Option<Value>] {
         let width = self.metrics.len();
         &self.values[row_idx * width..(row_idx + 1) * width]
+    }
+
+    /// Counts `n` rows rejected for `reason` at once, with one example.
+    pub fn reject_many(&mut self, reason: RejectReason, n: u64, detail: String) {
+        if n == 0 {
+            return;
+        }
+        if self.rejected.get(reason) == 0 {
+            self.examples.push(RejectExample {
+                reason,
+                line: 0,
+                detail,
+            });
+        }
+        self.rejected.add(reason, n);
     }
 
     pub(crate) fn reject(
