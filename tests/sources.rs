@@ -400,3 +400,54 @@ fn a_source_minting_keys_and_columns_is_bounded_and_counted() {
     assert_eq!(get(&server.url("/telemetry/list?metric=new_1")).status, 404);
     assert_eq!(get(&server.url("/telemetry/list?metric=new_0")).status, 200);
 }
+
+#[test]
+fn the_demo_runs_a_ufm_fabric_and_the_generator_serves_it_as_prometheus_too() {
+    let server = server(&["http://127.0.0.1:0/csv/metrics"], &["--demo"]);
+    let top = wait_for("a UFM fabric's top ports", Duration::from_secs(15), || {
+        let answer = get(&server.url("/telemetry/top?metric=PortXmitDataExtended&k=3&window=1m"));
+        (answer.status == 200).then_some(answer.json())
+    });
+    let entries = top.as_array().expect("array");
+    assert_eq!(entries.len(), 3, "{top}");
+    // Bytes per second at a fraction of a 200 Gb/s port.
+    let best = entries[0]["value"].as_f64().expect("a rate");
+    assert!(best > 1e8 && best < 25e9, "{top}");
+    let list = get(&server.url("/telemetry/list?metric=PortXmitDataExtended")).json();
+    assert_eq!(
+        list.as_object().map(|o| o.len()),
+        Some(80),
+        "10 switches x 8 ports"
+    );
+
+    let generator = generator(&["--format", "ufm", "--switches", "2", "--ports", "4"]);
+    let prometheus = generator.url("/metrics");
+    let server = crate::util::server(&[&prometheus], &[]);
+    let key = "0x0002c903000000a0:4";
+    let value = wait_for(
+        "a port from the Prometheus rendering",
+        Duration::from_secs(10),
+        || {
+            let answer = get(&server.url(&format!(
+                "/telemetry/get?switch_id={key}&metric=SymbolErrorCounterExtended"
+            )));
+            (answer.status == 200).then_some(answer.json())
+        },
+    );
+    assert!(value["value"].is_u64(), "{value}");
+    assert_eq!(source_stats(&server)["format"], "prometheus");
+
+    let refused = std::process::Command::new(server_bin())
+        .args([
+            "--demo",
+            "--source",
+            "http://127.0.0.1:0/feed",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("/csv/metrics"), "{stderr}");
+}

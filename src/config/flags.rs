@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::generator::service::{FaultConfig, FaultMode, GeneratorConfig};
+use crate::generator::service::{FaultConfig, FaultMode, FeedFormat, GeneratorConfig};
 use crate::server::access;
 use crate::server::persist::FsyncPolicy;
 use crate::shared::feed;
@@ -265,6 +265,27 @@ pub static FLAGS: &[Flag] = &[
         preset: Preset::Value("10"),
         help: "number of switches, named switch1..switchN",
         set: |s, v| number(v, 1..=10_000_000).map(|n| s.generator.n_switches = n),
+        ..FLAG
+    },
+    Flag {
+        name: "format",
+        programs: Programs::Generator,
+        kind: Kind::Value("FORMAT"),
+        preset: Preset::Value("classic"),
+        help: "classic: switch_id,bandwidth,latency,errors,timestamp at /counters; ufm: an InfiniBand fabric as UFM Telemetry serves it, CSV at /csv/metrics and Prometheus text at /metrics",
+        set: |s, v| {
+            s.generator.format = text(v)?.parse()?;
+            Ok(())
+        },
+        ..FLAG
+    },
+    Flag {
+        name: "ports",
+        programs: Programs::Generator,
+        kind: Kind::Value("N"),
+        preset: Preset::Value("8"),
+        help: "ports per switch with --format ufm (each a series: 30 counters)",
+        set: |s, v| number(v, 1..=1024).map(|n| s.generator.ports = n),
         ..FLAG
     },
     Flag {
@@ -600,6 +621,8 @@ impl Settings {
             generator: GeneratorConfig {
                 listen: String::new(),
                 n_switches: 0,
+                format: FeedFormat::Classic,
+                ports: 0,
                 interval: Duration::ZERO,
                 seed: None,
                 workers: 0,

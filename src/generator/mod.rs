@@ -5,8 +5,14 @@
 //! 0.00–100.00 Gb/s and latency 0.10–1.00 ms are bounded random walks, errors a small count per
 //! interval with occasional bursts. The thread renders each tick once; HTTP readers share it
 //! through [`SnapshotCell`] and never wait on the writer.
+//!
+//! `--format ufm` simulates an InfiniBand fabric as UFM Telemetry serves it instead (see
+//! [`ufm`]).
 
 pub mod service;
+pub mod ufm;
+
+use std::sync::OnceLock;
 
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -132,6 +138,51 @@ impl Fabric {
     }
 }
 
+/// What the generator simulates.
+pub enum Simulation {
+    Classic(Fabric),
+    Ufm(ufm::UfmFabric),
+}
+
+impl Simulation {
+    fn tick(&mut self) {
+        match self {
+            Simulation::Classic(fabric) => fabric.tick(),
+            Simulation::Ufm(fabric) => fabric.tick(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Simulation::Classic(fabric) => fabric.len(),
+            Simulation::Ufm(fabric) => fabric.len(),
+        }
+    }
+
+    /// This tick, rendered as the feed's CSV.
+    fn snapshot(&self, produced_at: Micros, tick: u64) -> Snapshot {
+        let mut csv = Vec::new();
+        let frame = match self {
+            Simulation::Classic(fabric) => {
+                fabric.render_csv(produced_at, &mut csv);
+                None
+            }
+            Simulation::Ufm(fabric) => {
+                let frame = fabric.frame();
+                frame.render_csv(produced_at, &mut csv);
+                Some(Arc::new(frame))
+            }
+        };
+        Snapshot {
+            csv,
+            produced_at,
+            tick,
+            frame,
+            prometheus: OnceLock::new(),
+        }
+    }
+}
+
 /// One rendered tick of the feed.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -139,6 +190,31 @@ pub struct Snapshot {
     pub produced_at: Micros,
     /// Counts ticks since the generator started (the first published snapshot is 1).
     pub tick: u64,
+    /// The UFM simulation's counters at this tick (it has a second rendering).
+    pub frame: Option<Arc<ufm::UfmFrame>>,
+    /// The Prometheus rendering of `frame`, made on the first request for it.
+    prometheus: OnceLock<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// The Prometheus text of a UFM tick (rendered once, on first use).
+    pub fn prometheus(&self) -> Option<&[u8]> {
+        let frame = self.frame.as_ref()?;
+        Some(self.prometheus.get_or_init(|| {
+            let mut out = Vec::new();
+            frame.render_prometheus(self.produced_at, &mut out);
+            out
+        }))
+    }
+}
+
+/// The Prometheus rendering of a snapshot, shareable as a reply body.
+pub struct PrometheusBody(pub Arc<Snapshot>);
+
+impl AsRef<[u8]> for PrometheusBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.prometheus().unwrap_or_default()
+    }
 }
 
 impl AsRef<[u8]> for Snapshot {
@@ -176,20 +252,13 @@ impl SnapshotCell {
 /// Starts the generator thread. The first snapshot is rendered before this returns, so the
 /// feed is never empty. The thread stops when `stop` receives a message or is disconnected.
 pub fn spawn(
-    mut fabric: Fabric,
+    mut fabric: Simulation,
     interval: Duration,
     stop: Receiver<()>,
     watch: &std::sync::Arc<crate::shared::watch::Watch>,
 ) -> std::io::Result<(SnapshotCell, JoinHandle<()>)> {
     fabric.tick();
-    let mut csv = Vec::new();
-    let produced_at = timestamp::now_micros();
-    fabric.render_csv(produced_at, &mut csv);
-    let cell = SnapshotCell::new(Snapshot {
-        csv,
-        produced_at,
-        tick: 1,
-    });
+    let cell = SnapshotCell::new(fabric.snapshot(timestamp::now_micros(), 1));
     let writer = cell.clone();
     // Vital: the simulated counters live here; a panic stops the process.
     let handle = watch.spawn_vital("generator", move || {
@@ -198,7 +267,7 @@ pub fn spawn(
     Ok((cell, handle))
 }
 
-fn run_ticks(mut fabric: Fabric, interval: Duration, stop: &Receiver<()>, cell: &SnapshotCell) {
+fn run_ticks(mut fabric: Simulation, interval: Duration, stop: &Receiver<()>, cell: &SnapshotCell) {
     let mut next_tick = Instant::now() + interval;
     let mut tick = 1u64;
     let mut late_ticks = 0u64;
@@ -210,14 +279,7 @@ fn run_ticks(mut fabric: Fabric, interval: Duration, stop: &Receiver<()>, cell: 
         crate::shared::watch::injected_panic_point();
         fabric.tick();
         tick += 1;
-        let produced_at = timestamp::now_micros();
-        let mut csv = Vec::new();
-        fabric.render_csv(produced_at, &mut csv);
-        cell.publish(Snapshot {
-            csv,
-            produced_at,
-            tick,
-        });
+        cell.publish(fabric.snapshot(timestamp::now_micros(), tick));
         next_tick += interval;
         let now = Instant::now();
         if next_tick < now {

@@ -1,5 +1,6 @@
-//! The generator's HTTP side: `GET /counters` from the newest snapshot, plus fault injection so
-//! operators and tests can rehearse a misbehaving feed. Also [`GeneratorService`], the whole
+//! The generator's HTTP side: `GET /counters` from the newest snapshot (with `--format ufm`:
+//! `GET /csv/metrics` and `GET /metrics`), plus fault injection so operators and tests can
+//! rehearse a misbehaving feed. Also [`GeneratorService`], the whole
 //! running generator (thread + HTTP), used by the `telemetry-generator` binary and by
 //! `metrics-server --demo`.
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use rand::Rng;
 
-use crate::generator::{self, Fabric, SnapshotCell};
+use crate::generator::ufm::UfmFabric;
+use crate::generator::{self, Fabric, Simulation, SnapshotCell};
 use crate::shared::http::{
     self, ConnectionLimits, HttpError, HttpMonitor, HttpServer, Reply, ReplyBody, RequestHead,
 };
@@ -88,12 +90,48 @@ impl Default for FaultConfig {
     }
 }
 
+/// What the generator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// `switch_id,bandwidth,latency,errors,timestamp` at `/counters`.
+    Classic,
+    /// An InfiniBand fabric as UFM Telemetry serves it: `/csv/metrics` and `/metrics`.
+    Ufm,
+}
+
+impl FeedFormat {
+    /// The paths it answers, the first being the one `--demo` polls by default.
+    pub fn paths(self) -> &'static [&'static str] {
+        match self {
+            FeedFormat::Classic => &["/counters"],
+            FeedFormat::Ufm => &["/csv/metrics", "/metrics"],
+        }
+    }
+}
+
+impl FromStr for FeedFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FeedFormat, String> {
+        match s {
+            "classic" => Ok(FeedFormat::Classic),
+            "ufm" => Ok(FeedFormat::Ufm),
+            other => Err(format!(
+                "unknown format {other:?} (expected classic or ufm)"
+            )),
+        }
+    }
+}
+
 /// Everything the generator needs to run. Defaults (`GeneratorConfig::default`): the flag table
 /// in `crate::config`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorConfig {
     pub listen: String,
     pub n_switches: usize,
+    pub format: FeedFormat,
+    /// Ports per switch (`--format ufm`).
+    pub ports: usize,
     pub interval: Duration,
     pub seed: Option<u64>,
     pub workers: usize,
@@ -108,6 +146,7 @@ pub const CSV: &str = "text/csv";
 pub struct CountersHandler {
     snapshots: SnapshotCell,
     faults: FaultConfig,
+    format: FeedFormat,
 }
 
 impl CountersHandler {
@@ -122,8 +161,20 @@ impl CountersHandler {
         Some(self.faults.modes[rng.random_range(0..self.faults.modes.len())])
     }
 
-    fn counters(&self) -> Reply {
+    fn counters(&self, path: &str) -> Reply {
         let snapshot = self.snapshots.latest();
+        if path == "/metrics" && snapshot.frame.is_some() {
+            let len = snapshot.prometheus().map_or(0, <[u8]>::len);
+            return Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                headers: Vec::new(),
+                body: ReplyBody::Shared {
+                    data: Arc::new(generator::PrometheusBody(snapshot)),
+                    len,
+                },
+            };
+        }
         let fault = self.pick_fault();
         if let Some(mode) = fault {
             log::debug!("injecting fault {mode}");
@@ -144,10 +195,15 @@ impl CountersHandler {
             }
             Some(FaultMode::Stale) => {
                 let stale_by = crate::shared::timestamp::duration_micros(self.faults.stale_by);
-                ReplyBody::Owned(restamp(
-                    &snapshot.csv,
-                    snapshot.produced_at.saturating_sub(stale_by),
-                ))
+                let at = snapshot.produced_at.saturating_sub(stale_by);
+                match &snapshot.frame {
+                    Some(frame) => {
+                        let mut csv = Vec::new();
+                        frame.render_csv(at, &mut csv);
+                        ReplyBody::Owned(csv)
+                    }
+                    None => ReplyBody::Owned(restamp(&snapshot.csv, at)),
+                }
             }
         };
         if fault == Some(FaultMode::Slow) {
@@ -168,17 +224,21 @@ impl http::Handler for CountersHandler {
             return reply;
         }
         let (path, _) = head.path_and_query();
-        if path != "/counters" {
+        let paths = self.format.paths();
+        if !paths.contains(&path) {
             return Reply::error(
                 404,
-                &format!("no such path {path:?}; the feed is at /counters"),
+                &format!(
+                    "no such path {path:?}; the feed is at {}",
+                    paths.join(" and ")
+                ),
             );
         }
         if !head.is_read() {
             return Reply::error(405, "only GET and HEAD are allowed")
                 .with_header("Allow", "GET, HEAD".to_string());
         }
-        self.counters()
+        self.counters(path)
     }
 }
 
@@ -239,12 +299,21 @@ impl GeneratorService {
         watch: &Arc<Watch>,
     ) -> Result<GeneratorService, HttpError> {
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
-        let fabric = Fabric::new(config.n_switches, config.seed);
+        let fabric = match config.format {
+            FeedFormat::Classic => Simulation::Classic(Fabric::new(config.n_switches, config.seed)),
+            FeedFormat::Ufm => Simulation::Ufm(UfmFabric::new(
+                config.n_switches,
+                config.ports,
+                config.interval.as_secs_f64(),
+                config.seed,
+            )),
+        };
         let (snapshots, ticker) = generator::spawn(fabric, config.interval, stop_rx, watch)
             .map_err(|e| HttpError::Start(e.to_string()))?;
         let handler = Arc::new(CountersHandler {
             snapshots,
             faults: config.faults.clone(),
+            format: config.format,
         });
         let http = HttpServer::start(
             listener,
@@ -311,20 +380,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn routes() {
-        let (_stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    fn handler(simulation: Simulation, format: FeedFormat) -> CountersHandler {
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let (snapshots, _ticker) = generator::spawn(
-            Fabric::new(3, Some(1)),
+            simulation,
             Duration::from_secs(3600),
             stop_rx,
             &crate::shared::watch::Watch::new(|| {}),
         )
         .expect("spawn");
-        let handler = CountersHandler {
+        std::mem::forget(stop);
+        CountersHandler {
             snapshots,
             faults: FaultConfig::default(),
-        };
+            format,
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let handler = handler(
+            Simulation::Classic(Fabric::new(3, Some(1))),
+            FeedFormat::Classic,
+        );
         use http::Handler;
         let ok = handler.handle(&RequestHead::get("/counters"));
         assert_eq!(ok.status, 200);
@@ -333,8 +411,30 @@ mod tests {
             .body_bytes()
             .starts_with(b"switch_id,bandwidth,latency,errors,timestamp\nswitch1,"));
         assert_eq!(handler.handle(&RequestHead::get("/nope")).status, 404);
+        assert_eq!(handler.handle(&RequestHead::get("/metrics")).status, 404);
         let mut post = RequestHead::get("/counters");
         post.method = "POST".to_string();
         assert_eq!(handler.handle(&post).status, 405);
+    }
+
+    #[test]
+    fn ufm_routes() {
+        let handler = handler(
+            Simulation::Ufm(UfmFabric::new(2, 4, 1.0, Some(1))),
+            FeedFormat::Ufm,
+        );
+        use http::Handler;
+        let csv = handler.handle(&RequestHead::get("/csv/metrics?num_shards=2&shard=0"));
+        assert_eq!((csv.status, csv.content_type), (200, CSV));
+        assert!(csv
+            .body_bytes()
+            .starts_with(b"timestamp,source_id,tag,node_guid,"));
+        let prom = handler.handle(&RequestHead::get("/metrics"));
+        assert_eq!(prom.status, 200);
+        assert!(prom.content_type.contains("version=0.0.4"));
+        assert!(prom
+            .body_bytes()
+            .starts_with(b"# TYPE PortXmitDataExtended counter\n"));
+        assert_eq!(handler.handle(&RequestHead::get("/counters")).status, 404);
     }
 }

@@ -31,7 +31,7 @@ use self::poller::PollerConfig;
 use self::remote_write::RemoteWriter;
 use self::stats::{ApiStats, IngestStats};
 use self::store::{BlockLimits, Store, StoreHandle};
-use crate::generator::service::{GeneratorConfig, GeneratorService};
+use crate::generator::service::{FeedFormat, GeneratorConfig, GeneratorService};
 use crate::shared::feed::{Format, SourceOptions};
 use crate::shared::http::{self, ConnectionLimits, HttpError, HttpMonitor, HttpServer};
 use crate::shared::process;
@@ -189,12 +189,24 @@ fn refuse_open_non_loopback(listen: &str) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Starts the demo generator where `source` points; returns it and the URL that reaches it
-/// (the port differs when the source asked for port 0).
+/// Starts the demo generator where `source` points, simulating what its path serves
+/// (`/counters`: the classic feed; `/csv/metrics` or `/metrics`: a UFM Telemetry fabric);
+/// returns it and the URL that reaches it (the port differs when the source asked for port 0).
 fn start_demo(source: &str, watch: &Arc<Watch>) -> Result<(GeneratorService, String), StartError> {
-    let uri: ureq::http::Uri = source
+    let (url, _) = Format::split_source(source).map_err(StartError::Demo)?;
+    let fragment = &source[url.len()..];
+    let uri: ureq::http::Uri = url
         .parse()
         .map_err(|e| StartError::Demo(format!("{source:?}: {e}")))?;
+    let format = [FeedFormat::Classic, FeedFormat::Ufm]
+        .into_iter()
+        .find(|f| f.paths().contains(&uri.path()))
+        .ok_or_else(|| {
+            StartError::Demo(format!(
+                "the demo generator serves /counters (classic) or /csv/metrics and /metrics (UFM Telemetry); --source names {:?}",
+                uri.path()
+            ))
+        })?;
     let host = uri.host().unwrap_or("127.0.0.1");
     let port = uri.port_u16().unwrap_or(80);
     let listen = if host.contains(':') {
@@ -204,11 +216,17 @@ fn start_demo(source: &str, watch: &Arc<Watch>) -> Result<(GeneratorService, Str
     };
     let config = GeneratorConfig {
         listen,
+        format,
         ..GeneratorConfig::default()
     };
     let generator =
         GeneratorService::start(&config, watch).map_err(|e| StartError::Demo(e.to_string()))?;
-    let url = format!("http://{}{}", generator.local_addr(), uri.path());
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!(
+        "http://{}{}{query}{fragment}",
+        generator.local_addr(),
+        uri.path()
+    );
     Ok((generator, url))
 }
 
