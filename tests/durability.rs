@@ -543,3 +543,77 @@ fn a_block_file_outage_past_the_cap_loses_no_history() {
         assert_eq!(b, a, "history {i} differs");
     }
 }
+
+/// Exact 64-bit counters and their kinds come back from the WAL and the block files as they
+/// went in: the same history bytes, the same rate, across kill -9.
+#[test]
+fn counters_come_back_exact_with_their_kinds_after_kill_9() {
+    let dir = DataDir::new("counters");
+    let feed = FakeFeed::start();
+    let paused = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&paused);
+    let base = timestamp::now_micros() - 40_000_000;
+    feed.set(move |n| {
+        if flag.load(Ordering::SeqCst) {
+            return FeedReply::Status(503);
+        }
+        let mut body =
+            String::from("timestamp,node_guid,port_num,PortXmitDataExtended,Temperature\n");
+        for k in 0..START_ROWS as u64 + n {
+            let us = base + k as i64 * 100_000;
+            // Above 2^53 and growing by odd steps (an f64 would round them); a reset at 200.
+            let data = if k < 200 {
+                (1u64 << 60) + k * 1_000_003
+            } else {
+                (k - 200) * 7
+            };
+            // Eight ports: their blocks seal at staggered times, so some rows are in the WAL
+            // only when the server dies.
+            for port in 1..=8u64 {
+                body.push_str(&format!(
+                    "{us},0x7cfe9003009ce5b0,{port},{},{}\n",
+                    data + port,
+                    40 + k % 5
+                ));
+            }
+        }
+        FeedReply::Body("text/csv", body)
+    });
+    let server = durable_server(&feed.url, &dir, &[]);
+    wait_for_block_files(&server, 1);
+    paused.store(true, Ordering::SeqCst);
+    wait_quiet(&server);
+    let look = |server: &Proc| {
+        let mut histories = String::new();
+        let mut rates = String::new();
+        for port in 1..=8 {
+            let history = util::get(&server.url(&format!(
+                "/telemetry/history?switch_id=0x7cfe9003009ce5b0:{port}&metric=PortXmitDataExtended"
+            )));
+            let rate = util::get(&server.url(&format!(
+                "/telemetry/rate?switch_id=0x7cfe9003009ce5b0:{port}&metric=PortXmitDataExtended&window=10m"
+            )));
+            assert_eq!((history.status, rate.status), (200, 200), "{}", rate.body);
+            histories.push_str(&history.body);
+            rates.push_str(&rate.body);
+        }
+        (histories, rates)
+    };
+    let before = look(&server);
+    assert!(
+        before
+            .0
+            .contains(&format!("\"value\":{}", (1u64 << 60) + 3 * 1_000_003 + 1)),
+        "exact before: {}",
+        &before.0[..200.min(before.0.len())]
+    );
+    assert!(before.1.contains("\"resets\":1"), "{}", before.1);
+    drop(server); // SIGKILL
+    let server = durable_server(&feed.url, &dir, &[]);
+    let recovery = storage(&server)["recovery"].clone();
+    assert!(counter(&recovery["blocks_loaded"]) > 0, "{recovery}");
+    assert!(counter(&recovery["wal_rows_replayed"]) > 0, "{recovery}");
+    let after = look(&server);
+    assert_eq!(after.0, before.0, "history changed across kill -9");
+    assert_eq!(after.1, before.1, "rate changed across kill -9");
+}
