@@ -10,7 +10,9 @@
 //! per retained sample after a simulated hour of 10k switches), `durability` (disk bytes per
 //! sample and restart time after a simulated hour on disk, ingest rate with `--fsync
 //! every-batch` vs in memory, kill -9 at 10k switches and what came back) and `window`
-//! (aggregate over 1m vs 1h); and, only when named, `soak [--switches N] [--minutes M]` (1M
+//! (aggregate over 1m vs 1h), `ufm` (20k ports x 30 counters of UFM Telemetry: bytes per
+//! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
+//! throughput); and, only when named, `soak [--switches N] [--minutes M]` (1M
 //! switches for 7 minutes by default, through block sealing and expiry), and `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
 //! descriptors come back down), and `mixsoak [--minutes M]` (10k switches, a mixed read load
@@ -39,13 +41,14 @@ mod load;
 mod memory;
 mod mixsoak;
 mod soak;
+mod ufm;
 mod window;
 
 use report::Report;
 
 /// Every section: name, whether it runs by default, what it measures (for `--help`), in
 /// the order `--help` lists them (they run in the order of `main`).
-const SECTIONS: [(&str, bool, &str); 10] = [
+const SECTIONS: [(&str, bool, &str); 11] = [
     (
         "http",
         true,
@@ -80,6 +83,11 @@ const SECTIONS: [(&str, bool, &str); 10] = [
         "window",
         true,
         "aggregate over 1m vs 1h (runs memory first, for its store)",
+    ),
+    (
+        "ufm",
+        true,
+        "20k ports x 30 counters of UFM Telemetry at 1 s: bytes/sample, CPU, top",
     ),
     (
         "soak",
@@ -256,6 +264,9 @@ fn main() {
     }
     if wants("ingest") {
         ingest::run(&mut report, options.quick);
+    }
+    if wants("ufm") {
+        ufm::run(&mut report, options.quick);
     }
     if wants("hostile") {
         hostile::run(&mut report);

@@ -92,8 +92,8 @@ pub struct Api {
     max_age: Micros,
     lists: AnswerCache<usize>,
     aggregates: AnswerCache<Option<Micros>>,
-    /// `/telemetry/top` answers by (metric, k, window).
-    tops: AnswerCache<(usize, usize, Micros)>,
+    /// `/telemetry/top` rankings by (metric, window), for every `k`.
+    rankings: rates::RankingCache,
     names: Arc<NameBook>,
     auth: Option<Arc<Auth>>,
     limiter: Option<RateLimiter>,
@@ -115,7 +115,7 @@ impl Api {
             max_age: timestamp::duration_micros(max_age),
             lists: AnswerCache::default(),
             aggregates: AnswerCache::default(),
-            tops: AnswerCache::default(),
+            rankings: rates::RankingCache::default(),
             names: Arc::new(NameBook::empty()),
             auth: None,
             limiter: None,

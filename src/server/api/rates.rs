@@ -9,23 +9,24 @@
 //! bytes per second, and say `"unit": "bytes"`.
 //!
 //! `/telemetry/top` ranks every series of a metric: counters by rate, gauges by their newest
-//! fresh value. It never decodes history: a counter's rate comes from the per-block counter
+//! fresh value, once per poll and window (any `k` is a slice of that ranking). It never
+//! decodes history: a counter's rate comes from the per-block counter
 //! aggregates of the blocks that end inside the window, so its window is rounded out to whole
 //! blocks (at most one block span, `--retention`/8, longer); each entry's rate is over the
 //! span its samples cover.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use super::body::{json_reply, shared_reply, to_json, Timestamp};
-use super::cache::Cached;
+use super::body::{json_reply, Timestamp};
 use super::history::parse_span;
 use super::{optional, required, series_of, Api, ApiError};
 use crate::server::query::Query;
 use crate::server::store::CounterAgg;
 use crate::shared::http::Reply;
-use crate::shared::metric::{MetricKind, Value, SATURATION_VALUES};
+use crate::shared::metric::{MetricKind, SATURATION_VALUES};
 use crate::shared::timestamp::{self, Micros};
 
 /// The window when a request names none.
@@ -196,34 +197,39 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
         let now = timestamp::now_micros();
         let generation = self.store.generation();
-        let cached = self
-            .tops
-            .get_or_build((metric_id, k, window), generation, now, || Cached {
-                generation,
-                // Windows slide and values age: at most a second old, and rebuilt with
-                // every poll that lands.
-                valid_until: now + 1_000_000,
-                answer: self
-                    .build_top(metric, metric_id, k, window, now)
-                    .map(Arc::new),
+        let ranking = self
+            .rankings
+            .get_or_build((metric_id, window), generation, now, || {
+                self.rank(metric_id, window, now)
             });
-        shared_reply(&cached)
+        if ranking.is_empty() {
+            return Err(ApiError::NoData(format!(
+                "no series of {metric:?} has a fresh value or a rate in the window"
+            )));
+        }
+        let names = self.names.get();
+        let entries: Vec<TopEntry> = ranking
+            .iter()
+            .take(k)
+            .map(|(value, switch_id)| TopEntry {
+                name: names.name_of(switch_id),
+                switch_id: Arc::clone(switch_id),
+                value: *value,
+            })
+            .collect();
+        json_reply(&entries)
     }
 
-    fn build_top(
-        &self,
-        metric: &str,
-        metric_id: usize,
-        k: usize,
-        window: Micros,
-        now: Micros,
-    ) -> Result<Vec<u8>, ApiError> {
+    /// Every series of a metric with its value now, highest first (ties in the store's
+    /// order): counters by rate over the window (by whole blocks), gauges by their newest
+    /// fresh value.
+    fn rank(&self, metric_id: usize, window: Micros, now: Micros) -> Ranking {
         let mut ranked: Vec<(f64, usize, Arc<str>)> = {
             let store = self.store.read();
             let kind = store.metrics().kind(metric_id);
             let ids = store.switch_ids();
             let cutoff = now.saturating_sub(window);
-            let mut ranked = Vec::new();
+            let mut ranked = Vec::with_capacity(ids.len());
             for (switch, id) in ids.iter().enumerate() {
                 let value = if kind.is_counter() {
                     match store
@@ -235,10 +241,7 @@ impl Api {
                     }
                 } else {
                     match store.latest(switch, metric_id) {
-                        Some(s) if now - s.timestamp <= self.max_age => match s.value {
-                            Value::Float(v) => v,
-                            Value::Int(v) => v as f64,
-                        },
+                        Some(s) if now - s.timestamp <= self.max_age => s.value.as_f64(),
                         _ => continue,
                     }
                 };
@@ -246,31 +249,66 @@ impl Api {
             }
             ranked
         };
-        if ranked.is_empty() {
-            return Err(ApiError::NoData(format!(
-                "no series of {metric:?} has a fresh value or a rate in the window"
-            )));
-        }
-        // Highest first; ties in the store's order. Only the k best are sorted.
-        let order = |a: &(f64, usize, Arc<str>), b: &(f64, usize, Arc<str>)| {
-            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-        };
-        if ranked.len() > k {
-            ranked.select_nth_unstable_by(k - 1, order);
-            ranked.truncate(k);
-        }
-        ranked.sort_unstable_by(order);
-        let names = self.names.get();
-        let entries: Vec<TopEntry> = ranked
-            .into_iter()
-            .map(|(value, _, switch_id)| TopEntry {
-                name: names.name_of(&switch_id),
-                switch_id,
-                value,
-            })
-            .collect();
-        Ok(to_json(&entries))
+        ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranked.into_iter().map(|(v, _, id)| (v, id)).collect()
     }
+}
+
+/// A metric's series, highest value first.
+pub type Ranking = Vec<(f64, Arc<str>)>;
+
+/// Rankings by (metric, window) for the current store generation and at most a second:
+/// every `k` is a slice of one ranking. Several may be built at once (one per worker), and a
+/// generation change drops them all.
+#[derive(Default)]
+pub struct RankingCache {
+    entries: Mutex<RankingEntries>,
+}
+
+#[derive(Default)]
+struct RankingEntries {
+    generation: u64,
+    by_key: HashMap<(usize, Micros), (Micros, Arc<Ranking>)>,
+}
+
+const MAX_RANKINGS: usize = 64;
+
+impl RankingCache {
+    fn get_or_build(
+        &self,
+        key: (usize, Micros),
+        generation: u64,
+        now: Micros,
+        build: impl FnOnce() -> Ranking,
+    ) -> Arc<Ranking> {
+        {
+            let entries = lock(&self.entries);
+            if entries.generation == generation {
+                if let Some((valid_until, ranking)) = entries.by_key.get(&key) {
+                    if now <= *valid_until {
+                        return Arc::clone(ranking);
+                    }
+                }
+            }
+        }
+        let ranking = Arc::new(build());
+        let mut entries = lock(&self.entries);
+        if entries.generation != generation || entries.by_key.len() >= MAX_RANKINGS {
+            entries.by_key.clear();
+            entries.generation = generation;
+        }
+        // Windows slide and values age: a ranking holds for a second at most.
+        entries
+            .by_key
+            .insert(key, (now + 1_000_000, Arc::clone(&ranking)));
+        ranking
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

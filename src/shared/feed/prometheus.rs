@@ -28,6 +28,8 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
+use rustc_hash::FxHashMap;
+
 use super::{
     key, logging, parse_counter, Cell, FeedBatch, FeedError, Freshness, RejectReason,
     SourceOptions, MAX_SWITCH_ID_LEN,
@@ -35,17 +37,9 @@ use super::{
 use crate::shared::metric::{MetricKind, Value};
 use crate::shared::timestamp::Micros;
 
-/// One sample line, split.
-#[derive(Debug, PartialEq)]
-struct Line<'a> {
-    name: &'a str,
-    labels: Vec<(&'a str, String)>,
-    value: &'a str,
-    timestamp: Option<&'a str>,
-}
-
-/// Splits a sample line; `None` when it is not one.
-fn split_sample(line: &str) -> Option<Line<'_>> {
+/// One sample line, split: its name, its label block (`{...}` with the braces, or empty),
+/// and what follows (value, timestamp, perhaps an exemplar).
+fn split_line(line: &str) -> Option<(&str, &str, &str)> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
@@ -53,49 +47,73 @@ fn split_sample(line: &str) -> Option<Line<'_>> {
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        rest = after;
-        loop {
-            rest = rest.trim_start();
-            if let Some(after) = rest.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let eq = rest.find('=')?;
-            let label = rest[..eq].trim();
-            if label.is_empty()
-                || !label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return None;
-            }
-            rest = rest[eq + 1..].trim_start().strip_prefix('"')?;
-            let mut value = String::new();
-            let mut chars = rest.char_indices();
-            let end = loop {
-                match chars.next()? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            labels.push((label, value));
-            rest = rest[end + 1..].trim_start();
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after;
-            } else if !rest.starts_with('}') {
-                return None;
-            }
+    let rest = &line[name_end..];
+    if !rest.starts_with('{') {
+        return Some((name, "", rest));
+    }
+    // The block ends at the first `}` outside a quoted value.
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, b) in rest.bytes().enumerate() {
+        match (quoted, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (_, false, b'"') => quoted = !quoted,
+            (false, _, b'}') => return Some((name, &rest[..=i], &rest[i + 1..])),
+            _ => {}
         }
     }
+    None
+}
+
+/// The labels of a block `{a="1",b="x\"y"}`, values unescaped; `None` when malformed.
+fn parse_labels(block: &str) -> Option<Vec<(&str, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = block.strip_prefix('{')?;
+    loop {
+        rest = rest.trim_start();
+        if rest == "}" {
+            return Some(labels);
+        }
+        let eq = rest.find('=')?;
+        let label = rest[..eq].trim();
+        if label.is_empty()
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return None;
+        }
+        rest = rest[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((label, value));
+        rest = rest[end + 1..].trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if rest != "}" {
+            return None;
+        }
+    }
+}
+
+/// The value and timestamp after a sample's labels.
+fn value_and_timestamp(rest: &str) -> Option<(&str, Option<&str>)> {
     // OpenMetrics exemplars follow ` # `; they are not part of the sample.
-    let rest = rest.split(" # ").next().unwrap_or(rest);
+    let rest = match rest.bytes().position(|b| b == b'#') {
+        Some(at) if at > 0 && rest.as_bytes()[at - 1] == b' ' => &rest[..at - 1],
+        _ => rest,
+    };
     if !rest.starts_with([' ', '\t']) {
         return None;
     }
@@ -105,12 +123,7 @@ fn split_sample(line: &str) -> Option<Line<'_>> {
     if fields.next().is_some() {
         return None;
     }
-    Some(Line {
-        name,
-        labels,
-        value,
-        timestamp,
-    })
+    Some((value, timestamp))
 }
 
 /// A sample's time: milliseconds (text 0.0.4) or seconds with a fraction (OpenMetrics).
@@ -219,13 +232,44 @@ fn kind_for(name: &str, types: &HashMap<String, String>, options: &SourceOptions
 /// A sample kept for assembly.
 struct Kept {
     key: u32,
-    /// Index into the (base name, label suffix) table.
+    /// Index into the (name, label suffix) table.
     column: u32,
     timestamp: Micros,
     value: Option<Value>,
 }
 
+/// What a label block says about a sample's series: its key and label suffix, or why none.
+#[derive(Clone, Copy)]
+enum Block {
+    Keyed { key: u32, suffix: u32 },
+    Unkeyed,
+    BadKey,
+    Malformed,
+}
+
+/// Interns strings to dense ids.
+#[derive(Default)]
+struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(text.into());
+        self.ids.insert(text.into(), id);
+        id
+    }
+}
+
 /// Reads a whole answer into one batch (see the module docs).
+///
+/// Why the caches: an answer repeats each port's label block once per metric family (UFM:
+/// 30 times), so a block is parsed, keyed and normalised once and looked up after that.
 pub fn parse<R: BufRead>(
     mut reader: R,
     openmetrics: bool,
@@ -233,12 +277,17 @@ pub fn parse<R: BufRead>(
     options: &SourceOptions,
 ) -> FeedBatch {
     let mut types: HashMap<String, String> = HashMap::new();
-    let mut keys: Vec<String> = Vec::new();
-    let mut key_index: HashMap<String, u32> = HashMap::new();
-    // (name, label suffix) → column candidate; the suffix is dropped later when a name has
-    // one sample per key.
-    let mut columns: Vec<(String, String)> = Vec::new();
-    let mut column_index: HashMap<(String, String), u32> = HashMap::new();
+    let mut keys = Interner::default();
+    let mut suffixes = Interner::default();
+    let mut names = Interner::default();
+    let mut blocks: FxHashMap<Box<str>, Block> = FxHashMap::default();
+    // (name id, suffix id) of each candidate column; per name id, its (suffix, column)s.
+    let mut columns: Vec<(u32, u32)> = Vec::new();
+    let mut columns_of_name: Vec<Vec<(u32, u32)>> = Vec::new();
+    let mut kinds: Vec<MetricKind> = Vec::new();
+    // Samples of a family come one after another: the last name's id saves a lookup.
+    let mut last_name: (String, u32) = (String::new(), u32::MAX);
+    let mut last_column: (u32, u32, u32) = (u32::MAX, u32::MAX, 0);
     let mut kept: Vec<Kept> = Vec::new();
     let mut batch = FeedBatch::default();
     let mut buf = Vec::new();
@@ -276,27 +325,48 @@ pub fn parse<R: BufRead>(
             }
             continue;
         }
-        let Some(sample) = split_sample(line) else {
+        let split = split_line(line).and_then(|(name, block, rest)| {
+            value_and_timestamp(rest).map(|(value, ts)| (name, block, value, ts))
+        });
+        let Some((name, block, value, stamp)) = split else {
             batch.reject(RejectReason::Malformed, line_no, || {
                 logging::quote(line).to_string()
             });
             continue;
         };
-        if openmetrics && sample.name.ends_with("_created") {
+        if openmetrics && name.ends_with("_created") {
             continue;
         }
-        let Some((key, alternative)) = key_of(&sample.labels, &options.key_labels) else {
-            batch.unkeyed += 1;
-            continue;
+        let described = match blocks.get(block) {
+            Some(&described) => described,
+            None => {
+                let described = describe_block(block, options, &mut keys, &mut suffixes);
+                if blocks.len() < 4_000_000 {
+                    blocks.insert(block.into(), described);
+                }
+                described
+            }
         };
-        let Ok(key) = key else {
-            let labels = format!("{:?}", sample.labels);
-            batch.reject(RejectReason::BadSwitchId, line_no, || {
-                logging::quote(&labels).to_string()
-            });
-            continue;
+        let (key, suffix) = match described {
+            Block::Keyed { key, suffix } => (key, suffix),
+            Block::Unkeyed => {
+                batch.unkeyed += 1;
+                continue;
+            }
+            Block::BadKey => {
+                batch.reject(RejectReason::BadSwitchId, line_no, || {
+                    logging::quote(block).to_string()
+                });
+                continue;
+            }
+            Block::Malformed => {
+                batch.reject(RejectReason::Malformed, line_no, || {
+                    logging::quote(line).to_string()
+                });
+                continue;
+            }
         };
-        let timestamp = match sample.timestamp {
+        let timestamp = match stamp {
             None => freshness.now,
             Some(text) => match parse_timestamp(text, openmetrics) {
                 Some(ts) => ts,
@@ -308,31 +378,45 @@ pub fn parse<R: BufRead>(
                 }
             },
         };
-        let kind = kind_for(sample.name, &types, options);
-        let value = match read_value(sample.value, kind) {
+        let name_id = if last_name.1 != u32::MAX && last_name.0 == name {
+            last_name.1
+        } else {
+            let id = names.id(name);
+            name.clone_into(&mut last_name.0);
+            last_name.1 = id;
+            id
+        };
+        if name_id as usize == kinds.len() {
+            kinds.push(kind_for(name, &types, options));
+            columns_of_name.push(Vec::new());
+        }
+        let value = match read_value(value, kinds[name_id as usize]) {
             Ok(value) => value,
             Err(reason) => {
-                let raw = sample.value;
-                batch.reject(reason, line_no, || logging::quote(raw).to_string());
+                batch.reject(reason, line_no, || logging::quote(value).to_string());
                 continue;
             }
         };
         if value.is_none() {
             batch.not_available += 1;
         }
-        let next = keys.len() as u32;
-        let key = *key_index.entry(key).or_insert_with_key(|k| {
-            keys.push(k.clone());
-            next
-        });
-        let suffix = label_suffix(&sample.labels, &options.key_labels[alternative]);
-        let next = columns.len() as u32;
-        let column = *column_index
-            .entry((sample.name.to_string(), suffix))
-            .or_insert_with_key(|k| {
-                columns.push(k.clone());
-                next
-            });
+        let column = match last_column {
+            (name, s, column) if name == name_id && s == suffix => column,
+            _ => {
+                let variants = &mut columns_of_name[name_id as usize];
+                let column = match variants.iter().find(|(s, _)| *s == suffix) {
+                    Some(&(_, column)) => column,
+                    None => {
+                        let column = columns.len() as u32;
+                        columns.push((name_id, suffix));
+                        variants.push((suffix, column));
+                        column
+                    }
+                };
+                last_column = (name_id, suffix, column);
+                column
+            }
+        };
         kept.push(Kept {
             key,
             column,
@@ -340,7 +424,53 @@ pub fn parse<R: BufRead>(
             value,
         });
     }
-    assemble(batch, keys, columns, kept, &types, freshness, options)
+    let tables = Tables {
+        names: names.names,
+        suffixes: suffixes.names,
+        columns,
+    };
+    assemble(
+        batch,
+        &keys.names,
+        &tables,
+        kept,
+        &types,
+        freshness,
+        options,
+    )
+}
+
+/// The names, label suffixes and candidate columns an answer used.
+struct Tables {
+    names: Vec<Box<str>>,
+    suffixes: Vec<Box<str>>,
+    /// (name id, suffix id) per candidate column.
+    columns: Vec<(u32, u32)>,
+}
+
+/// Parses a label block once: the series key it makes and the labels beyond the key.
+fn describe_block(
+    block: &str,
+    options: &SourceOptions,
+    keys: &mut Interner,
+    suffixes: &mut Interner,
+) -> Block {
+    let labels = if block.is_empty() {
+        Vec::new()
+    } else {
+        match parse_labels(block) {
+            Some(labels) => labels,
+            None => return Block::Malformed,
+        }
+    };
+    match key_of(&labels, &options.key_labels) {
+        None => Block::Unkeyed,
+        Some((Err(()), _)) => Block::BadKey,
+        Some((Ok(key), alternative)) => Block::Keyed {
+            key: keys.id(&key),
+            suffix: suffixes.id(&label_suffix(&labels, &options.key_labels[alternative])),
+        },
+    }
 }
 
 /// A sample's value for a metric of `kind`; `Ok(None)` is "no sample".
@@ -362,43 +492,72 @@ fn read_value(text: &str, kind: MetricKind) -> Result<Option<Value>, RejectReaso
 /// Turns the kept samples into rows: one per key and timestamp, a column per metric name.
 fn assemble(
     mut batch: FeedBatch,
-    keys: Vec<String>,
-    columns: Vec<(String, String)>,
+    keys: &[Box<str>],
+    tables: &Tables,
     mut kept: Vec<Kept>,
     types: &HashMap<String, String>,
     freshness: Freshness,
     options: &SourceOptions,
 ) -> FeedBatch {
-    // A name keeps its label suffix only where one key has it under several label sets.
-    let mut per_key_name: HashMap<(u32, &str), u32> = HashMap::new();
-    let mut seen: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
-    for sample in &kept {
-        if seen.insert((sample.key, sample.column)) {
-            *per_key_name
-                .entry((sample.key, columns[sample.column as usize].0.as_str()))
-                .or_default() += 1;
-        }
-    }
-    // Each sample's final column, by (key, candidate column), in order of first appearance.
+    // Key by key (in order of first appearance), oldest first, columns in answer order.
+    kept.sort_unstable_by_key(|s| (s.key, s.timestamp, s.column));
+    let columns = &tables.columns;
+    // The batch column of each candidate column, bare or with its label suffix, made on
+    // first use: a name keeps its suffix only where one key has it under several label sets.
+    let mut bare: Vec<Option<u32>> = vec![None; columns.len()];
+    let mut labelled: Vec<Option<u32>> = vec![None; columns.len()];
     let mut names: Vec<String> = Vec::new();
-    let mut name_index: HashMap<String, usize> = HashMap::new();
-    let mut column_of: HashMap<(u32, u32), usize> = HashMap::new();
-    for sample in &kept {
-        let (name, suffix) = &columns[sample.column as usize];
-        let split = per_key_name
-            .get(&(sample.key, name.as_str()))
-            .is_some_and(|&n| n > 1);
-        let full = if split {
-            format!("{name}{suffix}")
-        } else {
-            name.clone()
-        };
-        let next = names.len();
-        let index = *name_index.entry(full).or_insert_with_key(|full| {
-            names.push(full.clone());
-            next
-        });
-        column_of.insert((sample.key, sample.column), index);
+    let mut name_index: FxHashMap<String, u32> = FxHashMap::default();
+    let mut finals: Vec<u32> = vec![0; kept.len()];
+    let mut group: Vec<(u32, u32)> = Vec::new();
+    let mut decided: Vec<(u32, u32)> = Vec::new();
+    let mut start = 0;
+    while start < kept.len() {
+        let key = kept[start].key;
+        let end = start + kept[start..].iter().take_while(|s| s.key == key).count();
+        // (name id, candidate column) of the key's distinct columns.
+        group.clear();
+        group.extend(
+            kept[start..end]
+                .iter()
+                .map(|s| (columns[s.column as usize].0, s.column)),
+        );
+        group.sort_unstable();
+        group.dedup();
+        decided.clear();
+        for (i, &(name, column)) in group.iter().enumerate() {
+            let split = (i > 0 && group[i - 1].0 == name)
+                || group.get(i + 1).is_some_and(|next| next.0 == name);
+            let slot = if split {
+                &mut labelled[column as usize]
+            } else {
+                &mut bare[column as usize]
+            };
+            let final_column = *slot.get_or_insert_with(|| {
+                let base = &tables.names[name as usize];
+                let full = if split {
+                    format!(
+                        "{base}{}",
+                        tables.suffixes[columns[column as usize].1 as usize]
+                    )
+                } else {
+                    base.to_string()
+                };
+                let next = names.len() as u32;
+                *name_index.entry(full).or_insert_with_key(|full| {
+                    names.push(full.clone());
+                    next
+                })
+            });
+            decided.push((column, final_column));
+        }
+        decided.sort_unstable();
+        for (sample, slot) in kept[start..end].iter().zip(&mut finals[start..end]) {
+            if let Ok(at) = decided.binary_search_by_key(&sample.column, |d| d.0) {
+                *slot = decided[at].1;
+            }
+        }
+        start = end;
     }
     let kinds: Vec<MetricKind> = names
         .iter()
@@ -414,8 +573,6 @@ fn assemble(
     out.error = batch.error.take();
     out.not_available = batch.not_available;
     out.unkeyed = batch.unkeyed;
-    // Rows in key order of first appearance, oldest first within a key.
-    kept.sort_by_key(|s| (s.key, s.timestamp));
     let mut row: Vec<Option<Value>> = vec![None; width];
     let mut i = 0;
     while i < kept.len() {
@@ -423,11 +580,8 @@ fn assemble(
         row.iter_mut().for_each(|cell| *cell = None);
         let mut present = false;
         while i < kept.len() && kept[i].key == key && kept[i].timestamp == timestamp {
-            let sample = &kept[i];
-            if let Some(value) = sample.value {
-                if let Some(&column) = column_of.get(&(sample.key, sample.column)) {
-                    row[column] = Some(value);
-                }
+            if let Some(value) = kept[i].value {
+                row[finals[i] as usize] = Some(value);
                 present = true;
             }
             i += 1;
@@ -435,15 +589,15 @@ fn assemble(
         if !present {
             continue;
         }
+        let id = &keys[key as usize];
         if let Err(reason) = freshness.check(timestamp) {
             let age = (freshness.now - timestamp) as f64 / 1e6;
-            let id = keys[key as usize].clone();
             out.reject(reason, 0, || {
-                format!("{} ({age:.3} s old)", logging::quote(&id))
+                format!("{} ({age:.3} s old)", logging::quote(id.as_bytes()))
             });
             continue;
         }
-        out.push_cells(&keys[key as usize], timestamp, &row);
+        out.push_cells(id, timestamp, &row);
     }
     out
 }

@@ -311,3 +311,25 @@ fn detection_by_content_type_and_first_line() {
     assert!(Format::split_source("http://h/#format=xml").is_err());
     assert!(Format::split_source("http://h/#top").is_err());
 }
+
+/// Not a test: `cargo test --release --lib prometheus_parse_speed -- --ignored --nocapture`
+/// prints how long an answer of UFM's size takes to read.
+#[test]
+#[ignore]
+fn prometheus_parse_speed() {
+    use crate::generator::ufm::UfmFabric;
+    let mut fabric = UfmFabric::new(625, 32, 1.0, Some(7));
+    fabric.tick();
+    let mut text = Vec::new();
+    fabric.frame().render_prometheus(NOW, &mut text);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let batch = parse_answer(&text, None, fresh(), &SourceOptions::default());
+        eprintln!(
+            "{} bytes, {} rows: {:?}",
+            text.len(),
+            batch.len(),
+            started.elapsed()
+        );
+    }
+}
