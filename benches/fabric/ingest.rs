@@ -1,12 +1,9 @@
 //! `ingest`: 10k/100k/1M switches polled every second: polls on time, poll-to-queryable
 //! latency, server and generator CPU per million rows, all switches fresh in `/list`, RSS.
 
-use std::time::Duration;
-
 use crate::report::Report;
 use crate::stats::{histogram_quantile, on_time};
-use crate::system::{cpu_seconds, list_fresh, rss_bytes, source_stats, system, wait_for_rows};
-use crate::util;
+use crate::system::{cpu_seconds, list_fresh, rss_bytes, system, wait_for_rows, watch_polls};
 
 pub fn run(report: &mut Report, quick: bool) {
     let sizes: &[usize] = if quick {
@@ -24,18 +21,10 @@ pub fn run(report: &mut Report, quick: bool) {
         };
         let (generator, server) = system(n, &["--retention", "5m"]);
         wait_for_rows(&server, n as u64 * 2);
-        let before = source_stats(&server);
-        let rows_before = util::stats(&server)["ingest"]["rows_accepted"]
-            .as_u64()
-            .unwrap_or(0);
-        let (server_cpu, generator_cpu) = (cpu_seconds(server.pid()), cpu_seconds(generator.pid()));
-        std::thread::sleep(Duration::from_secs(seconds));
-        let after = source_stats(&server);
-        let rows = util::stats(&server)["ingest"]["rows_accepted"]
-            .as_u64()
-            .unwrap_or(0)
-            - rows_before;
-        let server_cpu = cpu_seconds(server.pid()) - server_cpu;
+        let generator_cpu = cpu_seconds(generator.pid());
+        let watched = watch_polls(&server, seconds);
+        let (before, after, rows) = (watched.before, watched.after, watched.rows);
+        let server_cpu = watched.cpu_seconds;
         let generator_cpu = cpu_seconds(generator.pid()) - generator_cpu;
         let (on_time, late, fraction) = on_time(&before, &after);
         let label = format!("{}k switches", n / 1000);

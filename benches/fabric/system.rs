@@ -65,6 +65,33 @@ pub fn source_stats(server: &util::Proc) -> Value {
     util::stats(server)["ingest"]["sources"][0].clone()
 }
 
+/// What a server did over `seconds` of polling: its first source's stats before and after,
+/// the rows it accepted and the CPU it used meanwhile.
+pub struct Interval {
+    pub before: Value,
+    pub after: Value,
+    pub rows: u64,
+    pub cpu_seconds: f64,
+}
+
+pub fn watch_polls(server: &util::Proc, seconds: u64) -> Interval {
+    let accepted = || {
+        util::stats(server)["ingest"]["rows_accepted"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = source_stats(server);
+    let rows_before = accepted();
+    let cpu_before = cpu_seconds(server.pid());
+    std::thread::sleep(Duration::from_secs(seconds));
+    Interval {
+        after: source_stats(server),
+        before,
+        rows: accepted() - rows_before,
+        cpu_seconds: cpu_seconds(server.pid()) - cpu_before,
+    }
+}
+
 pub fn wait_for_rows(server: &util::Proc, rows: u64) {
     util::wait_for("the first polls to land", Duration::from_secs(120), || {
         (util::stats(server)["ingest"]["rows_accepted"].as_u64()? >= rows).then_some(())

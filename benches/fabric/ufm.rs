@@ -21,7 +21,7 @@ use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 
 use crate::report::Report;
 use crate::stats::on_time;
-use crate::system::{cpu_seconds, rss_bytes, server_polling, source_stats, wait_for_rows};
+use crate::system::{rss_bytes, server_polling, wait_for_rows, watch_polls};
 use crate::util;
 use crate::wrk::wrk;
 
@@ -105,19 +105,9 @@ fn live(report: &mut Report, quick: bool) {
     for (path, label) in [("/csv/metrics", "CSV"), ("/metrics", "Prometheus text")] {
         let server = server_polling(&generator.url(path), &["--retention", "5m"]);
         wait_for_rows(&server, ports as u64 * 2);
-        let before = source_stats(&server);
-        let rows_before = util::stats(&server)["ingest"]["rows_accepted"]
-            .as_u64()
-            .unwrap_or(0);
-        let cpu_before = cpu_seconds(server.pid());
-        std::thread::sleep(Duration::from_secs(seconds));
-        let after = source_stats(&server);
-        let rows = util::stats(&server)["ingest"]["rows_accepted"]
-            .as_u64()
-            .unwrap_or(0)
-            - rows_before;
-        let cpu = cpu_seconds(server.pid()) - cpu_before;
-        let (on, late, fraction) = on_time(&before, &after);
+        let watched = watch_polls(&server, seconds);
+        let (rows, cpu) = (watched.rows, watched.cpu_seconds);
+        let (on, late, fraction) = on_time(&watched.before, &watched.after);
         report
             .add(
                 "ufm",

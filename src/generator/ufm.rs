@@ -14,6 +14,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::shared::feed::write_uint;
 use crate::shared::timestamp::Micros;
 
 /// The counters of every port, in column order.
@@ -225,21 +226,6 @@ impl UfmFabric {
     }
 }
 
-fn put_uint(out: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = value;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 impl UfmFrame {
     fn ports(&self) -> impl Iterator<Item = (u64, usize, &[u64])> + '_ {
         self.counters
@@ -268,14 +254,14 @@ impl UfmFrame {
         out.push(b'\n');
         let stamp = produced_at.max(0) as u64;
         for (guid, port, counters) in self.ports() {
-            put_uint(out, stamp);
+            write_uint(out, stamp);
             out.extend_from_slice(
                 format!(",0x{guid:016x},,{guid:x},0x{:016x},", guid + 1).as_bytes(),
             );
-            put_uint(out, port as u64);
+            write_uint(out, port as u64);
             for &value in counters {
                 out.push(b',');
-                put_uint(out, value);
+                write_uint(out, value);
             }
             out.push(b'\n');
         }
@@ -294,9 +280,9 @@ impl UfmFrame {
                     format!("{name}{{source_id=\"0x{guid:016x}\",node_guid=\"{guid:x}\",port_num=\"{port}\"}} ")
                         .as_bytes(),
                 );
-                put_uint(out, counters[column]);
+                write_uint(out, counters[column]);
                 out.push(b' ');
-                put_uint(out, stamp);
+                write_uint(out, stamp);
                 out.push(b'\n');
             }
         }

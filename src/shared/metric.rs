@@ -26,6 +26,28 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
+    /// The kind as one byte, as the WAL and block files store it.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            MetricKind::Gauge => 0,
+            MetricKind::Count => 1,
+            MetricKind::Counter { words: false } => 2,
+            MetricKind::Counter { words: true } => 3,
+        }
+    }
+
+    /// What [`MetricKind::to_byte`] wrote; `None` for any other byte.
+    pub fn from_byte(byte: u8) -> Option<MetricKind> {
+        [
+            MetricKind::Gauge,
+            MetricKind::Count,
+            MetricKind::Counter { words: false },
+            MetricKind::Counter { words: true },
+        ]
+        .into_iter()
+        .find(|kind| kind.to_byte() == byte)
+    }
+
     pub fn is_counter(self) -> bool {
         matches!(self, MetricKind::Counter { .. })
     }
@@ -75,6 +97,18 @@ impl Value {
         match (a, b) {
             (Some(Value::Float(a)), Some(Value::Float(b))) => a.to_bits() == b.to_bits(),
             (a, b) => a == b,
+        }
+    }
+}
+
+/// Appends a label value escaped for the Prometheus text formats (`\\`, `\"`, `\n`).
+pub fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
 }

@@ -42,17 +42,6 @@ struct Exposition {
     current: String,
 }
 
-fn escape_label(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 /// HELP text, which may name a feed column (a quoted CSV header can hold a newline, which
 /// would end the HELP line early). The text format (0.0.4) escapes only `\\` and `\n` in
 /// HELP; OpenMetrics escapes `\"` as well.
@@ -150,7 +139,7 @@ impl Exposition {
                 }
                 self.out.push_str(key);
                 self.out.push_str("=\"");
-                escape_label(val, &mut self.out);
+                metric::escape_label_value(val, &mut self.out);
                 self.out.push('"');
             }
             self.out.push('}');
@@ -673,7 +662,7 @@ mod tests {
     #[test]
     fn labels_are_escaped() {
         let mut out = String::new();
-        escape_label("a\"b\\c\nd", &mut out);
+        metric::escape_label_value("a\"b\\c\nd", &mut out);
         assert_eq!(out, "a\\\"b\\\\c\\nd");
     }
 

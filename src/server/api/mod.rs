@@ -342,6 +342,15 @@ impl Api {
         }
     }
 
+    /// The store's id of a metric, or 404.
+    fn metric_id(&self, metric: &str) -> Result<usize, ApiError> {
+        self.store
+            .read()
+            .metrics()
+            .id(metric)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))
+    }
+
     fn get_metric(&self, query: &Query) -> Result<Reply, ApiError> {
         let switch_id = required(query, "switch_id")?;
         let metric = required(query, "metric")?;
@@ -379,12 +388,7 @@ impl Api {
 
     fn list_metrics(&self, query: &Query) -> Result<Reply, ApiError> {
         let metric = required(query, "metric")?;
-        let metric_id = self
-            .store
-            .read()
-            .metrics()
-            .id(metric)
-            .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
+        let metric_id = self.metric_id(metric)?;
         let now = timestamp::now_micros();
         let generation = self.store.generation();
         let cached = self.lists.get_or_build(metric_id, generation, now, || {

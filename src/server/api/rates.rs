@@ -189,12 +189,7 @@ impl Api {
                 })?,
         };
         let window = window_of(query)?;
-        let metric_id = self
-            .store
-            .read()
-            .metrics()
-            .id(metric)
-            .ok_or_else(|| ApiError::NotFound(format!("unknown metric {metric:?}")))?;
+        let metric_id = self.metric_id(metric)?;
         let now = timestamp::now_micros();
         let generation = self.store.generation();
         let ranking = self

@@ -17,24 +17,6 @@ const RECORD_HEADER: usize = 8;
 const KIND_ROWS_V1: u8 = 1;
 const KIND_ROWS: u8 = 2;
 
-fn kind_byte(kind: MetricKind) -> u8 {
-    match kind {
-        MetricKind::Gauge => 0,
-        MetricKind::Count => 1,
-        MetricKind::Counter { words: false } => 2,
-        MetricKind::Counter { words: true } => 3,
-    }
-}
-
-fn kind_from_byte(byte: u8) -> Option<MetricKind> {
-    match byte {
-        0 => Some(MetricKind::Gauge),
-        1 => Some(MetricKind::Count),
-        2 => Some(MetricKind::Counter { words: false }),
-        3 => Some(MetricKind::Counter { words: true }),
-        _ => None,
-    }
-}
 /// No record is larger (a 64k-row chunk with a few dozen metrics is far below).
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -46,7 +28,7 @@ pub fn encode_rows(batch: &FeedBatch, rows: &[u32], out: &mut Vec<u8>) {
     wire::put_varint(out, batch.metrics.len() as u64);
     for (name, &kind) in batch.metrics.iter().zip(&batch.kinds) {
         wire::put_bytes(out, name.as_bytes());
-        out.push(kind_byte(kind));
+        out.push(kind.to_byte());
     }
     wire::put_varint(out, rows.len() as u64);
     let mut previous_ts = 0i64;
@@ -134,7 +116,7 @@ fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
     for _ in 0..n_metrics {
         let name = r.str()?;
         let kind = if with_kinds {
-            kind_from_byte(r.take(1)?[0]).ok_or(wire::Truncated)?
+            MetricKind::from_byte(r.take(1)?[0]).ok_or(wire::Truncated)?
         } else {
             metric::kind_of(name)
         };

@@ -24,24 +24,6 @@ use crate::shared::wire::{self, Reader};
 const MAGIC: &[u8; 8] = b"FTBLK002";
 const MAGIC_V1: &[u8; 8] = b"FTBLK001";
 
-fn kind_byte(kind: MetricKind) -> u8 {
-    match kind {
-        MetricKind::Gauge => 0,
-        MetricKind::Count => 1,
-        MetricKind::Counter { words: false } => 2,
-        MetricKind::Counter { words: true } => 3,
-    }
-}
-
-fn kind_from_byte(byte: u8) -> Option<MetricKind> {
-    match byte {
-        0 => Some(MetricKind::Gauge),
-        1 => Some(MetricKind::Count),
-        2 => Some(MetricKind::Counter { words: false }),
-        3 => Some(MetricKind::Counter { words: true }),
-        _ => None,
-    }
-}
 const HEADER_BYTES: usize = 8 + 4 + 8;
 /// Metrics per switch a file may declare (far above any real feed; bounds allocations).
 const MAX_METRICS: usize = 4096;
@@ -156,7 +138,7 @@ impl BlockFileWriter {
         wire::put_varint(&mut body, self.metric_names.len() as u64);
         for (name, kind) in &self.metric_names {
             wire::put_bytes(&mut body, name.as_bytes());
-            body.push(kind_byte(*kind));
+            body.push(kind.to_byte());
         }
         wire::put_varint(&mut body, self.n_switches);
         body.extend_from_slice(&self.switches);
@@ -225,7 +207,7 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
         let name = r.str().map_err(malformed("metric name"))?.to_string();
         let kind = if v2 {
             let byte = r.take(1).map_err(malformed("metric kind"))?[0];
-            kind_from_byte(byte).ok_or(BlockFileError::Malformed("metric kind"))?
+            MetricKind::from_byte(byte).ok_or(BlockFileError::Malformed("metric kind"))?
         } else {
             metric::kind_of(&name)
         };

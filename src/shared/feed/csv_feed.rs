@@ -429,7 +429,8 @@ fn write_centi(out: &mut Vec<u8>, centi: u32) {
     }
 }
 
-fn write_uint(out: &mut Vec<u8>, mut value: u64) {
+/// Appends `value` in decimal.
+pub fn write_uint(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

@@ -19,7 +19,7 @@ mod csv_feed;
 pub mod key;
 pub mod prometheus;
 
-pub use csv_feed::{parse_feed, write_header, write_row, FeedParser, HEADER};
+pub use csv_feed::{parse_feed, write_header, write_row, write_uint, FeedParser, HEADER};
 
 use std::fmt;
 

@@ -189,14 +189,7 @@ fn label_suffix(labels: &[(&str, String)], key_labels: &[String]) -> String {
         }
         out.push_str(label);
         out.push_str("=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
+        crate::shared::metric::escape_label_value(value, &mut out);
         out.push('"');
     }
     out.push('}');
