@@ -329,6 +329,11 @@ impl<R: Read> FeedParser<R> {
         for (metric_idx, &(column, kind)) in layout.metrics.iter().enumerate() {
             match super::parse_value(&record[column], kind) {
                 Ok(Cell::Value(v)) => batch.values.push(Some(v)),
+                // An empty counter cell is a port without that sample: counted as one.
+                Ok(Cell::Empty) if kind.is_counter() => {
+                    not_available += 1;
+                    batch.values.push(None);
+                }
                 Ok(Cell::Empty) => batch.values.push(None),
                 Ok(Cell::NotAvailable) => {
                     not_available += 1;

@@ -230,7 +230,8 @@ fn ufm_csv_keys_ports_by_normalised_guid_and_reads_counters_exactly() {
     let text = format!(
         "timestamp,source_id,tag,node_guid,port_guid,port_num, PortXmitDataExtended,SymbolErrorCounterExtended,PortRcvErrorsExtended,Temperature\n\
          {us},0x0002c90300f172a0,,2c90300f172a0,0x0002c90300f172a1,2,36298026860928,18446744073709551576,N/A,41\n\
-         {us},0x0002c90300f172a0,,0x0002C90300F172A0,0x0002c90300f172a1,3,0x10,-1,0xfffffffffffffffe,\n"
+         {us},0x0002c90300f172a0,,0x0002C90300F172A0,0x0002c90300f172a1,3,0x10,-1,0xfffffffffffffffe,\n\
+         {us},0x0002c90300f172a0,,2c90300f172a0,0x0002c90300f172a1,4,,1,2,3\n"
     );
     let batch = ufm(&text);
     assert_eq!(batch.rejected.total(), 0, "{:?}", batch.examples);
@@ -260,7 +261,10 @@ fn ufm_csv_keys_ports_by_normalised_guid_and_reads_counters_exactly() {
         batch.row_values(1),
         [Some(Value::Int(16)), None, None, None]
     );
-    assert_eq!(batch.not_available, 3, "N/A, -1 and the hex sentinel");
+    assert_eq!(
+        batch.not_available, 4,
+        "N/A, -1, the hex sentinel and an empty counter cell"
+    );
     assert_eq!(
         batch.kinds[0],
         MetricKind::Counter { words: false },
