@@ -251,6 +251,20 @@ fn the_shipped_nginx_config_terminates_tls_in_front_of_the_server() {
     assert_eq!(code, "200");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON through the proxy");
     assert_eq!(json["value"], 72.34);
+    // A stream passes through unbuffered: its first samples event arrives while it is open
+    // (curl gives up after 3 s; the stream itself never ends).
+    let out = Command::new("curl")
+        .args(["-skN", "--max-time", "3"])
+        .arg(format!("{https}/telemetry/stream?switch_id=switch1"))
+        .output()
+        .expect("curl");
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events.contains(
+            "event: samples\ndata: {\"source\":0,\"samples\":[{\"switch_id\":\"switch1\""
+        ),
+        "no event through the proxy: {events:?}"
+    );
     let (_, post) = curl(&["-X", "POST", &format!("{https}/telemetry/get")]);
     assert_eq!(post, "403", "only GET and HEAD pass the proxy");
     let (_, plain) = curl(&[&format!("http://127.0.0.1:{port}/telemetry/stats")]);

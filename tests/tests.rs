@@ -16,4 +16,5 @@ mod lifecycle;
 mod prometheus;
 mod resilience;
 mod sources;
+mod stream;
 mod threads;

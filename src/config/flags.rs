@@ -171,6 +171,15 @@ pub static FLAGS: &[Flag] = &[
         ..FLAG
     },
     Flag {
+        name: "max-subscribers",
+        programs: Programs::Server,
+        kind: Kind::Value("N"),
+        preset: Preset::Value("256"),
+        help: "live /telemetry/stream subscribers at most; beyond, 503 with Retry-After",
+        set: |s, v| number(v, 1..=100_000).map(|n| s.server.max_subscribers = n),
+        ..FLAG
+    },
+    Flag {
         name: "counter-columns",
         programs: Programs::Server,
         kind: Kind::List("NAMES"),
@@ -613,6 +622,7 @@ impl Settings {
                 key_labels: Vec::new(),
                 counter_columns: Vec::new(),
                 names: None,
+                max_subscribers: 0,
                 limits: crate::server::cardinality::Limits {
                     max_series: 0,
                     max_metrics: 0,

@@ -17,6 +17,7 @@ use crate::server::remote_write::{Accepted, RemoteWriteQueue};
 use crate::server::stats::IngestStats;
 use crate::server::store::file::BlockFileWriter;
 use crate::server::store::StoreHandle;
+use crate::server::stream::{Offer, StreamOutlet};
 use crate::shared::feed::FeedBatch;
 use crate::shared::metric::Exposed;
 use crate::shared::timestamp::{self, Micros};
@@ -49,18 +50,28 @@ pub struct Persistence {
 pub struct Outlets {
     pub remote: Option<RemoteWriteQueue>,
     pub persistence: Option<Persistence>,
+    /// Live subscribers (`/telemetry/stream`).
+    pub stream: Option<StreamOutlet>,
 }
 
 impl Outlets {
     /// `exposed`: how each column of `feed` appears in Prometheus (remote write).
     fn accepted(
         &self,
+        source: usize,
         feed: FeedBatch,
         rows: Vec<u32>,
         exposed: impl FnOnce() -> Vec<Arc<Exposed>>,
     ) {
-        // Neither waits: a full queue drops (and counts) what it could not take.
+        // None waits: a full queue drops (and counts) what it could not take.
         let feed = Arc::new(feed);
+        if let Some(stream) = self.stream.as_ref().filter(|s| s.has_subscribers()) {
+            stream.offer(Offer::Rows {
+                source,
+                feed: Arc::clone(&feed),
+                rows: rows.clone(),
+            });
+        }
         match (&self.persistence, &self.remote) {
             (Some(p), Some(remote)) => {
                 p.disk.log_rows(Arc::clone(&feed), rows.clone());
@@ -128,7 +139,7 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
     if !batch.feed.is_empty() {
         let mut outcome = handle.apply(&batch.feed);
         stats.record_ingest(batch.source, &outcome);
-        if outlets.remote.is_some() || outlets.persistence.is_some() {
+        if outlets.remote.is_some() || outlets.persistence.is_some() || outlets.stream.is_some() {
             let columns = std::mem::take(&mut outcome.columns);
             let exposed = || {
                 let store = handle.read();
@@ -138,6 +149,7 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
                     .collect()
             };
             outlets.accepted(
+                batch.source,
                 batch.feed,
                 std::mem::take(&mut outcome.accepted_rows),
                 exposed,
@@ -148,6 +160,11 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
         stats.record_poll_timing(batch.source, batch.due.elapsed(), batch.interval);
         if let Some(p) = &outlets.persistence {
             p.disk.poll_done();
+        }
+        if let Some(stream) = &outlets.stream {
+            stream.offer(Offer::PollDone {
+                source: batch.source,
+            });
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod query;
 pub mod remote_write;
 pub mod stats;
 pub mod store;
+pub mod stream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use self::poller::PollerConfig;
 use self::remote_write::RemoteWriter;
 use self::stats::{ApiStats, IngestStats};
 use self::store::{BlockLimits, Store, StoreHandle};
+use self::stream::Hub;
 use crate::generator::service::{FeedFormat, GeneratorConfig, GeneratorService};
 use crate::shared::feed::{Format, SourceOptions};
 use crate::shared::http::{self, ConnectionLimits, HttpError, HttpMonitor, HttpServer};
@@ -78,6 +80,8 @@ pub struct ServerConfig {
     pub names: Option<std::path::PathBuf>,
     /// Series and metrics each source may make the server hold.
     pub limits: cardinality::Limits,
+    /// Live `/telemetry/stream` subscribers at most.
+    pub max_subscribers: usize,
 }
 
 impl ServerConfig {
@@ -142,6 +146,7 @@ pub struct MetricsServer {
     remote: Option<RemoteWriter>,
     auth: Option<Arc<Auth>>,
     names: Arc<NameBook>,
+    hub: Arc<Hub>,
     /// Joined after the store thread, whose exit lets it flush and end.
     persist_thread: Option<JoinHandle<()>>,
     watch: Arc<Watch>,
@@ -296,6 +301,10 @@ impl MetricsServer {
         ingest.set_retained_rows(store.read().retained_rows());
         let ingest = Arc::new(ingest);
         let mut threads = Vec::new();
+        let hub = Hub::new(config.max_subscribers, Arc::clone(&names));
+        let (stream_outlet, stream_thread) =
+            stream::spawn(Arc::clone(&hub), stop_rx.clone(), &watch).map_err(StartError::Thread)?;
+        threads.push(stream_thread);
         threads.push(
             ingest::spawn(
                 store.clone(),
@@ -306,6 +315,7 @@ impl MetricsServer {
                 Outlets {
                     remote: remote.as_ref().map(|r| r.queue.clone()),
                     persistence,
+                    stream: Some(stream_outlet),
                 },
                 &watch,
             )
@@ -346,6 +356,7 @@ impl MetricsServer {
         let api = Api::new(store, Arc::new(ApiStats::new()), ingest, config.max_age)
             .with_access(auth.clone(), limiter)
             .with_names(Arc::clone(&names))
+            .with_stream(Arc::clone(&hub))
             .with_http_monitor(Arc::clone(&monitor))
             .with_watch(Arc::clone(&watch));
         let http = HttpServer::start(
@@ -365,6 +376,7 @@ impl MetricsServer {
             remote,
             auth,
             names,
+            hub,
             persist_thread,
             watch,
         })
@@ -409,6 +421,9 @@ impl MetricsServer {
 
     /// Stops answering, stops polling, and joins every thread.
     pub fn shutdown(self) {
+        // Streams end first (each after what it has queued), so their connections close
+        // before the HTTP server waits for answers in flight.
+        self.hub.close();
         self.http.shutdown();
         drop(self.stop);
         for thread in self.threads {

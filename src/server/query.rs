@@ -80,17 +80,31 @@ pub struct Query {
 impl Query {
     /// Parses a raw query string (without `?`). Empty parts (`a=1&&b=2`) are skipped.
     pub fn parse(raw: &str) -> Result<Query, QueryError> {
+        Query::parse_repeatable(raw, &[])
+    }
+
+    /// [`Query::parse`], but the parameters named in `repeatable` may be given many times
+    /// (see [`Query::get_all`]).
+    pub fn parse_repeatable(raw: &str, repeatable: &[&str]) -> Result<Query, QueryError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for part in raw.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = part.split_once('=').unwrap_or((part, ""));
             let name = decode_component(name)?;
             let value = decode_component(value)?;
-            if pairs.iter().any(|(n, _)| *n == name) {
+            if !repeatable.contains(&name.as_str()) && pairs.iter().any(|(n, _)| *n == name) {
                 return Err(QueryError::Repeated(name));
             }
             pairs.push((name, value));
         }
         Ok(Query { pairs })
+    }
+
+    /// Every value of a parameter, in order.
+    pub fn get_all<'q>(&'q self, name: &'q str) -> impl Iterator<Item = &'q str> + 'q {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `name`, if given (possibly empty).

@@ -557,6 +557,9 @@ pub struct StatsReport {
     pub http: crate::shared::http::HttpCounters,
     /// Every watched long-lived thread: up, panics, seconds since the last panic.
     pub threads: Vec<crate::shared::watch::ThreadReport>,
+    /// Live `/telemetry/stream` subscribers and their events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::server::stream::StreamReport>,
 }
 
 fn latency_report(latency: Latency) -> LatencyReport {
@@ -577,6 +580,7 @@ pub fn report(
     ingest: &IngestStats,
     http: crate::shared::http::HttpCounters,
     threads: Vec<crate::shared::watch::ThreadReport>,
+    stream: Option<crate::server::stream::StreamReport>,
 ) -> StatsReport {
     let uptime = api.uptime().as_secs_f64();
     let mut rows_rejected = serde_json::Map::new();
@@ -605,5 +609,6 @@ pub fn report(
         storage: ingest.storage().map(StorageStats::report),
         http,
         threads,
+        stream,
     }
 }

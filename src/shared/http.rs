@@ -82,6 +82,13 @@ pub enum ReplyBody {
         data: Arc<dyn AsRef<[u8]> + Send + Sync>,
         len: usize,
     },
+    /// Written piece by piece by the connection's own thread, each piece flushed and taken by
+    /// the client within `write_timeout`, until `next` gives `None`; then the connection
+    /// closes. The worker that answered is free at once.
+    Stream {
+        next: Box<dyn FnMut() -> Option<Vec<u8>> + Send>,
+        write_timeout: std::time::Duration,
+    },
 }
 
 /// What a handler answers.
@@ -121,6 +128,7 @@ impl Reply {
         match &self.body {
             ReplyBody::Owned(bytes) => bytes,
             ReplyBody::Shared { data, len } => &(**data).as_ref()[..*len],
+            ReplyBody::Stream { .. } => &[],
         }
     }
 }
@@ -539,6 +547,15 @@ fn respond(request: tiny_http::Request, reply: Reply) -> std::io::Result<()> {
             let response = tiny_http::Response::new(status, headers, reader, Some(len), None);
             request.respond(response)
         }
+        ReplyBody::Stream {
+            next,
+            write_timeout,
+        } => request.respond_stream(tiny_http::Stream {
+            status_code: status,
+            headers,
+            next,
+            write_timeout,
+        }),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum ApiError {
     Unauthorized(String),
     /// The client's rate limit is spent (429).
     TooManyRequests { retry_after: Duration },
+    /// The server has no room for this now: retry in a second (503 with `Retry-After: 1`).
+    Busy(String),
 }
 
 impl From<QueryError> for ApiError {
@@ -38,6 +40,7 @@ impl fmt::Display for ApiError {
             ApiError::BadRequest(m)
             | ApiError::NotFound(m)
             | ApiError::NoData(m)
+            | ApiError::Busy(m)
             | ApiError::Unauthorized(m) => f.write_str(m),
             ApiError::TooManyRequests { retry_after } => {
                 write!(
@@ -62,7 +65,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::Unauthorized(_) => 401,
             ApiError::TooManyRequests { .. } => 429,
-            ApiError::Stale { .. } | ApiError::NoData(_) => 503,
+            ApiError::Stale { .. } | ApiError::NoData(_) | ApiError::Busy(_) => 503,
         }
     }
 
@@ -80,6 +83,9 @@ impl ApiError {
                 let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 Reply::error(status, &self.to_string())
                     .with_header("Retry-After", seconds.to_string())
+            }
+            ApiError::Busy(_) => {
+                Reply::error(status, &self.to_string()).with_header("Retry-After", "1".to_string())
             }
             ApiError::Stale {
                 message,

@@ -29,6 +29,7 @@ use crate::server::names::{NameBook, Names};
 use crate::server::query::Query;
 use crate::server::stats::{self, ApiStats, Endpoint, IngestStats};
 use crate::server::store::{MetricAgg, Sample, StoreHandle};
+use crate::server::stream::{self, Filters, Hub, Refused};
 use crate::shared::http::{self, Reply, ReplyBody, RequestHead};
 use crate::shared::metric::MetricKind;
 use crate::shared::timestamp::{self, Micros};
@@ -95,6 +96,10 @@ pub struct Api {
     /// `/telemetry/top` rankings by (metric, window), for every `k`.
     rankings: rates::RankingCache,
     names: Arc<NameBook>,
+    /// Live subscribers of `/telemetry/stream`.
+    hub: Option<Arc<Hub>>,
+    /// How long a stream's client may take to accept each event.
+    stream_write_timeout: Duration,
     auth: Option<Arc<Auth>>,
     limiter: Option<RateLimiter>,
     http: Arc<http::HttpMonitor>,
@@ -117,6 +122,8 @@ impl Api {
             aggregates: AnswerCache::default(),
             rankings: rates::RankingCache::default(),
             names: Arc::new(NameBook::empty()),
+            hub: None,
+            stream_write_timeout: Duration::from_secs(10),
             auth: None,
             limiter: None,
             http: http::HttpMonitor::new(),
@@ -133,6 +140,12 @@ impl Api {
     /// Reports the counters of the HTTP server that runs this API (`/metrics`, stats).
     pub fn with_http_monitor(mut self, monitor: Arc<http::HttpMonitor>) -> Api {
         self.http = monitor;
+        self
+    }
+
+    /// Serves `/telemetry/stream` from `hub`.
+    pub fn with_stream(mut self, hub: Arc<Hub>) -> Api {
+        self.hub = Some(hub);
         self
     }
 
@@ -201,6 +214,7 @@ impl Api {
             Route::Healthz => return (None, self.liveness()),
             Route::Readyz => return (None, self.readiness()),
             Route::Metrics => return (None, Ok(self.prometheus(head.accept.as_deref()))),
+            Route::Stream => return (None, self.stream(raw_query.unwrap_or(""))),
             Route::Telemetry(endpoint) => endpoint,
         };
         let query = match Query::parse(raw_query.unwrap_or("")) {
@@ -216,6 +230,7 @@ impl Api {
                 &self.ingest,
                 self.http.counters(),
                 self.threads(),
+                self.hub.as_ref().map(|hub| hub.report()),
             )),
             Endpoint::History => self.history(&query),
             Endpoint::Rate => self.rate(&query),
@@ -340,6 +355,54 @@ impl Api {
                 json_reply(&body)
             }
         }
+    }
+
+    /// `GET /telemetry/stream`: Server-Sent Events of the samples of every applied poll that
+    /// match the `metric` and `switch_id` globs (each repeatable); see [`crate::server::stream`].
+    fn stream(&self, raw_query: &str) -> Result<Reply, ApiError> {
+        let hub = self
+            .hub
+            .as_ref()
+            .ok_or_else(|| ApiError::NotFound("no stream here".to_string()))?;
+        let query = Query::parse_repeatable(raw_query, &["metric", "switch_id"])?;
+        let list = |name: &str| -> Result<Vec<String>, ApiError> {
+            let values: Vec<String> = query.get_all(name).map(str::to_string).collect();
+            if values.len() > stream::MAX_FILTERS {
+                return Err(ApiError::BadRequest(format!(
+                    "at most {} {name} filters",
+                    stream::MAX_FILTERS
+                )));
+            }
+            if values.iter().any(String::is_empty) {
+                return Err(ApiError::BadRequest(format!("parameter {name:?} is empty")));
+            }
+            Ok(values)
+        };
+        let filters = Filters {
+            metrics: list("metric")?,
+            switches: list("switch_id")?,
+        };
+        let mut subscription = match hub.subscribe(filters) {
+            Ok(subscription) => subscription,
+            Err(Refused::Full) => {
+                return Err(ApiError::Busy(
+                    "too many stream subscribers (--max-subscribers); retry shortly".to_string(),
+                ))
+            }
+            Err(Refused::Closed) => {
+                return Err(ApiError::Busy("the server is stopping".to_string()))
+            }
+        };
+        Ok(Reply {
+            status: 200,
+            content_type: "text/event-stream",
+            // nginx (and proxies that honour it) must pass events through at once.
+            headers: vec![("X-Accel-Buffering", "no".to_string())],
+            body: ReplyBody::Stream {
+                next: Box::new(move || subscription.next_piece()),
+                write_timeout: self.stream_write_timeout,
+            },
+        })
     }
 
     /// The store's id of a metric, or 404.
@@ -638,11 +701,12 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    Stream,
 }
 
 /// Every path the API answers, written once: routing, the `route` label of `/metrics` and
 /// the latency entries of `/telemetry/stats` all come from it.
-const ROUTES: [(&str, Route); 10] = [
+const ROUTES: [(&str, Route); 11] = [
     ("/telemetry/get", Route::Telemetry(Endpoint::GetMetric)),
     ("/telemetry/list", Route::Telemetry(Endpoint::ListMetrics)),
     (
@@ -656,6 +720,7 @@ const ROUTES: [(&str, Route); 10] = [
     ("/healthz", Route::Healthz),
     ("/readyz", Route::Readyz),
     ("/metrics", Route::Metrics),
+    ("/telemetry/stream", Route::Stream),
 ];
 
 impl Route {
@@ -678,6 +743,7 @@ impl Route {
             Some(Route::Healthz) => "healthz",
             Some(Route::Readyz) => "readyz",
             Some(Route::Metrics) => "metrics",
+            Some(Route::Stream) => "stream",
             None => "other",
         }
     }

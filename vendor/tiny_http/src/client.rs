@@ -355,6 +355,10 @@ pub(crate) fn serve_connection(
                 counters.writing.fetch_add(1, Relaxed);
                 response
             }
+            Ok(Reply::Stream(stream)) => {
+                write_stream(&conn, stream, &version, do_not_send_body, counters);
+                break;
+            }
             Ok(Reply::Dropped) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 counters.writing.fetch_add(1, Relaxed);
                 Response::empty(500).boxed()
@@ -401,6 +405,45 @@ pub(crate) fn serve_connection(
             break;
         }
     }
+}
+
+/// fabric-telemetry patch: writes a [`crate::Stream`]: the head, then each piece as it comes,
+/// flushed at once, each within the stream's `write_timeout`; the connection closes after.
+fn write_stream(
+    conn: &Connection,
+    mut stream: crate::Stream,
+    version: &HTTPVersion,
+    head_only: bool,
+    counters: &Counters,
+) {
+    counters.streams.fetch_add(1, Relaxed);
+    let mut head = format!(
+        "HTTP/{}.{} {} {}\r\n",
+        version.0,
+        version.1,
+        stream.status_code.0,
+        stream.status_code.default_reason_phrase()
+    );
+    for header in &stream.headers {
+        head.push_str(&format!("{}: {}\r\n", header.field, header.value));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut writer = Deadlined::new(conn, Instant::now() + stream.write_timeout);
+    let mut written = writer.write_all(head.as_bytes()).and_then(|()| writer.flush());
+    while written.is_ok() && !head_only {
+        let Some(piece) = (stream.next)() else {
+            break;
+        };
+        writer.set_deadline(Instant::now() + stream.write_timeout);
+        written = writer.write_all(&piece).and_then(|()| writer.flush());
+    }
+    if let Err(e) = written {
+        if e.kind() == ErrorKind::TimedOut {
+            counters.write_timeouts.fetch_add(1, Relaxed);
+        }
+    }
+    counters.streams.fetch_sub(1, Relaxed);
+    let _ = conn.shutdown(Shutdown::Write);
 }
 
 /// Writes an empty error answer with `Connection: close`, giving it at most the request

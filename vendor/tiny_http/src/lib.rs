@@ -117,7 +117,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{DeclaredBody, Request};
+pub use request::{DeclaredBody, Request, Stream};
 pub use response::{Response, ResponseBox};
 
 mod client;
@@ -190,6 +190,8 @@ pub(crate) struct Counters {
     pub(crate) unanswered: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    /// fabric-telemetry patch: streams being written now.
+    pub(crate) streams: AtomicUsize,
 }
 
 /// A snapshot of a server's connection counters.
@@ -213,6 +215,8 @@ pub struct ConnectionStats {
     pub panics: u64,
     /// Failed `accept()` calls (retried after a pause).
     pub accept_errors: u64,
+    /// Streamed answers being written now.
+    pub streams: usize,
 }
 
 // this trait is to make sure that Server implements Share and Send
@@ -334,6 +338,7 @@ impl Server {
             unanswered: c.unanswered.load(Relaxed),
             panics: c.panics.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
+            streams: c.streams.load(Relaxed),
         }
     }
 

@@ -76,9 +76,24 @@ impl DeclaredBody {
     }
 }
 
+/// fabric-telemetry patch: an answer written a piece at a time for as long as its source
+/// gives pieces (Server-Sent Events), by the connection's own thread: the workers hand it
+/// over and are free at once. The head is `status` and `headers` (no length: the body ends
+/// when the connection closes, which it does after the stream). Each piece is flushed as soon
+/// as it is written and must be taken by the client within `write_timeout`, else the
+/// connection is closed.
+pub struct Stream {
+    pub status_code: crate::StatusCode,
+    pub headers: Vec<Header>,
+    /// The next piece, waiting as long as it likes; `None` ends the stream.
+    pub next: Box<dyn FnMut() -> Option<Vec<u8>> + Send>,
+    pub write_timeout: std::time::Duration,
+}
+
 /// What a connection thread gets back for a request it handed over.
 pub(crate) enum Reply {
     Answer(ResponseBox),
+    Stream(Stream),
     /// The request was dropped unanswered (a panic, or code that forgot): an empty 500.
     Dropped,
 }
@@ -168,6 +183,17 @@ impl Request {
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {
         &mut self.empty
+    }
+
+    /// fabric-telemetry patch: hands a [`Stream`] to the connection thread, which writes it
+    /// piece by piece and then closes the connection; never blocks.
+    pub fn respond_stream(mut self, stream: Stream) -> Result<(), io::Error> {
+        match self.reply.take() {
+            Some(reply) => reply
+                .try_send(Reply::Stream(stream))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")),
+            None => Ok(()),
+        }
     }
 
     /// Hands the response to the connection thread, which writes it; never blocks. An error
