@@ -187,7 +187,7 @@ fn every_error_status_has_a_json_body() {
         ),
         ("/telemetry/list?metric=temperature", 404, "temperature"),
         ("/telemetry/unknown", 404, "no such endpoint"),
-        ("/", 404, "no such endpoint"),
+        ("/nope", 404, "no such endpoint"),
     ];
     for (path, status, fragment) in cases {
         let answer = util::get(&server.url(path));

@@ -5,6 +5,7 @@ mod util;
 
 mod access;
 mod api;
+mod dashboard;
 mod deploy;
 mod durability;
 mod fuzz;

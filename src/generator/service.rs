@@ -147,6 +147,58 @@ pub struct CountersHandler {
     snapshots: SnapshotCell,
     faults: FaultConfig,
     format: FeedFormat,
+    /// The page at `/`: what is simulated and how it misbehaves.
+    page: Arc<String>,
+}
+
+/// The generator's page at `/`, from its settings.
+fn about_page(config: &GeneratorConfig) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let what = match config.format {
+        FeedFormat::Classic => format!(
+            "{} switches (<code>switch1</code>…), bandwidth, latency and errors per interval",
+            config.n_switches
+        ),
+        FeedFormat::Ufm => format!(
+            "an InfiniBand fabric as UFM Telemetry serves it: {} switches × {} ports, 30 \
+             cumulative 64-bit counters per port (flaky links with error bursts, resets, \
+             saturating legacy counters)",
+            config.n_switches, config.ports
+        ),
+    };
+    let paths: Vec<String> = config
+        .format
+        .paths()
+        .iter()
+        .map(|p| format!("<a href=\"{p}\"><code>{p}</code></a>"))
+        .collect();
+    let modes: Vec<&str> = config.faults.modes.iter().map(|m| m.name()).collect();
+    let faults = if config.faults.rate > 0.0 {
+        format!(
+            "{:.1}% of feed requests misbehave, one of: {} (slow: {}; stale: {} old)",
+            config.faults.rate * 100.0,
+            modes.join(", "),
+            humantime::format_duration(config.faults.delay),
+            humantime::format_duration(config.faults.stale_by)
+        )
+    } else {
+        "off (<code>--fault-rate 0</code>)".to_string()
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>telemetry-generator</title>\
+         <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:52em;margin:2em auto;padding:0 1em;color:#111}}\
+         dt{{font-weight:600}}</style></head><body><h1>telemetry-generator</h1><dl>\
+         <dt>Simulates</dt><dd>{}</dd><dt>Every</dt><dd>{}</dd><dt>Feed</dt><dd>{}</dd>\
+         <dt>Faults</dt><dd>{}</dd></dl></body></html>\n",
+        what,
+        escape(&humantime::format_duration(config.interval).to_string()),
+        paths.join(" and "),
+        faults
+    )
 }
 
 impl CountersHandler {
@@ -224,6 +276,17 @@ impl http::Handler for CountersHandler {
             return reply;
         }
         let (path, _) = head.path_and_query();
+        if path == "/" && head.is_read() {
+            return Reply {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                headers: Vec::new(),
+                body: ReplyBody::Shared {
+                    len: self.page.len(),
+                    data: Arc::clone(&self.page) as Arc<dyn AsRef<[u8]> + Send + Sync>,
+                },
+            };
+        }
         let paths = self.format.paths();
         if !paths.contains(&path) {
             return Reply::error(
@@ -314,6 +377,7 @@ impl GeneratorService {
             snapshots,
             faults: config.faults.clone(),
             format: config.format,
+            page: Arc::new(about_page(config)),
         });
         let http = HttpServer::start(
             listener,
@@ -394,6 +458,7 @@ mod tests {
             snapshots,
             faults: FaultConfig::default(),
             format,
+            page: Arc::new(about_page(&GeneratorConfig::default())),
         }
     }
 
@@ -412,6 +477,17 @@ mod tests {
             .starts_with(b"switch_id,bandwidth,latency,errors,timestamp\nswitch1,"));
         assert_eq!(handler.handle(&RequestHead::get("/nope")).status, 404);
         assert_eq!(handler.handle(&RequestHead::get("/metrics")).status, 404);
+        let page = handler.handle(&RequestHead::get("/"));
+        assert_eq!(page.status, 200);
+        let page = String::from_utf8_lossy(page.body_bytes()).to_string();
+        assert!(
+            page.contains("10 switches") && page.contains("/counters"),
+            "{page}"
+        );
+        assert!(
+            page.contains("500, truncate, slow, stale") || page.contains("off"),
+            "{page}"
+        );
         let mut post = RequestHead::get("/counters");
         post.method = "POST".to_string();
         assert_eq!(handler.handle(&post).status, 405);

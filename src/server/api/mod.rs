@@ -8,6 +8,7 @@
 
 mod body;
 mod cache;
+mod dashboard;
 mod error;
 pub mod exposition;
 pub mod history;
@@ -167,7 +168,9 @@ impl Api {
     /// The limit comes first so that a flood without a valid token is refused with 429 (by
     /// address) instead of costing a token check and a 401 each, forever.
     fn admit(&self, head: &RequestHead) -> Result<(), ApiError> {
-        if head.path_and_query().0 == "/healthz" {
+        // The dashboard page is static (no data): the browser must load it before it can
+        // send a token, so it is open like `/healthz`; every call it makes needs the token.
+        if matches!(head.path_and_query().0, "/healthz" | "/") {
             return Ok(());
         }
         let by_address = head.remote_ip.map_or(Client::Unknown, Client::Address);
@@ -215,6 +218,8 @@ impl Api {
             Route::Readyz => return (None, self.readiness()),
             Route::Metrics => return (None, Ok(self.prometheus(head.accept.as_deref()))),
             Route::Stream => return (None, self.stream(raw_query.unwrap_or(""))),
+            Route::Dashboard => return (None, Ok(dashboard::page())),
+            Route::Catalog => return (None, self.catalog()),
             Route::Telemetry(endpoint) => endpoint,
         };
         let query = match Query::parse(raw_query.unwrap_or("")) {
@@ -403,6 +408,30 @@ impl Api {
                 write_timeout: self.stream_write_timeout,
             },
         })
+    }
+
+    /// `GET /telemetry/metrics`: the metrics known, with their kinds, and the freshness
+    /// limit (what the dashboard needs to offer metrics and mark stale series).
+    fn catalog(&self) -> Result<Reply, ApiError> {
+        let metrics: Vec<serde_json::Value> = {
+            let store = self.store.read();
+            let table = store.metrics();
+            (0..table.len())
+                .map(|id| {
+                    let kind = match table.kind(id) {
+                        MetricKind::Gauge => "gauge",
+                        MetricKind::Count => "count",
+                        MetricKind::Counter { .. } => "counter",
+                    };
+                    serde_json::json!({ "metric": table.name(id), "kind": kind })
+                })
+                .collect()
+        };
+        json_reply(&serde_json::json!({
+            "max_age_seconds": seconds(self.max_age),
+            "switches": self.store.read().n_switches(),
+            "metrics": metrics,
+        }))
     }
 
     /// The store's id of a metric, or 404.
@@ -702,11 +731,13 @@ enum Route {
     Readyz,
     Metrics,
     Stream,
+    Dashboard,
+    Catalog,
 }
 
 /// Every path the API answers, written once: routing, the `route` label of `/metrics` and
 /// the latency entries of `/telemetry/stats` all come from it.
-const ROUTES: [(&str, Route); 11] = [
+const ROUTES: [(&str, Route); 13] = [
     ("/telemetry/get", Route::Telemetry(Endpoint::GetMetric)),
     ("/telemetry/list", Route::Telemetry(Endpoint::ListMetrics)),
     (
@@ -721,6 +752,8 @@ const ROUTES: [(&str, Route); 11] = [
     ("/readyz", Route::Readyz),
     ("/metrics", Route::Metrics),
     ("/telemetry/stream", Route::Stream),
+    ("/", Route::Dashboard),
+    ("/telemetry/metrics", Route::Catalog),
 ];
 
 impl Route {
@@ -744,6 +777,8 @@ impl Route {
             Some(Route::Readyz) => "readyz",
             Some(Route::Metrics) => "metrics",
             Some(Route::Stream) => "stream",
+            Some(Route::Dashboard) => "dashboard",
+            Some(Route::Catalog) => "metrics_catalog",
             None => "other",
         }
     }
