@@ -1,7 +1,8 @@
 //! The dashboard at `/` in a real browser: headless Chromium driven over the DevTools
 //! protocol. One row per switch, a value that changes in the feed changes in the page within
 //! 3 s, a switch whose feed stops turns stale, the history chart draws as many points as the
-//! API has buckets, and a screenshot is saved at `target/dashboard.png` on every run.
+//! API has buckets, and a screenshot is saved at `target/dashboard.png` (in the cargo target
+//! directory) on every run.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -276,7 +277,9 @@ fn the_dashboard_in_a_real_browser() {
         browser.eval("document.querySelector('[data-id=\"sw1\"]').click()");
     }
 
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    // `target/dashboard.png` (or the same under `CARGO_TARGET_DIR`).
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = tmp.parent().unwrap_or(tmp).join("dashboard.png");
     browser.screenshot(&path);
     let png = std::fs::read(&path).expect("screenshot");
     assert!(

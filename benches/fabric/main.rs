@@ -12,7 +12,8 @@
 //! every-batch` vs in memory, kill -9 at 10k switches and what came back) and `window`
 //! (aggregate over 1m vs 1h), `ufm` (20k ports x 30 counters of UFM Telemetry: bytes per
 //! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
-//! throughput); and, only when named, `soak [--switches N] [--minutes M]` (1M
+//! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside); and,
+//! only when named, `soak [--switches N] [--minutes M]` (1M
 //! switches for 7 minutes by default, through block sealing and expiry), and `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
 //! descriptors come back down), and `mixsoak [--minutes M]` (10k switches, a mixed read load
@@ -41,6 +42,7 @@ mod load;
 mod memory;
 mod mixsoak;
 mod soak;
+mod stream;
 mod ufm;
 mod window;
 
@@ -48,7 +50,7 @@ use report::Report;
 
 /// Every section: name, whether it runs by default, what it measures (for `--help`), in
 /// the order `--help` lists them (they run in the order of `main`).
-const SECTIONS: [(&str, bool, &str); 11] = [
+const SECTIONS: [(&str, bool, &str); 12] = [
     (
         "http",
         true,
@@ -88,6 +90,11 @@ const SECTIONS: [(&str, bool, &str); 11] = [
         "ufm",
         true,
         "20k ports x 30 counters of UFM Telemetry at 1 s: bytes/sample, CPU, top",
+    ),
+    (
+        "stream",
+        true,
+        "200 /telemetry/stream subscribers at 1,000 switches: losses, latency, /get alongside",
     ),
     (
         "soak",
@@ -267,6 +274,9 @@ fn main() {
     }
     if wants("ufm") {
         ufm::run(&mut report, options.quick);
+    }
+    if wants("stream") {
+        stream::run(&mut report, options.quick);
     }
     if wants("hostile") {
         hostile::run(&mut report);
