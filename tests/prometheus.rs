@@ -445,3 +445,58 @@ fn answers_are_not_cacheable_and_metrics_vary_by_accept() {
         Some("no-store")
     );
 }
+
+/// A switch that leaves its feed gets a staleness marker after `--max-age`: Prometheus stops
+/// answering its last value at once instead of for 5 minutes (the remote-write spec's rule).
+#[test]
+fn a_series_that_stops_is_marked_stale_in_a_real_prometheus() {
+    let Some(binary) = tool("prometheus") else {
+        return;
+    };
+    let receiver = Prometheus::start(
+        binary,
+        "stale",
+        " []",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let base = receiver.base();
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}", "switch2,50.5,0.45,3,{ts}"]);
+    let write_url = format!("{base}/api/v1/write");
+    let server = util::server(
+        &[&feed.url],
+        &["--remote-write", &write_url, "--max-age", "2s"],
+    );
+    util::wait_for("switch2 in Prometheus", Duration::from_secs(30), || {
+        query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch2\"}")
+    });
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}"]);
+    let left = std::time::Instant::now();
+    util::wait_for(
+        "switch2 gone from Prometheus",
+        Duration::from_secs(20),
+        || {
+            query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch2\"}")
+                .is_none()
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "switch2 went stale in Prometheus {:?} after leaving the feed",
+        left.elapsed()
+    );
+    assert!(
+        left.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        left.elapsed()
+    );
+    assert_eq!(
+        query(&base, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}"),
+        Some(72.34),
+        "the series that stays is not marked"
+    );
+    assert!(
+        remote_write_stat(&server, "stale_markers") >= 3,
+        "bandwidth, latency, errors…"
+    );
+}

@@ -277,7 +277,8 @@ impl MetricsServer {
         let store = StoreHandle::new(store);
         let remote = match &config.remote_write {
             Some(url) => Some(
-                RemoteWriter::start(url, stop_rx.clone(), &watch).map_err(StartError::Thread)?,
+                RemoteWriter::start(url, config.max_age, stop_rx.clone(), &watch)
+                    .map_err(StartError::Thread)?,
             ),
             None => None,
         };

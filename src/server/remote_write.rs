@@ -10,6 +10,7 @@
 //! The protobuf is written by hand: the schema is five small messages, and code generation
 //! would need `protoc` at build time.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -49,6 +50,8 @@ pub struct RemoteWriteStats {
     pub samples_rejected: AtomicU64,
     pub requests_failed: AtomicU64,
     pub retries: AtomicU64,
+    /// Staleness markers sent for series that stopped.
+    pub stale_markers: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -61,6 +64,7 @@ pub struct RemoteWriteReport {
     pub samples_rejected: u64,
     pub requests_failed: u64,
     pub retries: u64,
+    pub stale_markers: u64,
     pub last_error: Option<String>,
 }
 
@@ -73,6 +77,7 @@ impl RemoteWriteStats {
             samples_rejected: self.samples_rejected.load(Ordering::Relaxed),
             requests_failed: self.requests_failed.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            stale_markers: self.stale_markers.load(Ordering::Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -130,21 +135,28 @@ fn put_len_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
 }
 
 /// One `TimeSeries` with a single sample; labels must come sorted by name.
-fn put_series(
-    out: &mut Vec<u8>,
-    labels: &[(&str, &str)],
-    value: f64,
-    timestamp_ms: i64,
-    scratch: &mut Vec<u8>,
-) {
-    scratch.clear();
+/// The label fields of a `TimeSeries`: what identifies a series, byte for byte.
+fn encode_labels(labels: &[(&str, &str)], out: &mut Vec<u8>) {
+    out.clear();
     let mut label = Vec::new();
     for (name, val) in labels {
         label.clear();
         put_len_field(&mut label, 1, name.as_bytes());
         put_len_field(&mut label, 2, val.as_bytes());
-        put_len_field(scratch, 1, &label);
+        put_len_field(out, 1, &label);
     }
+}
+
+/// A `TimeSeries` of one sample, its labels already encoded.
+fn put_encoded_series(
+    out: &mut Vec<u8>,
+    labels: &[u8],
+    value: f64,
+    timestamp_ms: i64,
+    scratch: &mut Vec<u8>,
+) {
+    scratch.clear();
+    scratch.extend_from_slice(labels);
     let mut sample = Vec::with_capacity(20);
     put_varint(&mut sample, (1 << 3) | 1);
     sample.extend_from_slice(&value.to_le_bytes());
@@ -156,12 +168,76 @@ fn put_series(
 
 /// A `WriteRequest` body (before compression) for some accepted rows; returns it and the
 /// number of samples in it.
+/// Prometheus' staleness marker: a NaN with these bits, which receivers read as "the series
+/// ended here" (a plain NaN is a value).
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// The series sent lately, so that one that stops gets a staleness marker: the remote-write
+/// spec asks a sender to mark a series that disappears, or receivers go on serving its last
+/// value (Prometheus for 5 minutes). A series not sent for `--max-age` (gone from its feed,
+/// or the feed is down) is marked once and forgotten.
+#[derive(Default)]
+pub struct Staleness {
+    /// A series' encoded labels → timestamp of its newest sample sent, in ms.
+    sent: HashMap<Vec<u8>, i64>,
+}
+
+impl Staleness {
+    fn saw(&mut self, labels: &[u8], timestamp_ms: i64) {
+        match self.sent.get_mut(labels) {
+            Some(newest) => *newest = (*newest).max(timestamp_ms),
+            None => {
+                self.sent.insert(labels.to_vec(), timestamp_ms);
+            }
+        }
+    }
+
+    /// Markers, stamped `now_ms`, for the series not sent since `now_ms - max_age_ms`; those
+    /// are forgotten. Returns the request body and how many markers it holds.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        let mut marked = 0;
+        self.sent.retain(|labels, newest| {
+            if *newest >= now_ms - max_age_ms {
+                return true;
+            }
+            let at = now_ms.max(*newest + 1);
+            put_encoded_series(
+                &mut out,
+                labels,
+                f64::from_bits(STALE_NAN),
+                at,
+                &mut scratch,
+            );
+            marked += 1;
+            false
+        });
+        (out, marked)
+    }
+
+    /// Series being followed.
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+}
+
 /// `exposed` says how each column of `feed` appears in Prometheus (the families `/metrics`
-/// uses).
-pub fn encode_rows(feed: &FeedBatch, rows: &[u32], exposed: &[Arc<Exposed>]) -> (Vec<u8>, usize) {
+/// uses); every series encoded is noted in `staleness`.
+pub fn encode_rows(
+    feed: &FeedBatch,
+    rows: &[u32],
+    exposed: &[Arc<Exposed>],
+    staleness: &mut Staleness,
+) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(rows.len() * exposed.len() * 64);
     let mut scratch = Vec::new();
     let mut labels: Vec<(&str, &str)> = Vec::new();
+    let mut encoded = Vec::new();
     let mut samples = 0;
     for &row in rows {
         let row = row as usize;
@@ -181,7 +257,9 @@ pub fn encode_rows(feed: &FeedBatch, rows: &[u32], exposed: &[Arc<Exposed>]) -> 
             labels.extend(column.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             // The protocol wants labels sorted by name.
             labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            put_series(&mut out, &labels, value, timestamp_ms, &mut scratch);
+            encode_labels(&labels, &mut encoded);
+            put_encoded_series(&mut out, &encoded, value, timestamp_ms, &mut scratch);
+            staleness.saw(&encoded, timestamp_ms);
             samples += 1;
         }
     }
@@ -232,8 +310,10 @@ pub struct RemoteWriter {
 
 impl RemoteWriter {
     /// Starts the sender thread for `url`; it ends when `stop` fires or the queue is dropped.
+    /// A series not sent for `max_age` gets a staleness marker.
     pub fn start(
         url: &str,
+        max_age: Duration,
         stop: Receiver<()>,
         watch: &Arc<crate::shared::watch::Watch>,
     ) -> std::io::Result<RemoteWriter> {
@@ -254,7 +334,14 @@ impl RemoteWriter {
         // Restarted after a panic: the batch it held is lost (counted as dropped would need
         // it; it is not), the queue and its statistics carry on.
         let thread = watch.spawn_restarting("remote-write", stop.clone(), move || {
-            run(&agent, &thread_url, &receiver, &stop, &thread_stats)
+            run(
+                &agent,
+                &thread_url,
+                &receiver,
+                &stop,
+                &thread_stats,
+                max_age,
+            )
         })?;
         Ok(RemoteWriter {
             queue,
@@ -326,8 +413,12 @@ fn run(
     queue: &Receiver<Accepted>,
     stop: &Receiver<()>,
     stats: &RemoteWriteStats,
+    max_age: Duration,
 ) {
     let mut pending: Vec<Accepted> = Vec::new();
+    let mut staleness = Staleness::default();
+    let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+    let mut last_sweep = Instant::now();
     let mut pending_rows = 0usize;
     let mut oldest: Option<Instant> = None;
     loop {
@@ -347,6 +438,20 @@ fn run(
             recv(stop) -> _ => return,
             default(wait) => {}
         }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            let now_ms = crate::shared::timestamp::now_micros() / 1000;
+            let (body, markers) = staleness.expire(now_ms, max_age_ms);
+            // Markers are not samples: `samples_sent` counts what was accepted from feeds.
+            if markers > 0 {
+                if !deliver(agent, url, &body, 0, stop, stats) {
+                    return;
+                }
+                stats
+                    .stale_markers
+                    .fetch_add(markers as u64, Ordering::Relaxed);
+            }
+        }
         let due = oldest.is_some_and(|t| t.elapsed() >= FLUSH_AFTER);
         if pending.is_empty() || (pending_rows * 3 < MAX_SAMPLES_PER_SEND && !due) {
             continue;
@@ -359,7 +464,7 @@ fn run(
         {
             let per_row = feed.metrics.len().max(1);
             for chunk in rows.chunks((MAX_SAMPLES_PER_SEND / per_row).max(1)) {
-                let (body, samples) = encode_rows(&feed, chunk, &exposed);
+                let (body, samples) = encode_rows(&feed, chunk, &exposed, &mut staleness);
                 if samples > 0 && !deliver(agent, url, &body, samples, stop, stats) {
                     return;
                 }
@@ -373,6 +478,22 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_not_sent_for_max_age_is_marked_once_then_forgotten() {
+        let mut staleness = Staleness::default();
+        let mut labels = Vec::new();
+        encode_labels(&[("__name__", "x"), ("switch", "sw1")], &mut labels);
+        staleness.saw(&labels, 1_000);
+        staleness.saw(&labels, 2_000);
+        assert_eq!(staleness.expire(3_000, 1_000).1, 0, "seen within max age");
+        let (body, marked) = staleness.expire(3_001, 1_000);
+        assert_eq!(marked, 1);
+        assert!(body.windows(8).any(|w| w == STALE_NAN.to_le_bytes()));
+        assert!(body.windows(labels.len()).any(|w| w == labels.as_slice()));
+        assert!(staleness.is_empty());
+        assert_eq!(staleness.expire(10_000, 1_000).1, 0, "marked once");
+    }
 
     #[test]
     fn varints_and_fields() {
@@ -395,7 +516,7 @@ mod tests {
             .zip(&feed.kinds)
             .map(|(m, &kind)| Arc::new(names.assign(m, kind)))
             .collect();
-        let (body, samples) = encode_rows(&feed, &[0], &exposed);
+        let (body, samples) = encode_rows(&feed, &[0], &exposed, &mut Staleness::default());
         assert_eq!(samples, 2);
         let text = String::from_utf8_lossy(&body);
         assert!(

@@ -384,6 +384,12 @@ const FABRIC_REMOTE_WRITE_RETRIES_TOTAL: FamilyDef<'static> = FamilyDef {
     help: "Remote-write requests retried after a failure",
 };
 
+const FABRIC_REMOTE_WRITE_STALE_MARKERS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_remote_write_stale_markers_total",
+    kind: Kind::Counter,
+    help: "Staleness markers sent for series not seen for --max-age",
+};
+
 const FABRIC_STORAGE_HEALTHY: FamilyDef<'static> = FamilyDef {
     name: "fabric_storage_healthy",
     kind: Kind::Gauge,
@@ -452,7 +458,7 @@ const FABRIC_START_TIME_SECONDS: FamilyDef<'static> = FamilyDef {
 
 /// Every family of the server's own health, in the order `/metrics` gives them (those of
 /// remote write and storage only when configured). docs/API.md names each (tested).
-pub const OWN_FAMILIES: [&FamilyDef<'static>; 28] = [
+pub const OWN_FAMILIES: [&FamilyDef<'static>; 29] = [
     &FABRIC_STORAGE_WRITE_ERRORS_TOTAL,
     &FABRIC_STORAGE_WAL_BYTES_TOTAL,
     &FABRIC_STORAGE_WAL_FSYNCS_TOTAL,
@@ -470,6 +476,7 @@ pub const OWN_FAMILIES: [&FamilyDef<'static>; 28] = [
     &FABRIC_THREAD_PANICS_TOTAL,
     &FABRIC_REMOTE_WRITE_SAMPLES_TOTAL,
     &FABRIC_REMOTE_WRITE_RETRIES_TOTAL,
+    &FABRIC_REMOTE_WRITE_STALE_MARKERS_TOTAL,
     &FABRIC_STORAGE_HEALTHY,
     &FABRIC_STORAGE_DISK_BYTES,
     &FABRIC_SWITCHES,
@@ -622,6 +629,8 @@ pub fn render(
         }
         x.begin(&FABRIC_REMOTE_WRITE_RETRIES_TOTAL);
         x.sample(&[("receiver", &remote.url)], remote.retries as f64);
+        x.begin(&FABRIC_REMOTE_WRITE_STALE_MARKERS_TOTAL);
+        x.sample(&[("receiver", &remote.url)], remote.stale_markers as f64);
     }
     if let Some(storage) = ingest.storage() {
         let report = storage.report();
