@@ -8,6 +8,7 @@ mod api;
 mod dashboard;
 mod deploy;
 mod durability;
+mod fleet;
 mod fuzz;
 mod generator;
 mod history;

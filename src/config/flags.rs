@@ -171,6 +171,17 @@ pub static FLAGS: &[Flag] = &[
         ..FLAG
     },
     Flag {
+        name: "shard",
+        programs: Programs::Server,
+        kind: Kind::Value("I/N"),
+        help: "keep only shard I of N of the fabric's series (FNV-1a of the series key, mod N); run N servers with 0/N..N-1/N on the same sources",
+        set: |s, v| {
+            s.server.shard = Some(feed::key::Shard::parse(text(v)?)?);
+            Ok(())
+        },
+        ..FLAG
+    },
+    Flag {
         name: "max-subscribers",
         programs: Programs::Server,
         kind: Kind::Value("N"),
@@ -623,6 +634,7 @@ impl Settings {
                 counter_columns: Vec::new(),
                 names: None,
                 max_subscribers: 0,
+                shard: None,
                 limits: crate::server::cardinality::Limits {
                     max_series: 0,
                     max_metrics: 0,

@@ -213,8 +213,18 @@ impl CountersHandler {
         Some(self.faults.modes[rng.random_range(0..self.faults.modes.len())])
     }
 
-    fn counters(&self, path: &str) -> Reply {
+    fn counters(&self, path: &str, query: Option<&str>) -> Reply {
         let snapshot = self.snapshots.latest();
+        if let (Some(frame), Some(shard)) = (&snapshot.frame, query.and_then(ufm_shard)) {
+            let mut csv = Vec::new();
+            frame.render_csv_shard(snapshot.produced_at, Some(shard), &mut csv);
+            return Reply {
+                status: 200,
+                content_type: CSV,
+                headers: Vec::new(),
+                body: ReplyBody::Owned(csv),
+            };
+        }
         if path == "/metrics" && snapshot.frame.is_some() {
             let len = snapshot.prometheus().map_or(0, <[u8]>::len);
             return Reply {
@@ -301,8 +311,20 @@ impl http::Handler for CountersHandler {
             return Reply::error(405, "only GET and HEAD are allowed")
                 .with_header("Allow", "GET, HEAD".to_string());
         }
-        self.counters(path)
+        self.counters(path, head.path_and_query().1)
     }
+}
+
+/// UFM's sharding query, `num_shards=N&shard=I` (any other parameters ignored): `(I, N)`.
+fn ufm_shard(query: &str) -> Option<(u64, u64)> {
+    let value = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (count, index) = (value("num_shards")?, value("shard")?);
+    (count > 0 && index < count).then_some((index, count))
 }
 
 /// A byte offset strictly inside a data row (never at a line boundary), so the last row is

@@ -244,6 +244,18 @@ impl UfmFrame {
     /// UFM Telemetry's CSV: `timestamp` in microseconds, `source_id`, an empty `tag`,
     /// `node_guid` in UFM's short spelling, `port_guid`, `port_num`, then the counters.
     pub fn render_csv(&self, produced_at: Micros, out: &mut Vec<u8>) {
+        self.render_csv_shard(produced_at, None, out);
+    }
+
+    /// [`UfmFrame::render_csv`] of one shard, as UFM answers `?num_shards=N&shard=I`
+    /// (`sharding_field=port_guid`: a switch's ports share a port GUID, so a shard holds whole
+    /// switches): here, the switches whose number is I modulo N.
+    pub fn render_csv_shard(
+        &self,
+        produced_at: Micros,
+        shard: Option<(u64, u64)>,
+        out: &mut Vec<u8>,
+    ) {
         out.clear();
         out.reserve(self.counters.len() * 14 + 128);
         out.extend_from_slice(b"timestamp,source_id,tag,node_guid,port_guid,port_num");
@@ -253,7 +265,11 @@ impl UfmFrame {
         }
         out.push(b'\n');
         let stamp = produced_at.max(0) as u64;
-        for (guid, port, counters) in self.ports() {
+        let per_switch = self.ports_per_switch.max(1);
+        for (i, (guid, port, counters)) in self.ports().enumerate() {
+            if shard.is_some_and(|(index, count)| (i / per_switch) as u64 % count != index) {
+                continue;
+            }
             write_uint(out, stamp);
             out.extend_from_slice(
                 format!(",0x{guid:016x},,{guid:x},0x{:016x},", guid + 1).as_bytes(),

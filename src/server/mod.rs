@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub limits: cardinality::Limits,
     /// Live `/telemetry/stream` subscribers at most.
     pub max_subscribers: usize,
+    /// Keep only this shard of the fabric's series (`--shard I/N`).
+    pub shard: Option<crate::shared::feed::key::Shard>,
 }
 
 impl ServerConfig {
@@ -330,6 +332,7 @@ impl MetricsServer {
                     format,
                     key_labels: config.key_labels.clone(),
                     counter_columns: config.counter_columns.clone(),
+                    shard: config.shard,
                 },
                 limits: config.limits,
                 retention: config.retention,

@@ -137,6 +137,7 @@ pub fn poll_once(
         summary.cells.not_available += batch.not_available;
         summary.cells.bad_cells += batch.bad_cells;
         summary.cells.unkeyed += batch.unkeyed;
+        summary.cells.other_shard += batch.other_shard;
         summary.rejected.merge(&batch.rejected);
         if summary.example.is_none() {
             summary.example = batch.examples.first().cloned();

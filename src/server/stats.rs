@@ -228,6 +228,8 @@ pub struct SourceStats {
     pub series: u64,
     /// New columns dropped for `--max-metrics` (rows for `--max-series` are in `rejected`).
     pub metrics_dropped: u64,
+    /// Rows (Prometheus: samples) of series another shard keeps (`--shard`): skipped.
+    pub rows_other_shard: u64,
 }
 
 /// Upper bounds of the poll latency histogram, in milliseconds.
@@ -331,6 +333,8 @@ pub struct CellCounts {
     pub unkeyed: u64,
     /// New columns beyond `--max-metrics`.
     pub metrics_dropped: u64,
+    /// Rows of series another shard keeps (`--shard`).
+    pub other_shard: u64,
 }
 
 /// Ingest counters: rows accepted, rows rejected by reason, and per-source poll health.
@@ -449,6 +453,7 @@ impl IngestStats {
             s.series = series as u64;
             s.metrics_dropped += cells.metrics_dropped;
             s.values_not_available += cells.not_available;
+            s.rows_other_shard += cells.other_shard;
             s.values_unparsable += cells.bad_cells;
             s.samples_unkeyed += cells.unkeyed;
         });

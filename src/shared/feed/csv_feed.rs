@@ -181,6 +181,7 @@ pub struct FeedParser<R: Read> {
     layout: Layout,
     metrics: Vec<String>,
     freshness: Freshness,
+    shard: Option<key::Shard>,
     record: csv::ByteRecord,
     line: u64,
     /// One timestamp string per tick is the common case: parse each distinct one once.
@@ -218,6 +219,7 @@ impl<R: Read> FeedParser<R> {
             layout,
             metrics,
             freshness,
+            shard: options.shard,
             record: csv::ByteRecord::new(),
             line: 1,
             last_ts: None,
@@ -287,6 +289,12 @@ impl<R: Read> FeedParser<R> {
                 port_key.as_deref()
             }
         };
+        if let (Some(shard), Some(id)) = (self.shard, switch_id) {
+            if !shard.owns(id) {
+                batch.other_shard += 1;
+                return;
+            }
+        }
         let Some(switch_id) = switch_id else {
             let shown = match layout.key {
                 KeyColumns::Switch(column) => show(&record[column]),

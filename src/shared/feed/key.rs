@@ -42,6 +42,48 @@ pub fn is_guid_name(name: &str) -> bool {
     name.to_ascii_lowercase().ends_with("guid")
 }
 
+/// One shard of N (`--shard I/N`): the series whose key's FNV-1a 64-bit hash is I modulo N.
+/// The hash is fixed (FNV-1a, offset basis 0xcbf29ce484222325, prime 0x100000001b3, over the
+/// key's UTF-8 bytes), so every server, version and machine splits a fabric the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Shard {
+    /// `I/N` with `0 <= I < N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (index, count) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not I/N (like 0/2)"))?;
+        let index: u64 = index
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: {index:?} is not a number"))?;
+        let count: u64 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: {count:?} is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("{text:?}: I/N needs 0 <= I < N"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard keeps the series `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        fnv1a(key.as_bytes()) % self.count == self.index
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +110,27 @@ mod tests {
             port_key("0x7cfe9003009ce5b0", "01").as_deref(),
             Some("0x7cfe9003009ce5b0:1")
         );
+    }
+
+    #[test]
+    fn shards_split_keys_stably_and_completely() {
+        // The published FNV-1a test vectors pin the hash down.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let shards: Vec<Shard> = (0..3)
+            .map(|i| Shard::parse(&format!("{i}/3")).expect("valid"))
+            .collect();
+        let mut sizes = [0; 3];
+        for n in 0..3_000 {
+            let key = format!("0x0002c90300f172a0:{n}");
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(&key)).collect();
+            assert_eq!(owners.len(), 1, "{key}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&s| (800..1200).contains(&s)), "{sizes:?}");
+        for bad in ["", "1", "2/2", "0/0", "a/2", "-1/2"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -217,6 +217,8 @@ pub struct FeedBatch {
     /// Prometheus samples whose labels make no series key (see `--key-labels`): an
     /// exporter's own metrics, typically. Not rows of the fabric; counted, not rejected.
     pub unkeyed: u64,
+    /// Rows (Prometheus: samples) of series another shard keeps (`--shard`).
+    pub other_shard: u64,
     pub examples: Vec<RejectExample>,
     /// Set when the header was unusable (no rows) or the body stopped early (rows kept).
     pub error: Option<FeedError>,
@@ -497,6 +499,9 @@ pub struct SourceOptions {
     pub key_labels: Vec<Vec<String>>,
     /// Columns or metric names that are counters whatever their names say.
     pub counter_columns: Vec<String>,
+    /// Keep only this shard's series (`--shard I/N`); rows of others are skipped before their
+    /// values are read, and counted.
+    pub shard: Option<key::Shard>,
 }
 
 /// The default `--key-labels`: UFM's, treydock's and guilbaults' exporters, node_exporter's.
@@ -531,6 +536,7 @@ impl Default for SourceOptions {
             format: Format::Auto,
             key_labels: parse_key_labels(DEFAULT_KEY_LABELS).unwrap_or_default(),
             counter_columns: Vec::new(),
+            shard: None,
         }
     }
 }

@@ -234,7 +234,12 @@ struct Kept {
 /// What a label block says about a sample's series: its key and label suffix, or why none.
 #[derive(Clone, Copy)]
 enum Block {
-    Keyed { key: u32, suffix: u32 },
+    Keyed {
+        key: u32,
+        suffix: u32,
+    },
+    /// Keyed, but another shard keeps it.
+    OtherShard,
     Unkeyed,
     BadKey,
     Malformed,
@@ -344,6 +349,10 @@ pub fn parse<R: BufRead>(
             Block::Keyed { key, suffix } => (key, suffix),
             Block::Unkeyed => {
                 batch.unkeyed += 1;
+                continue;
+            }
+            Block::OtherShard => {
+                batch.other_shard += 1;
                 continue;
             }
             Block::BadKey => {
@@ -459,6 +468,9 @@ fn describe_block(
     match key_of(&labels, &options.key_labels) {
         None => Block::Unkeyed,
         Some((Err(()), _)) => Block::BadKey,
+        Some((Ok(key), _)) if options.shard.is_some_and(|shard| !shard.owns(&key)) => {
+            Block::OtherShard
+        }
         Some((Ok(key), alternative)) => Block::Keyed {
             key: keys.id(&key),
             suffix: suffixes.id(&label_suffix(&labels, &options.key_labels[alternative])),
@@ -566,6 +578,7 @@ fn assemble(
     out.error = batch.error.take();
     out.not_available = batch.not_available;
     out.unkeyed = batch.unkeyed;
+    out.other_shard = batch.other_shard;
     let mut row: Vec<Option<Value>> = vec![None; width];
     let mut i = 0;
     while i < kept.len() {

@@ -1,0 +1,179 @@
+//! Fleet scale: two servers, each keeping one shard of one fabric (`--shard 0/2`, `1/2`),
+//! remote-writing into one real VictoriaMetrics. Every series arrives exactly once, and the
+//! samples stored equal what the two servers accepted.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::util::{self, FakeFeed, FeedReply, HEADER};
+
+const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
+
+struct Victoria {
+    child: Child,
+    dir: std::path::PathBuf,
+    base: String,
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Victoria {
+    fn start() -> Victoria {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("fabric-vm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(VICTORIA_METRICS)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.display()))
+            .arg("-retentionPeriod=1d")
+            // Answer queries from the newest samples at once (default: 30 s behind).
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start victoria-metrics");
+        let base = format!("http://127.0.0.1:{port}");
+        util::wait_for(
+            "victoria-metrics to listen",
+            Duration::from_secs(20),
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        util::wait_for_status(&format!("{base}/health"), 200);
+        Victoria { child, dir, base }
+    }
+
+    /// Every stored sample of the `fabric_switch_*` families: (series labels, sample count).
+    fn export(&self) -> Vec<(serde_json::Value, usize)> {
+        let _ = util::get(&format!("{}/internal/force_flush", self.base));
+        let answer = util::get(&format!(
+            "{}/api/v1/export?match[]=%7B__name__%3D~%22fabric_switch_.%2A%22%7D",
+            self.base
+        ));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer
+            .body
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let series: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                let samples = series["values"].as_array().map_or(0, Vec::len);
+                (series["metric"].clone(), samples)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn two_shards_write_every_series_exactly_once_into_victoria_metrics() {
+    if !std::path::Path::new(VICTORIA_METRICS).exists() {
+        util::skip_unless_required("victoria-metrics (apt-get install victoria-metrics)");
+        return;
+    }
+    let vm = Victoria::start();
+    let feed = FakeFeed::start();
+    let paused = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&paused);
+    feed.set(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            return FeedReply::Status(503);
+        }
+        let ts = util::ts(0);
+        let mut body = format!("{HEADER}\n");
+        for s in 1..=40 {
+            body.push_str(&format!("sw{s},{s}.5,0.5,{},{ts}\n", s % 3));
+        }
+        FeedReply::Csv(body)
+    });
+    let write = format!("{}/api/v1/write", vm.base);
+    let shards: Vec<util::Proc> = ["0/2", "1/2"]
+        .iter()
+        .map(|shard| util::server(&[&feed.url], &["--shard", shard, "--remote-write", &write]))
+        .collect();
+    util::wait_for(
+        "a few polls on both shards",
+        Duration::from_secs(20),
+        || {
+            shards
+                .iter()
+                .all(|s| util::stats(s)["ingest"]["rows_accepted"].as_u64() >= Some(60))
+                .then_some(())
+        },
+    );
+    paused.store(true, Ordering::SeqCst);
+    // Everything accepted has been sent once the counters stop moving.
+    let mut last = (0, 0);
+    let (accepted, sent) =
+        util::wait_for("remote write to settle", Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = shards.iter().fold((0, 0), |(a, s), server| {
+                let stats = util::stats(server);
+                (
+                    a + stats["ingest"]["rows_accepted"].as_u64().unwrap_or(0),
+                    s + stats["ingest"]["remote_write"]["samples_sent"]
+                        .as_u64()
+                        .unwrap_or(0),
+                )
+            });
+            let settled = now == last && now.1 == now.0 * 3;
+            last = now;
+            settled.then_some(now)
+        });
+
+    // Each switch belongs to exactly one shard, and together they hold all 40.
+    let mut owners = std::collections::BTreeMap::<String, usize>::new();
+    for (i, server) in shards.iter().enumerate() {
+        let list = util::get(&server.url("/telemetry/list?metric=bandwidth")).json();
+        for switch in list
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            assert!(
+                owners.insert(switch.clone(), i).is_none(),
+                "{switch} on both shards"
+            );
+        }
+        let other = util::stats(server)["ingest"]["sources"][0]["rows_other_shard"].clone();
+        assert!(
+            other.as_u64() > Some(0),
+            "shard {i} skipped nothing: {other}"
+        );
+    }
+    assert_eq!(owners.len(), 40, "{owners:?}");
+
+    // VictoriaMetrics holds every series once, and exactly the samples the shards accepted.
+    let exported = util::wait_for(
+        "the samples in VictoriaMetrics",
+        Duration::from_secs(20),
+        || {
+            let exported = vm.export();
+            let stored: usize = exported.iter().map(|(_, n)| n).sum();
+            (stored as u64 == sent).then_some(exported)
+        },
+    );
+    assert_eq!(exported.len(), 40 * 3, "one series per switch and metric");
+    let mut names: Vec<String> = exported.iter().map(|(m, _)| m.to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 40 * 3, "no series twice");
+    assert_eq!(
+        sent,
+        accepted * 3,
+        "bandwidth, latency and errors of every accepted row"
+    );
+}
