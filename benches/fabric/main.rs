@@ -12,7 +12,8 @@
 //! every-batch` vs in memory, kill -9 at 10k switches and what came back) and `window`
 //! (aggregate over 1m vs 1h), `ufm` (20k ports x 30 counters of UFM Telemetry: bytes per
 //! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
-//! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside); and,
+//! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside),
+//! `openloop` (`/get` p50/p99/p99.9 on a fixed schedule at 25/50/75% of the maximum); and,
 //! only when named, `soak [--switches N] [--minutes M]` (1M
 //! switches for 7 minutes by default, through block sealing and expiry), and `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
@@ -41,6 +42,7 @@ mod ingest;
 mod load;
 mod memory;
 mod mixsoak;
+mod openloop;
 mod soak;
 mod stream;
 mod ufm;
@@ -50,7 +52,7 @@ use report::Report;
 
 /// Every section: name, whether it runs by default, what it measures (for `--help`), in
 /// the order `--help` lists them (they run in the order of `main`).
-const SECTIONS: [(&str, bool, &str); 12] = [
+const SECTIONS: [(&str, bool, &str); 13] = [
     (
         "http",
         true,
@@ -95,6 +97,11 @@ const SECTIONS: [(&str, bool, &str); 12] = [
         "stream",
         true,
         "200 /telemetry/stream subscribers at 1,000 switches: losses, latency, /get alongside",
+    ),
+    (
+        "openloop",
+        true,
+        "/get latency on a fixed schedule at 25/50/75% of the maximum (no coordinated omission)",
     ),
     (
         "soak",
@@ -277,6 +284,9 @@ fn main() {
     }
     if wants("stream") {
         stream::run(&mut report, options.quick);
+    }
+    if wants("openloop") {
+        openloop::run(&mut report, options.quick);
     }
     if wants("hostile") {
         hostile::run(&mut report);
