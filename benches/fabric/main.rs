@@ -14,7 +14,7 @@
 //! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
 //! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside),
 //! `openloop` (`/get` p50/p99/p99.9 on a fixed schedule at 25/50/75% of the maximum); and,
-//! only when named, `soak [--switches N] [--minutes M]` (1M
+//! only when named `vm` (beside a real VictoriaMetrics on the same data), and, `soak [--switches N] [--minutes M]` (1M
 //! switches for 7 minutes by default, through block sealing and expiry), and `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
 //! descriptors come back down), and `mixsoak [--minutes M]` (10k switches, a mixed read load
@@ -46,13 +46,14 @@ mod openloop;
 mod soak;
 mod stream;
 mod ufm;
+mod vm;
 mod window;
 
 use report::Report;
 
 /// Every section: name, whether it runs by default, what it measures (for `--help`), in
 /// the order `--help` lists them (they run in the order of `main`).
-const SECTIONS: [(&str, bool, &str); 13] = [
+const SECTIONS: [(&str, bool, &str); 14] = [
     (
         "http",
         true,
@@ -102,6 +103,11 @@ const SECTIONS: [(&str, bool, &str); 13] = [
         "openloop",
         true,
         "/get latency on a fixed schedule at 25/50/75% of the maximum (no coordinated omission)",
+    ),
+    (
+        "vm",
+        false,
+        "our server and VictoriaMetrics side by side on the same data: CPU, memory, disk, counts",
     ),
     (
         "soak",
@@ -287,6 +293,9 @@ fn main() {
     }
     if wants("openloop") {
         openloop::run(&mut report, options.quick);
+    }
+    if wants("vm") {
+        vm::run(&mut report, options.quick);
     }
     if wants("hostile") {
         hostile::run(&mut report);
