@@ -14,8 +14,9 @@
 //! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
 //! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside),
 //! `openloop` (`/get` p50/p99/p99.9 on a fixed schedule at 25/50/75% of the maximum); and,
-//! only when named `vm` (beside a real VictoriaMetrics on the same data), and, `soak [--switches N] [--minutes M]` (1M
-//! switches for 7 minutes by default, through block sealing and expiry), and `hostile` (idle
+//! only when named, `vm` (beside a real VictoriaMetrics on the same data), `soak [--switches N]
+//! [--minutes M]` (1M switches for 7 minutes by default, through block sealing and expiry),
+//! `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
 //! descriptors come back down), and `mixsoak [--minutes M]` (10k switches, a mixed read load
 //! at half its measured maximum for 30 minutes: RSS, threads and descriptors after warm-up,
