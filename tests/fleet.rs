@@ -2,89 +2,40 @@
 //! remote-writing into one real VictoriaMetrics. Every series arrives exactly once, and the
 //! samples stored equal what the two servers accepted.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::util::{self, FakeFeed, FeedReply, HEADER};
+use crate::util::{self, FakeFeed, FeedReply, Victoria, HEADER};
 
-const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
-
-struct Victoria {
-    child: Child,
-    dir: std::path::PathBuf,
-    base: String,
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Victoria {
-    fn start() -> Victoria {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("fabric-vm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let child = Command::new(VICTORIA_METRICS)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.display()))
-            .arg("-retentionPeriod=1d")
-            // Answer queries from the newest samples at once (default: 30 s behind).
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start victoria-metrics");
-        let base = format!("http://127.0.0.1:{port}");
-        util::wait_for(
-            "victoria-metrics to listen",
-            Duration::from_secs(20),
-            || {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|_| ())
-            },
-        );
-        util::wait_for_status(&format!("{base}/health"), 200);
-        Victoria { child, dir, base }
-    }
-
-    /// Every stored sample of the `fabric_switch_*` families: (series labels, sample count).
-    fn export(&self) -> Vec<(serde_json::Value, usize)> {
-        let _ = util::get(&format!("{}/internal/force_flush", self.base));
-        let answer = util::get(&format!(
-            "{}/api/v1/export?match[]=%7B__name__%3D~%22fabric_switch_.%2A%22%7D",
-            self.base
-        ));
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        answer
-            .body
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|line| {
-                let series: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-                let samples = series["values"].as_array().map_or(0, Vec::len);
-                (series["metric"].clone(), samples)
-            })
-            .collect()
-    }
+/// Every stored sample of the `fabric_switch_*` families: (series labels, sample count).
+fn export(vm: &Victoria) -> Vec<(serde_json::Value, usize)> {
+    let _ = util::get(&format!("{}/internal/force_flush", vm.base));
+    let answer = util::get(&format!(
+        "{}/api/v1/export?match[]=%7B__name__%3D~%22fabric_switch_.%2A%22%7D",
+        vm.base
+    ));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
+        .body
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let series: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let samples = series["values"].as_array().map_or(0, Vec::len);
+            (series["metric"].clone(), samples)
+        })
+        .collect()
 }
 
 #[test]
 fn two_shards_write_every_series_exactly_once_into_victoria_metrics() {
-    if !std::path::Path::new(VICTORIA_METRICS).exists() {
+    if !std::path::Path::new(util::VICTORIA_METRICS).exists() {
         util::skip_unless_required("victoria-metrics (apt-get install victoria-metrics)");
         return;
     }
-    let vm = Victoria::start();
+    let vm =
+        Victoria::start(std::env::temp_dir().join(format!("fabric-vm-{}", std::process::id())));
     let feed = FakeFeed::start();
     let paused = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&paused);
@@ -161,7 +112,7 @@ fn two_shards_write_every_series_exactly_once_into_victoria_metrics() {
         "the samples in VictoriaMetrics",
         Duration::from_secs(20),
         || {
-            let exported = vm.export();
+            let exported = export(&vm);
             let stored: usize = exported.iter().map(|(_, n)| n).sum();
             (stored as u64 == sent).then_some(exported)
         },

@@ -500,3 +500,61 @@ fn proc_status(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Debian's VictoriaMetrics binary.
+pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
+
+/// A VictoriaMetrics on a free loopback port with its own data directory; killed (and the
+/// directory removed) when dropped.
+pub struct Victoria {
+    child: Child,
+    pub dir: std::path::PathBuf,
+    pub base: String,
+}
+
+impl Victoria {
+    /// Starts it (the binary must exist) with `dir` as its data directory, emptied first;
+    /// queries answer from the newest samples at once (`-search.latencyOffset=0s`).
+    pub fn start(dir: std::path::PathBuf) -> Victoria {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(VICTORIA_METRICS)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.display()))
+            .arg("-retentionPeriod=1d")
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start victoria-metrics");
+        wait_for(
+            "victoria-metrics to listen",
+            Duration::from_secs(30),
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        Victoria {
+            child,
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -5,24 +5,13 @@
 //! after a forced merge); and whether the sample counts agree. Skipped with a message when the
 //! binary is absent (required under `FABRIC_REQUIRE_TOOLS=1`).
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::report::Report;
 use crate::system::{cpu_seconds, rss_bytes, scratch_dir, server_polling, wait_for_rows};
 use crate::util;
 
-const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 const SWITCHES: usize = 10_000;
-
-struct Victoria(Child);
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -39,39 +28,19 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 pub fn run(report: &mut Report, quick: bool) {
-    if !std::path::Path::new(VICTORIA_METRICS).exists() {
+    if !std::path::Path::new(util::VICTORIA_METRICS).exists() {
         util::skip_unless_required("victoria-metrics (apt-get install victoria-metrics)");
-        println!("  vm       skipped: {VICTORIA_METRICS} is not installed");
+        println!(
+            "  vm       skipped: {} is not installed",
+            util::VICTORIA_METRICS
+        );
         return;
     }
     let minutes = if quick { 1 } else { 3 };
     let vm_dir = scratch_dir("vm-data");
     let our_dir = scratch_dir("vm-ours");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let vm = Victoria(
-        Command::new(VICTORIA_METRICS)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", vm_dir.display()))
-            .arg("-retentionPeriod=1d")
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start victoria-metrics"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    util::wait_for(
-        "victoria-metrics to listen",
-        Duration::from_secs(30),
-        || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        },
-    );
+    let vm = util::Victoria::start(vm_dir.clone());
+    let base = vm.base.clone();
     let generator = util::Proc::start(
         util::generator_bin(),
         &[
@@ -96,7 +65,7 @@ pub fn run(report: &mut Report, quick: bool) {
         ],
     );
     wait_for_rows(&server, SWITCHES as u64 * 2);
-    let vm_pid = vm.0.id();
+    let vm_pid = vm.pid();
     let (our_cpu, vm_cpu) = (cpu_seconds(server.pid()), cpu_seconds(vm_pid));
     let (our_rss, vm_rss) = (
         rss_bytes(&server.pid().to_string()),
