@@ -413,10 +413,10 @@ impl Api {
     /// `GET /telemetry/metrics`: the metrics known, with their kinds, and the freshness
     /// limit (what the dashboard needs to offer metrics and mark stale series).
     fn catalog(&self) -> Result<Reply, ApiError> {
-        let metrics: Vec<serde_json::Value> = {
+        let (metrics, switches) = {
             let store = self.store.read();
             let table = store.metrics();
-            (0..table.len())
+            let metrics = (0..table.len())
                 .map(|id| {
                     let kind = match table.kind(id) {
                         MetricKind::Gauge => "gauge",
@@ -425,11 +425,12 @@ impl Api {
                     };
                     serde_json::json!({ "metric": table.name(id), "kind": kind })
                 })
-                .collect()
+                .collect::<Vec<_>>();
+            (metrics, store.n_switches())
         };
         json_reply(&serde_json::json!({
             "max_age_seconds": seconds(self.max_age),
-            "switches": self.store.read().n_switches(),
+            "switches": switches,
             "metrics": metrics,
         }))
     }

@@ -266,18 +266,23 @@ impl FeedBatch {
 
     /// Keeps only the rows `keep` says yes to (in order).
     pub fn retain_rows(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let kept: Vec<bool> = (0..self.len())
+            .map(|row| keep(self.switch_id(row)))
+            .collect();
+        // Every poll passes through here (the source's bounds): keeping every row, the usual
+        // case, copies nothing.
+        if kept.iter().all(|&k| k) {
+            return;
+        }
         let width = self.metrics.len();
         let mut out = FeedBatch::with_columns(
             std::mem::take(&mut self.metrics),
             std::mem::take(&mut self.kinds),
         );
-        for row in 0..self.len() {
-            let id = self.switch_id(row);
-            if keep(id) {
-                out.push_id(id, self.timestamps[row]);
-                out.values
-                    .extend_from_slice(&self.values[row * width..(row + 1) * width]);
-            }
+        for (row, _) in kept.iter().enumerate().filter(|(_, &k)| k) {
+            out.push_id(self.switch_id(row), self.timestamps[row]);
+            out.values
+                .extend_from_slice(&self.values[row * width..(row + 1) * width]);
         }
         self.ids = out.ids;
         self.id_ends = out.id_ends;
