@@ -8,7 +8,7 @@ use fabric_telemetry::generator::Fabric;
 use fabric_telemetry::server::store::{BlockLimits, Store};
 use fabric_telemetry::shared::feed::{self, Freshness};
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use crate::report::Report;
 use crate::system::rss_bytes;
@@ -27,14 +27,7 @@ pub fn run(report: &mut Report, quick: bool) -> (Store, i64) {
     let mut ts = start;
     for tick in 0..ticks {
         fabric.tick();
-        // Real ticks land a wake-up latency after their grid point: measured on this
-        // machine, 50–300 µs independently per tick, with rare spikes to ~1.5 ms.
-        let wake_up = if jitter.random_bool(0.01) {
-            jitter.random_range(300..1_500)
-        } else {
-            jitter.random_range(50..300)
-        };
-        ts = start + tick * MICROS_PER_SEC + wake_up;
+        ts = start + tick * MICROS_PER_SEC + crate::system::wake_up_micros(&mut jitter);
         fabric.render_csv(ts, &mut csv);
         let batch = feed::parse_feed(
             csv.as_slice(),

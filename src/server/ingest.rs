@@ -15,7 +15,6 @@ use crossbeam_channel::{select, Receiver};
 use crate::server::persist::Disk;
 use crate::server::remote_write::{Accepted, RemoteWriteQueue};
 use crate::server::stats::IngestStats;
-use crate::server::store::file::BlockFileWriter;
 use crate::server::store::StoreHandle;
 use crate::server::stream::{Offer, StreamOutlet};
 use crate::shared::feed::FeedBatch;
@@ -170,15 +169,13 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
 }
 
 /// Exports the blocks sealed since the last compaction to the persist thread (at most what
-/// its cap on block files waiting for the disk still allows), with the point from which the
-/// WAL must be kept. Whether it did: when the persist thread cannot take blocks now, nothing
+/// its cap on block files waiting for the disk still allows), with a checkpoint of every
+/// other block, after which the WAL before the export can go. Whether it did: when the persist thread cannot take blocks now, nothing
 /// is exported, and the blocks wait in memory (their rows in the WAL) for a later try.
 pub(crate) fn compact(handle: &StoreHandle, disk: &Disk, now: Micros) -> bool {
     if !disk.can_take_blocks() {
         return false;
     }
-    let mut writer = BlockFileWriter::default();
-    let keep_wal_from = handle.export_sealed_within(now, &mut writer, disk.block_budget());
-    disk.write_blocks(writer, keep_wal_from);
+    disk.write_export(handle.export_within(now, disk.block_budget()));
     true
 }

@@ -33,6 +33,9 @@ pub struct StorageCounters {
     pub blocks_written: u64,
     pub samples_compacted: u64,
     pub block_bytes_written: u64,
+    /// Checkpoints (every block not yet in a block file, so the WAL can be trimmed) written.
+    pub checkpoints_written: u64,
+    pub checkpoint_bytes_written: u64,
 }
 
 #[derive(Debug, Default)]

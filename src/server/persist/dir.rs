@@ -73,8 +73,14 @@ pub struct DataDir {
     pub(super) blocks_dir: PathBuf,
     pub(super) segments: Vec<TrackedFile>,
     pub(super) block_files: Vec<TrackedFile>,
+    /// Checkpoint files: the newest continues the block files; older ones wait to be deleted.
+    pub(super) checkpoints: Vec<TrackedFile>,
     pub(super) next_seq: u64,
 }
+
+/// Checkpoints sit beside the block files as `<seq>.ckpt`: the same format, holding every
+/// block not yet in a block file when it was written (see `crate::server::store::Export`).
+pub(super) const CHECKPOINT_EXT: &str = "ckpt";
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,6 +91,11 @@ pub struct RecoveryReport {
     pub block_files_quarantined: u64,
     pub blocks_expired: u64,
     pub blocks_conflicting: u64,
+    pub checkpoints_loaded: u64,
+    pub checkpoint_rows_replayed: u64,
+    /// Checkpoint rows already in block files (the blocks sealed after it was written).
+    pub checkpoint_rows_already_stored: u64,
+    pub checkpoints_quarantined: u64,
     pub wal_segments_read: u64,
     pub wal_records_replayed: u64,
     pub wal_rows_replayed: u64,
@@ -175,6 +186,7 @@ impl DataDir {
             blocks_dir,
             segments: Vec::new(),
             block_files: Vec::new(),
+            checkpoints: Vec::new(),
             next_seq: 0,
         })
     }
@@ -183,8 +195,8 @@ impl DataDir {
         &self.root
     }
 
-    /// Loads block files into `store`, then replays the WAL into it. Rows older than
-    /// `cutoff` are not loaded. Damage is logged, set aside or cut, never fatal.
+    /// Loads block files into `store`, then replays checkpoints and the WAL into it. Rows
+    /// older than `cutoff` are not loaded. Damage is logged, set aside or cut, never fatal.
     pub fn recover(
         &mut self,
         store: &mut Store,
@@ -193,9 +205,11 @@ impl DataDir {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
         let block_files = list_numbered(&self.blocks_dir, "blk")?;
+        let checkpoints = list_numbered(&self.blocks_dir, CHECKPOINT_EXT)?;
         let segments = list_numbered(&self.wal_dir, "wal")?;
         self.next_seq = block_files
             .iter()
+            .chain(&checkpoints)
             .chain(&segments)
             .map(|(seq, _)| seq + 1)
             .max()
@@ -204,6 +218,11 @@ impl DataDir {
             self.load_block_file(seq, path, store, cutoff, &mut report);
         }
         store.finish_import();
+        // Oldest first, all of them: a newer one continues an older one's switches, and if
+        // the newest is damaged an older one still gives back what it holds.
+        for (seq, path) in checkpoints {
+            self.replay_checkpoint(seq, path, store, &mut report);
+        }
         for (seq, path) in segments {
             self.replay_segment(seq, path, store, &mut report);
         }
@@ -265,6 +284,58 @@ impl DataDir {
         }
     }
 
+    fn replay_checkpoint(
+        &mut self,
+        seq: u64,
+        path: PathBuf,
+        store: &mut Store,
+        report: &mut RecoveryReport,
+    ) {
+        let loaded = fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                read_block_file(&bytes)
+                    .map(|file| (file, bytes.len() as u64))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((file, bytes)) => {
+                let outcome = store.replay_checkpoint(file);
+                report.checkpoints_loaded += 1;
+                report.checkpoint_rows_replayed += outcome.rows_replayed;
+                report.checkpoint_rows_already_stored += outcome.rows_already_stored;
+                if outcome.corrupt_blocks > 0 {
+                    log::error!(
+                        "checkpoint {}: {} blocks would not decode to the end; their rows up to the damage were kept",
+                        path.display(),
+                        outcome.corrupt_blocks
+                    );
+                }
+                self.checkpoints.push(TrackedFile {
+                    seq,
+                    path,
+                    bytes,
+                    max_ts: None,
+                });
+            }
+            Err(why) => {
+                let aside = path.with_extension("ckpt.corrupt");
+                let moved = fs::rename(&path, &aside);
+                report.checkpoints_quarantined += 1;
+                log::error!(
+                    "checkpoint {} is damaged ({why}): rows stored before it and not in a block file are lost; {}",
+                    path.display(),
+                    match moved {
+                        Ok(()) => format!("moved aside to {}", aside.display()),
+                        Err(e) => format!("could not move it aside ({e}), ignoring it"),
+                    }
+                );
+            }
+        }
+    }
+
+    /// Replays a WAL segment record by record (one record in memory at a time, however
+    /// large the segment), cutting a torn or corrupt tail off the file.
     fn replay_segment(
         &mut self,
         seq: u64,
@@ -272,8 +343,9 @@ impl DataDir {
         store: &mut Store,
         report: &mut RecoveryReport,
     ) {
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let opened = File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, file) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 log::warn!(
                     "cannot read WAL segment {}: {e}; skipping it",
@@ -282,19 +354,11 @@ impl DataDir {
                 return;
             }
         };
-        let contents = wal::read_segment(&bytes);
+        let mut reader = wal::SegmentReader::new(io::BufReader::with_capacity(1 << 20, file), len);
         report.wal_segments_read += 1;
-        report.wal_records_skipped += contents.skipped_records;
-        if contents.skipped_records > 0 {
-            log::warn!(
-                "WAL segment {}: {} corrupt records skipped (their rows are lost)",
-                path.display(),
-                contents.skipped_records
-            );
-        }
         let mut max_ts: Option<Micros> = None;
-        for batch in &contents.batches {
-            let outcome = store.ingest(batch);
+        while let Some(batch) = reader.next_batch() {
+            let outcome = store.ingest(&batch);
             report.wal_records_replayed += 1;
             report.wal_rows_replayed += outcome.accepted;
             report.wal_rows_already_stored += batch.len() as u64 - outcome.accepted;
@@ -303,10 +367,18 @@ impl DataDir {
                 max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
             }
         }
-        let mut kept = bytes.len() as u64;
-        if let Some(damage) = &contents.damage {
+        report.wal_records_skipped += reader.skipped_records;
+        if reader.skipped_records > 0 {
+            log::warn!(
+                "WAL segment {}: {} corrupt records skipped (their rows are lost)",
+                path.display(),
+                reader.skipped_records
+            );
+        }
+        let mut kept = len;
+        if let Some(damage) = &reader.damage {
             report.wal_tails_cut += 1;
-            kept = contents.good_len as u64;
+            kept = reader.good_len as u64;
             let cut = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -314,8 +386,8 @@ impl DataDir {
             log::warn!(
                 "WAL segment {}: {damage}; {} bytes after byte {} cut off{}",
                 path.display(),
-                bytes.len() - contents.good_len,
-                contents.good_len,
+                len - kept,
+                kept,
                 match cut {
                     Ok(()) => String::new(),
                     Err(e) => format!(" (in memory only: truncating failed: {e})"),
@@ -334,6 +406,7 @@ impl DataDir {
         self.segments
             .iter()
             .chain(&self.block_files)
+            .chain(&self.checkpoints)
             .map(|f| f.bytes)
             .sum()
     }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::dir::list_numbered;
 use super::writer::{spawn_with_cap, DiskJob};
 use super::*;
-use crate::server::store::file::BlockFileWriter;
 use crate::server::store::{BlockLimits, StoreHandle};
 use crate::shared::feed::FeedBatch;
 use crate::shared::timestamp::{self, Micros};
@@ -95,9 +94,7 @@ fn run(
         disk.poll_done();
         if i % compact_every == compact_every - 1 {
             wait_for_room();
-            let mut writer = BlockFileWriter::default();
-            let keep = handle.export_sealed(batch.timestamp(0), &mut writer);
-            disk.write_blocks(writer, keep);
+            disk.write_export(handle.export(batch.timestamp(0)));
         }
     }
     drop(disk);
@@ -106,9 +103,10 @@ fn run(
 }
 
 #[test]
-fn the_wal_is_trimmed_only_behind_durable_block_files() {
+fn the_wal_is_trimmed_behind_durable_block_files_and_checkpoints() {
     let dir = Scratch::new("trim");
-    let (_, stats) = run(&dir.0, Duration::from_secs(3600), &polls(100, 0), 20);
+    let batches = polls(100, 0);
+    let (_, stats) = run(&dir.0, Duration::from_secs(3600), &batches, 20);
     let report = stats.report();
     assert_eq!(report.counters.rows_not_logged, 0);
     assert_eq!(
@@ -116,11 +114,15 @@ fn the_wal_is_trimmed_only_behind_durable_block_files() {
         "every-batch: one fsync per poll"
     );
     assert!(report.counters.block_files_written >= 4, "{report:?}");
-    // Compaction cut a segment every 20 polls; the ones wholly behind the open blocks went.
-    assert!(report.counters.wal_segments_deleted >= 3, "{report:?}");
+    // Compaction cut a segment every 20 polls; each went once the block file and the
+    // checkpoint of the export after it were durable, open blocks or not.
+    assert_eq!(report.counters.wal_segments_deleted, 5, "{report:?}");
+    assert_eq!(dir.count("wal", "wal"), 0);
+    assert_eq!(report.counters.checkpoints_written, 5, "{report:?}");
     assert_eq!(
-        dir.count("wal", "wal") as u64,
-        5 - report.counters.wal_segments_deleted
+        dir.count("blocks", "ckpt"),
+        1,
+        "older checkpoints are deleted"
     );
     // And what is left restores everything.
     let mut restored = Store::new(BlockLimits {
@@ -130,7 +132,10 @@ fn the_wal_is_trimmed_only_behind_durable_block_files() {
     let mut data_dir = DataDir::open(&dir.0).expect("reopen");
     let recovery = data_dir.recover(&mut restored, i64::MIN).expect("recover");
     assert_eq!(restored.retained_rows(), 200, "{recovery:?}");
+    assert_holds_every_row(&restored, &batches);
     assert_eq!(recovery.block_files_quarantined + recovery.wal_tails_cut, 0);
+    assert_eq!(recovery.checkpoints_loaded, 1);
+    assert!(recovery.checkpoint_rows_replayed > 0, "{recovery:?}");
 }
 
 #[test]

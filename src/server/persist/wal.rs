@@ -2,11 +2,16 @@
 //!
 //! A segment is `FTWAL001` followed by records `u32 length, u32 crc32(payload), payload`
 //! (little endian). A payload is one chunk of accepted rows:
-//! `kind (2), metrics (name, kind byte), row count, rows: switch id, timestamp (zigzag delta
-//! from the previous row), one value per metric (see `put_value`)`. Records of kind 1 (before
-//! counters) have no kind bytes; they still replay, with kinds decided by name. Reading stops at a torn record (the
-//! write a crash interrupted) and skips a corrupt one only when the record after it checks
-//! out; anything else from the damage on is cut off.
+//! `kind (3), metrics (name, kind byte), row count, rows: switch id (bytes shared with the
+//! previous row's id, then the rest), timestamp (zigzag delta from the previous row), one
+//! value per metric (see `put_value`)`. Feeds list switches in a stable order with common
+//! prefixes (`switch1234`, `0x0002c90300a1b2c3:17`), so an id costs two or three bytes, and
+//! every record still decodes on its own (a skipped record loses nothing else). Records of
+//! kind 2 spell ids out whole; kind 1 (before counters) also has no kind bytes, and replays
+//! with kinds decided by name. Reading stops at a torn record (the write a crash
+//! interrupted) and skips a corrupt one only when the record after it checks out; anything
+//! else from the damage on is cut off. Segments are read record by record
+//! ([`SegmentReader`]): replay holds one record at a time, however large the segment.
 
 use crate::shared::feed::FeedBatch;
 use crate::shared::metric::{self, MetricKind, Value};
@@ -15,7 +20,8 @@ use crate::shared::wire::{self, Reader};
 pub const MAGIC: &[u8; 8] = b"FTWAL001";
 const RECORD_HEADER: usize = 8;
 const KIND_ROWS_V1: u8 = 1;
-const KIND_ROWS: u8 = 2;
+const KIND_ROWS_V2: u8 = 2;
+const KIND_ROWS: u8 = 3;
 
 /// No record is larger (a 64k-row chunk with a few dozen metrics is far below).
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -32,10 +38,19 @@ pub fn encode_rows(batch: &FeedBatch, rows: &[u32], out: &mut Vec<u8>) {
     }
     wire::put_varint(out, rows.len() as u64);
     let mut previous_ts = 0i64;
+    let mut previous_id: &[u8] = &[];
     for &row in rows {
         let row = row as usize;
         let ts = batch.timestamp(row);
-        wire::put_bytes(out, batch.switch_id(row).as_bytes());
+        let id = batch.switch_id(row).as_bytes();
+        let shared = id
+            .iter()
+            .zip(previous_id)
+            .take_while(|(a, b)| a == b)
+            .count();
+        wire::put_varint(out, shared as u64);
+        wire::put_bytes(out, &id[shared..]);
+        previous_id = id;
         wire::put_zigzag(out, ts.wrapping_sub(previous_ts));
         previous_ts = ts;
         for &value in batch.row_values(row) {
@@ -105,9 +120,10 @@ fn get_value(r: &mut Reader<'_>) -> Result<Option<Value>, wire::Truncated> {
 
 fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
     let mut r = Reader::new(payload);
-    let with_kinds = match r.take(1)? {
-        [KIND_ROWS] => true,
-        [KIND_ROWS_V1] => false,
+    let (with_kinds, front_coded) = match r.take(1)? {
+        [KIND_ROWS] => (true, true),
+        [KIND_ROWS_V2] => (true, false),
+        [KIND_ROWS_V1] => (false, false),
         _ => return Err(wire::Truncated),
     };
     let n_metrics = r.count(payload.len())?;
@@ -127,8 +143,16 @@ fn decode_rows(payload: &[u8]) -> Result<FeedBatch, wire::Truncated> {
     let n_rows = r.count(payload.len())?;
     let mut values = vec![None; n_metrics];
     let mut ts = 0i64;
+    let mut id: Vec<u8> = Vec::new();
     for _ in 0..n_rows {
-        let switch_id = r.str()?;
+        if front_coded {
+            let shared = r.count(id.len())?;
+            id.truncate(shared);
+        } else {
+            id.clear();
+        }
+        id.extend_from_slice(r.bytes()?);
+        let switch_id = std::str::from_utf8(&id).map_err(|_| wire::Truncated)?;
         ts = ts.wrapping_add(r.zigzag()?);
         for slot in values.iter_mut() {
             *slot = get_value(&mut r)?;
@@ -173,78 +197,148 @@ pub struct SegmentContents {
     pub damage: Option<Damage>,
 }
 
-enum Frame<'a> {
-    Record(&'a [u8]),
+enum Frame {
+    /// A record whose checksum holds; its payload is in the reader's buffer.
+    Record,
+    /// The file ends inside the record (or exactly at its start: `End`).
     Torn,
-    /// Checksum or content wrong; the claimed length, if it fits in the file.
+    End,
+    /// Checksum wrong, or a length beyond any record; the claimed length, if it fits in
+    /// the file.
     Bad(Option<usize>),
 }
 
-fn frame_at(bytes: &[u8], offset: usize) -> Frame<'_> {
-    let Some(header) = bytes.get(offset..offset + RECORD_HEADER) else {
-        return Frame::Torn;
-    };
-    let mut r = Reader::new(header);
-    let (Ok(len), Ok(crc)) = (r.u32(), r.u32()) else {
-        return Frame::Torn;
-    };
-    let len = len as usize;
-    if len > MAX_RECORD_BYTES {
-        return Frame::Bad(None);
-    }
-    let Some(payload) = bytes.get(offset + RECORD_HEADER..offset + RECORD_HEADER + len) else {
-        return Frame::Torn;
-    };
-    if crc32fast::hash(payload) != crc {
-        return Frame::Bad(Some(len));
-    }
-    Frame::Record(payload)
+/// Reads a segment record by record from `input` (`len` bytes), holding one record's
+/// payload at a time. Nothing a damaged header claims is allocated beyond what the file
+/// holds.
+pub struct SegmentReader<R> {
+    input: R,
+    /// Bytes of the segment not read yet.
+    left: u64,
+    /// Offset of the next record.
+    offset: usize,
+    payload: Vec<u8>,
+    /// A record read while checking whether a damaged one can be skipped: yielded next.
+    lookahead: bool,
+    /// Bytes up to the end of the last record kept: the segment is cut here.
+    pub good_len: usize,
+    /// Corrupt records skipped because the record after them checked out.
+    pub skipped_records: u64,
+    pub damage: Option<Damage>,
+    done: bool,
 }
 
-/// Reads every intact record of a segment image.
-pub fn read_segment(bytes: &[u8]) -> SegmentContents {
-    let mut contents = SegmentContents::default();
-    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-        contents.damage = Some(Damage::BadMagic);
-        return contents;
+impl<R: std::io::Read> SegmentReader<R> {
+    /// Checks the magic; a segment without it yields nothing and reports `BadMagic`.
+    pub fn new(mut input: R, len: u64) -> SegmentReader<R> {
+        let mut magic = [0u8; 8];
+        let good =
+            len >= MAGIC.len() as u64 && input.read_exact(&mut magic).is_ok() && &magic == MAGIC;
+        SegmentReader {
+            input,
+            left: len.saturating_sub(MAGIC.len() as u64),
+            offset: MAGIC.len(),
+            payload: Vec::new(),
+            lookahead: false,
+            good_len: if good { MAGIC.len() } else { 0 },
+            skipped_records: 0,
+            damage: (!good).then_some(Damage::BadMagic),
+            done: !good,
+        }
     }
-    let mut offset = MAGIC.len();
-    contents.good_len = offset;
-    while offset < bytes.len() {
-        match frame_at(bytes, offset) {
-            Frame::Record(payload) => match decode_rows(payload) {
-                Ok(batch) => {
-                    contents.batches.push(batch);
-                    offset += RECORD_HEADER + payload.len();
-                    contents.good_len = offset;
-                }
-                Err(_) => {
-                    contents.damage = Some(Damage::Corrupt { offset });
-                    break;
-                }
-            },
-            Frame::Torn => {
-                contents.damage = Some(Damage::Torn { offset });
-                break;
-            }
-            Frame::Bad(len) => {
-                // Skip one damaged record only if a valid record follows it: then the length
-                // was right and only the payload was hit.
-                let next = len.map(|len| offset + RECORD_HEADER + len);
-                match next.map(|next| (next, frame_at(bytes, next))) {
-                    Some((next, Frame::Record(_))) => {
-                        contents.skipped_records += 1;
-                        offset = next;
+
+    fn read_frame(&mut self) -> Frame {
+        if self.left == 0 {
+            return Frame::End;
+        }
+        let mut header = [0u8; RECORD_HEADER];
+        if self.left < RECORD_HEADER as u64 || self.input.read_exact(&mut header).is_err() {
+            return Frame::Torn;
+        }
+        self.left -= RECORD_HEADER as u64;
+        let mut r = Reader::new(&header);
+        let (Ok(len), Ok(crc)) = (r.u32(), r.u32()) else {
+            return Frame::Torn;
+        };
+        let len = len as usize;
+        if len > MAX_RECORD_BYTES {
+            return Frame::Bad(None);
+        }
+        if len as u64 > self.left {
+            return Frame::Torn;
+        }
+        self.payload.resize(len, 0);
+        if self.input.read_exact(&mut self.payload).is_err() {
+            return Frame::Torn;
+        }
+        self.left -= len as u64;
+        if crc32fast::hash(&self.payload) != crc {
+            return Frame::Bad(Some(len));
+        }
+        Frame::Record
+    }
+
+    /// The next intact record's rows, or `None` at the end or at damage (then `damage`
+    /// says what and `good_len` where to cut).
+    pub fn next_batch(&mut self) -> Option<FeedBatch> {
+        while !self.done {
+            let frame = if std::mem::take(&mut self.lookahead) {
+                Frame::Record
+            } else {
+                self.read_frame()
+            };
+            match frame {
+                Frame::Record => match decode_rows(&self.payload) {
+                    Ok(batch) => {
+                        self.offset += RECORD_HEADER + self.payload.len();
+                        self.good_len = self.offset;
+                        return Some(batch);
                     }
-                    _ => {
-                        contents.damage = Some(Damage::Corrupt { offset });
-                        break;
+                    Err(_) => self.stop(Damage::Corrupt {
+                        offset: self.offset,
+                    }),
+                },
+                Frame::End => self.done = true,
+                Frame::Torn => self.stop(Damage::Torn {
+                    offset: self.offset,
+                }),
+                Frame::Bad(len) => {
+                    // Skip one damaged record only if a valid record follows it: then the
+                    // length was right and only the payload was hit.
+                    let damaged_at = self.offset;
+                    match len {
+                        Some(len) if matches!(self.read_frame(), Frame::Record) => {
+                            self.skipped_records += 1;
+                            self.offset += RECORD_HEADER + len;
+                            self.lookahead = true;
+                        }
+                        _ => self.stop(Damage::Corrupt { offset: damaged_at }),
                     }
                 }
             }
         }
+        None
     }
-    contents
+
+    fn stop(&mut self, damage: Damage) {
+        self.damage = Some(damage);
+        self.done = true;
+    }
+}
+
+/// Reads every intact record of a segment image.
+pub fn read_segment(bytes: &[u8]) -> SegmentContents {
+    let mut reader = SegmentReader::new(bytes, bytes.len() as u64);
+    let mut batches = Vec::new();
+    while let Some(batch) = reader.next_batch() {
+        batches.push(batch);
+    }
+    SegmentContents {
+        batches,
+        good_len: reader.good_len,
+        skipped_records: reader.skipped_records,
+        damage: reader.damage,
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +396,44 @@ mod tests {
         let full = segment(&[b]);
         let back = read_segment(&full);
         assert!(same(&back.batches[0], &batch(1_700_000_000_000_000, 50)));
+    }
+
+    #[test]
+    fn switch_ids_cost_a_few_bytes_and_records_of_kind_2_still_replay() {
+        let mut batch = FeedBatch::with_metrics(&["bandwidth"]);
+        for i in 0..1000 {
+            batch.push_row(&format!("switch{i}"), 1_700_000_000_000_000, &[3.0]);
+        }
+        let all: Vec<u32> = (0..1000).collect();
+        let mut bytes = MAGIC.to_vec();
+        encode_rows(&batch, &all, &mut bytes);
+        // Per row: shared length, suffix length, a digit or so, the timestamp delta (0) and
+        // the value (one byte each).
+        let per_row = (bytes.len() - MAGIC.len()) as f64 / 1000.0;
+        assert!(per_row < 6.0, "{per_row} bytes per row");
+        let read = read_segment(&bytes);
+        assert!(same(&read.batches[0], &batch));
+
+        // Kind 2: ids spelled out whole.
+        let mut payload = vec![KIND_ROWS_V2];
+        wire::put_varint(&mut payload, 1);
+        wire::put_bytes(&mut payload, b"bandwidth");
+        payload.push(MetricKind::Gauge.to_byte());
+        wire::put_varint(&mut payload, 2);
+        for (id, ts) in [("sw-a", 10i64), ("sw-b", 0)] {
+            wire::put_bytes(&mut payload, id.as_bytes());
+            wire::put_zigzag(&mut payload, ts);
+            put_value(&mut payload, Some(Value::Float(1.5)));
+        }
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        let read = read_segment(&old);
+        assert_eq!(read.damage, None);
+        let got = &read.batches[0];
+        assert_eq!((got.switch_id(0), got.switch_id(1)), ("sw-a", "sw-b"));
+        assert_eq!((got.timestamp(0), got.timestamp(1)), (10, 10));
     }
 
     #[test]

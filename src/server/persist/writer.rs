@@ -1,6 +1,6 @@
-//! The persist thread and its handle: WAL appends and fsyncs, block files written whole or
-//! not at all (and retried in order while the disk fails), WAL trimming behind durable block
-//! files, retention of block files. [`Disk`] is the store thread's end: it never blocks.
+//! The persist thread and its handle: WAL appends and fsyncs, block files and checkpoints
+//! written whole or not at all (and retried in order while the disk fails), WAL trimming
+//! behind them, retention of block files. [`Disk`] is the store thread's end: it never blocks.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::dir::{numbered, sync_dir, DataDir, TrackedFile};
+use super::dir::{numbered, sync_dir, DataDir, TrackedFile, CHECKPOINT_EXT};
 use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageCounters, StorageStats};
-use crate::server::store::file::BlockFileWriter;
+use crate::server::store::Export;
 use crate::shared::feed::FeedBatch;
 use crate::shared::logging::LogThrottle;
 use crate::shared::timestamp::{self, Micros};
@@ -26,12 +26,10 @@ pub(super) enum DiskJob {
     },
     /// A poll's rows have all been sent.
     PollDone,
-    Blocks {
-        writer: BlockFileWriter,
-        /// Oldest row still only in the WAL (`None`: none is).
-        keep_wal_from: Option<Micros>,
-        /// What the writer added to `block_bytes_pending`.
-        counted: u64,
+    Export {
+        export: Box<Export>,
+        /// What the block file and the checkpoint added to `block_bytes_pending`.
+        counted: (u64, u64),
     },
     /// Tests: answered once every job sent before it has been handled.
     #[cfg(test)]
@@ -111,25 +109,29 @@ impl Disk {
         usize::try_from(self.max_pending_block_bytes.saturating_sub(pending)).unwrap_or(usize::MAX)
     }
 
-    /// Queues exported blocks for a block file; `keep_wal_from` is the oldest row not in
-    /// them or in earlier exports (see [`crate::server::store::StoreHandle::export_sealed_within`]).
-    pub fn write_blocks(&self, writer: BlockFileWriter, keep_wal_from: Option<Micros>) {
-        let counted = if writer.is_empty() {
-            0
-        } else {
-            writer.max_image_bytes() as u64
+    /// Queues an export: its sealed blocks for a block file, then its checkpoint; once both
+    /// are durable, the WAL before them goes (see [`crate::server::store::Export`]).
+    pub fn write_export(&self, export: Export) {
+        let size = |w: &crate::server::store::file::BlockFileWriter| {
+            if w.is_empty() {
+                0
+            } else {
+                w.max_image_bytes() as u64
+            }
         };
-        // Counted before sending: the persist thread may write the file and take the count
+        let counted = (size(&export.sealed), size(&export.checkpoint));
+        let total = counted.0 + counted.1;
+        // Counted before sending: the persist thread may write the files and take the count
         // back off before `try_send` returns.
-        self.stats.update(|c| c.block_bytes_pending += counted);
-        let sent = self.jobs.try_send(DiskJob::Blocks {
-            writer,
-            keep_wal_from,
-            counted,
-        });
-        if sent.is_err() {
+        self.stats.update(|c| c.block_bytes_pending += total);
+        let export = Box::new(export);
+        if self
+            .jobs
+            .try_send(DiskJob::Export { export, counted })
+            .is_err()
+        {
             self.stats
-                .update(|c| c.block_bytes_pending = c.block_bytes_pending.saturating_sub(counted));
+                .update(|c| c.block_bytes_pending = c.block_bytes_pending.saturating_sub(total));
         }
     }
 }
@@ -164,6 +166,7 @@ pub(super) fn spawn_with_cap(
         segment: None,
         last_sync: Instant::now(),
         pending: VecDeque::new(),
+        checkpoint: None,
         buf: Vec::new(),
         error_log: LogThrottle::new(Duration::from_secs(10)),
         segment_bytes: test_knob("FABRIC_TEST_WAL_SEGMENT").unwrap_or(SEGMENT_BYTES),
@@ -194,9 +197,17 @@ struct PendingFile {
     max_ts: Option<Micros>,
     blocks: u64,
     samples: u64,
-    keep_wal_from: Option<Micros>,
-    /// Sequence number of the first WAL segment opened after this export: only segments
-    /// before it can hold rows of the exported blocks.
+    /// Its share of `block_bytes_pending`.
+    counted: u64,
+}
+
+/// The newest export's checkpoint, written once every block file before it is durable.
+struct PendingCheckpoint {
+    /// `None`: no block was left outside block files, so no file is needed (older
+    /// checkpoints are deleted all the same).
+    image: Option<Vec<u8>>,
+    /// Sequence number of the first WAL segment opened after the export: the segments
+    /// before it hold only rows that are in block files or in this checkpoint.
     wal_cut: u64,
     /// Its share of `block_bytes_pending`.
     counted: u64,
@@ -210,6 +221,8 @@ struct DiskWriter {
     segment: Option<OpenSegment>,
     last_sync: Instant,
     pending: VecDeque<PendingFile>,
+    /// Replaced by a newer export's while it waits: only the newest is ever needed.
+    checkpoint: Option<PendingCheckpoint>,
     buf: Vec<u8>,
     error_log: LogThrottle,
     /// A segment this large is closed and the next record starts a new one.
@@ -231,11 +244,7 @@ impl DiskWriter {
                         self.sync_segment();
                     }
                 }
-                Ok(DiskJob::Blocks {
-                    writer,
-                    keep_wal_from,
-                    counted,
-                }) => self.compact(writer, keep_wal_from, counted),
+                Ok(DiskJob::Export { export, counted }) => self.compact(export, counted),
                 #[cfg(test)]
                 Ok(DiskJob::Barrier(done)) => {
                     let _ = done.send(());
@@ -255,7 +264,7 @@ impl DiskWriter {
                 self.sync_segment();
             }
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.checkpoint.is_some() {
             self.write_pending();
         }
         self.expire_block_files();
@@ -270,7 +279,7 @@ impl DiskWriter {
 
     /// A write succeeded: storage is healthy again once nothing waits for the disk.
     fn writes_work_again(&mut self) {
-        if self.pending.is_empty() && self.stats.writes_work() {
+        if self.pending.is_empty() && self.checkpoint.is_none() && self.stats.writes_work() {
             log::warn!("writes to {} work again", self.dir.root.display());
         }
     }
@@ -386,35 +395,41 @@ impl DiskWriter {
         }
     }
 
-    fn compact(&mut self, writer: BlockFileWriter, keep_wal_from: Option<Micros>, counted: u64) {
+    fn compact(&mut self, export: Box<Export>, counted: (u64, u64)) {
         // The cut: rows logged from now on go to a new segment. Jobs arrive in the order the
         // store thread sent them, so the segments before the cut hold exactly the rows
-        // accepted before this export.
+        // stored before this export.
         self.close_segment();
         let wal_cut = self.dir.next_seq;
-        if !writer.is_empty() {
+        let Export { sealed, checkpoint } = *export;
+        if !sealed.is_empty() {
             // Never dropped, however long the disk fails: the store stops exporting at the
             // cap instead (`Disk::can_take_blocks`), so block files stay a gapless prefix of
-            // every switch's history and the WAL its continuation.
-            let pending = PendingFile {
-                max_ts: writer.max_last_ts(),
-                blocks: writer.blocks(),
-                samples: writer.samples(),
-                image: writer.finish(),
-                keep_wal_from,
-                wal_cut,
-                counted,
-            };
-            self.pending.push_back(pending);
-            self.write_pending();
-        } else if self.pending.is_empty() {
-            self.truncate_wal(keep_wal_from, wal_cut);
+            // every switch's history and the checkpoint (or the WAL) its continuation.
+            self.pending.push_back(PendingFile {
+                max_ts: sealed.max_last_ts(),
+                blocks: sealed.blocks(),
+                samples: sealed.samples(),
+                image: sealed.finish(),
+                counted: counted.0,
+            });
         }
-        let waiting = self.pending.len() as u64;
-        self.stats.update(|c| c.block_files_pending = waiting);
+        let image = (!checkpoint.is_empty()).then(|| checkpoint.finish());
+        let superseded = self.checkpoint.replace(PendingCheckpoint {
+            image,
+            wal_cut,
+            counted: counted.1,
+        });
+        if let Some(old) = superseded {
+            self.stats.update(|c| {
+                c.block_bytes_pending = c.block_bytes_pending.saturating_sub(old.counted)
+            });
+        }
+        self.write_pending();
     }
 
-    /// Writes queued block files in order; the WAL is truncated after each one that lands.
+    /// Writes queued block files in order, then the checkpoint; once that is durable, the
+    /// WAL before its cut and every older checkpoint go.
     fn write_pending(&mut self) {
         while let Some(next) = self.pending.front() {
             let seq = self.dir.next_seq;
@@ -440,11 +455,6 @@ impl DiskWriter {
                         bytes,
                         max_ts: done.max_ts,
                     });
-                    // Only once every exported block is durable: an earlier file's horizon
-                    // would be too late while a file before it still waits.
-                    if self.pending.is_empty() {
-                        self.truncate_wal(done.keep_wal_from, done.wal_cut);
-                    }
                     self.writes_work_again();
                 }
                 Err(e) => {
@@ -453,29 +463,65 @@ impl DiskWriter {
                 }
             }
         }
+        // Only once every exported block is durable: the checkpoint continues the block
+        // files, it does not replace them.
+        if self.pending.is_empty() {
+            self.write_checkpoint();
+        }
         let waiting = self.pending.len() as u64;
         self.stats.update(|c| c.block_files_pending = waiting);
     }
 
-    /// Deletes closed segments whose rows are all in durable block files, once every export
-    /// up to the one with this `keep_from` and `wal_cut` is durable: segments before the cut
-    /// whose rows are all older than `keep_from` (every one before the cut when nothing was
-    /// left only in the WAL).
+    fn write_checkpoint(&mut self) {
+        let Some(next) = self.checkpoint.as_ref() else {
+            return;
+        };
+        let mut written = None;
+        if let Some(image) = &next.image {
+            let seq = self.dir.next_seq;
+            let path = numbered(&self.dir.blocks_dir, seq, CHECKPOINT_EXT);
+            if let Err(e) = write_atomically(&self.dir.blocks_dir, &path, image) {
+                self.fail(format!("cannot write checkpoint {}: {e}", path.display()));
+                return;
+            }
+            self.dir.next_seq += 1;
+            written = Some(TrackedFile {
+                seq,
+                path,
+                bytes: image.len() as u64,
+                max_ts: None,
+            });
+        }
+        let Some(done) = self.checkpoint.take() else {
+            return;
+        };
+        let bytes = written.as_ref().map_or(0, |f| f.bytes);
+        self.stats.update(|c| {
+            c.block_bytes_pending = c.block_bytes_pending.saturating_sub(done.counted);
+            c.checkpoints_written += u64::from(written.is_some());
+            c.checkpoint_bytes_written += bytes;
+            c.disk_bytes += bytes;
+        });
+        let stats = Arc::clone(&self.stats);
+        self.dir
+            .checkpoints
+            .retain(|old| !delete_tracked(old, &stats, |_| {}));
+        self.dir.checkpoints.extend(written);
+        self.truncate_wal(done.wal_cut);
+        self.writes_work_again();
+    }
+
+    /// Deletes the closed segments before `wal_cut`, once the block files and the checkpoint
+    /// of the export that made the cut are durable.
     ///
-    /// The rule: the WAL is never trimmed past a row that is not in a durable block file.
-    /// `keep_from` is the oldest row the store had not exported (open blocks, and sealed
-    /// ones a size-limited export left for later); nothing exported is dropped before it is
-    /// durable. The cut matters when files waited for the disk: segments closed after it
-    /// hold rows accepted after this export, which can be older than `keep_from` (a switch
-    /// that starts reporting late, with old timestamps) and are in no block file yet.
-    fn truncate_wal(&mut self, keep_from: Option<Micros>, wal_cut: u64) {
+    /// The rule: the WAL is never trimmed past a row that is not in a durable block file or
+    /// checkpoint. Every row stored before an export is, once its files are durable, in a
+    /// block file (sealed and exported, now or before) or in its checkpoint (every other
+    /// block); rows stored after it are in segments from the cut on.
+    fn truncate_wal(&mut self, wal_cut: u64) {
         let stats = Arc::clone(&self.stats);
         self.dir.segments.retain(|segment| {
-            let covered = segment.seq < wal_cut
-                && match (segment.max_ts, keep_from) {
-                    (None, _) | (_, None) => true,
-                    (Some(max_ts), Some(keep)) => max_ts < keep,
-                };
+            let covered = segment.seq < wal_cut;
             !(covered && delete_tracked(segment, &stats, |c| c.wal_segments_deleted += 1))
         });
     }
@@ -524,7 +570,9 @@ fn remove(path: &Path) -> bool {
 /// Temp file, fsync, rename, fsync the directory: after a crash the file is either complete
 /// under its name or absent.
 fn write_atomically(dir: &Path, path: &Path, image: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("blk.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let written = (|| {
         let mut file = OpenOptions::new()
             .create(true)

@@ -119,6 +119,46 @@ pub struct BlockView<'a> {
 }
 
 impl BlockView<'_> {
+    /// Values present (rows × metrics, absent cells excluded).
+    pub fn samples(&self) -> u64 {
+        self.aggs.iter().map(|a| a.count).sum()
+    }
+
+    /// Appends the block-file encoding of this block: bounds, row and metric counts, the
+    /// aggregates (so loading never decodes), the counter aggregates (a count, then per
+    /// position: presence byte, first and last as timestamp + value, increase, resets), then
+    /// the stream as it is in memory. An open block's view encodes
+    /// as the sealed block it would become now (a checkpoint holds open blocks this way).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        wire::put_i64(out, self.first_ts);
+        wire::put_i64(out, self.last_ts);
+        wire::put_varint(out, u64::from(self.rows));
+        wire::put_varint(out, self.n_metrics as u64);
+        wire::put_varint(out, self.bit_len);
+        for agg in self.aggs.iter() {
+            wire::put_f64(out, agg.min);
+            wire::put_f64(out, agg.max);
+            wire::put_f64(out, agg.sum);
+            wire::put_varint(out, agg.count);
+        }
+        wire::put_varint(out, self.counters.len() as u64);
+        for counter in self.counters.iter() {
+            match (counter.first, counter.last) {
+                (Some((first_ts, first)), Some((last_ts, last))) => {
+                    out.push(1);
+                    wire::put_i64(out, first_ts);
+                    wire::put_varint(out, first);
+                    wire::put_i64(out, last_ts);
+                    wire::put_varint(out, last);
+                    wire::put_varint(out, counter.increase);
+                    wire::put_varint(out, u64::from(counter.resets));
+                }
+                _ => out.push(0),
+            }
+        }
+        wire::put_bytes(out, self.bits);
+    }
+
     /// Calls `visit(timestamp, values)` for each row in time order until it returns false.
     pub fn for_each_row(
         &self,
@@ -173,11 +213,6 @@ impl Block {
         }
     }
 
-    /// Values present (rows × metrics, absent cells excluded).
-    pub fn samples(&self) -> u64 {
-        self.aggs.iter().map(|a| a.count).sum()
-    }
-
     /// Heap bytes this block holds.
     pub fn heap_bytes(&self) -> usize {
         self.bits.len()
@@ -188,40 +223,6 @@ impl Block {
     /// Size of the compressed stream.
     pub fn stream_bytes(&self) -> usize {
         self.bits.len()
-    }
-
-    /// Appends the block-file encoding of this block: bounds, row and metric counts, the
-    /// aggregates (so loading never decodes), the counter aggregates (a count, then per
-    /// position: presence byte, first and last as timestamp + value, increase, resets), then
-    /// the stream as it is in memory.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        wire::put_i64(out, self.first_ts);
-        wire::put_i64(out, self.last_ts);
-        wire::put_varint(out, u64::from(self.rows));
-        wire::put_varint(out, self.aggs.len() as u64);
-        wire::put_varint(out, u64::from(self.bit_len));
-        for agg in self.aggs.iter() {
-            wire::put_f64(out, agg.min);
-            wire::put_f64(out, agg.max);
-            wire::put_f64(out, agg.sum);
-            wire::put_varint(out, agg.count);
-        }
-        wire::put_varint(out, self.counters.len() as u64);
-        for counter in self.counters.iter() {
-            match (counter.first, counter.last) {
-                (Some((first_ts, first)), Some((last_ts, last))) => {
-                    out.push(1);
-                    wire::put_i64(out, first_ts);
-                    wire::put_varint(out, first);
-                    wire::put_i64(out, last_ts);
-                    wire::put_varint(out, last);
-                    wire::put_varint(out, counter.increase);
-                    wire::put_varint(out, u64::from(counter.resets));
-                }
-                _ => out.push(0),
-            }
-        }
-        wire::put_bytes(out, &self.bits);
     }
 
     /// Reads what [`Block::encode`] wrote, checking that the header is consistent with itself
@@ -486,7 +487,7 @@ mod tests {
         open.push(30, &[Some(Value::Int(9)), None]);
         let sealed = open.seal();
         let mut bytes = Vec::new();
-        sealed.encode(&mut bytes);
+        sealed.view().encode(&mut bytes);
         let back = Block::decode(&mut Reader::new(&bytes), 8, true).expect("decodes");
         assert_eq!(back.view().counters, sealed.view().counters);
         assert_eq!(back.view().counters[0].increase, 9);

@@ -2,8 +2,10 @@
 //! rebuilding series from block files at start. The data directory itself (WAL, files, lock,
 //! the disk thread) is `crate::server::persist`; this module only touches the in-memory structures.
 
+use super::block::{Block, BlockView, OpenBlock};
 use super::file::{BlockFile, BlockFileWriter};
 use super::{Store, StoreHandle, SwitchSeries, EVICT_CHUNK_SWITCHES};
+use crate::shared::feed::FeedBatch;
 use crate::shared::metric::MetricKind;
 use crate::shared::timestamp::Micros;
 
@@ -32,54 +34,72 @@ impl SwitchSeries {
     }
 }
 
+/// What replaying a checkpoint did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointOutcome {
+    pub rows_replayed: u64,
+    pub rows_already_stored: u64,
+    /// Blocks whose stream would not decode to the end (their rows up to the damage were
+    /// replayed). The file's checksum held, so this is a writer bug, not disk damage.
+    pub corrupt_blocks: u64,
+}
+
+/// What one compaction hands to the data directory. Once both files are durable, they and
+/// the block files before them hold every row stored before the export.
+#[derive(Debug, Default)]
+pub struct Export {
+    /// Every block sealed since the last export (up to the size limit): the next block file.
+    pub sealed: BlockFileWriter,
+    /// Every block not in a block file: sealed ones the size limit left for a later export,
+    /// and the open ones as they are now (their rows so far, as short blocks). With it, the
+    /// WAL need only hold rows stored after the export.
+    pub checkpoint: BlockFileWriter,
+}
+
 impl Store {
     /// For switches `range`: seals overdue open blocks, adds every block sealed since the last
-    /// export to `out` (switch by switch, until `out` holds `max_bytes`), and returns the
-    /// oldest first timestamp of a block not exported: left open, or sealed and left for a
-    /// later export by the size limit. Every older row of these switches is in an exported
-    /// block (or expired).
+    /// export to `out.sealed` (switch by switch, until it holds `max_bytes`), and every block
+    /// still not exported, open or sealed, to `out.checkpoint`.
     ///
     /// A switch's unexported blocks are always its newest, so exports (and the block files
-    /// made of them, written in order) hold each switch's history in order, without gaps.
+    /// made of them, written in order) hold each switch's history in order, without gaps,
+    /// and a checkpoint continues it.
     pub(super) fn export_range(
         &mut self,
         now: Micros,
         range: std::ops::Range<usize>,
-        out: &mut BlockFileWriter,
+        out: &mut Export,
         max_bytes: usize,
-    ) -> Option<Micros> {
+    ) {
         let span = self.limits.span;
         let end = range.end.min(self.switches.len());
         let start = range.start.min(end);
-        let mut keep_from: Option<Micros> = None;
         for idx in start..end {
             let series = &mut self.switches[idx];
             series.seal_if_overdue(now, span);
+            let names: Vec<(&str, MetricKind)> = series
+                .metric_ids
+                .iter()
+                .map(|&m| (self.metrics.name(m), self.metrics.kind(m)))
+                .collect();
             let unpersisted = (series.unpersisted as usize).min(series.sealed.len());
             // At least one switch per export, so a backlog always moves.
-            if unpersisted > 0 && (out.is_empty() || out.max_image_bytes() < max_bytes) {
-                let names: Vec<(&str, MetricKind)> = series
-                    .metric_ids
-                    .iter()
-                    .map(|&m| (self.metrics.name(m), self.metrics.kind(m)))
-                    .collect();
+            let sealed = &mut out.sealed;
+            if unpersisted > 0 && (sealed.is_empty() || sealed.max_image_bytes() < max_bytes) {
                 let first = series.sealed.len() - unpersisted;
-                out.add_switch(&self.ids[idx], &names, series.sealed.range(first..));
+                let views: Vec<BlockView> = series.sealed.range(first..).map(Block::view).collect();
+                sealed.add_switch(&self.ids[idx], &names, &views);
                 series.unpersisted = 0;
             }
             let left = (series.unpersisted as usize).min(series.sealed.len());
-            let oldest_unexported = match left {
-                0 => series.open.as_ref().map(|open| open.first_ts),
-                _ => series
-                    .sealed
-                    .get(series.sealed.len() - left)
-                    .map(|b| b.first_ts),
-            };
-            if let Some(t) = oldest_unexported {
-                keep_from = Some(keep_from.map_or(t, |k| k.min(t)));
-            }
+            let views: Vec<BlockView> = series
+                .sealed
+                .range(series.sealed.len() - left..)
+                .map(Block::view)
+                .chain(series.open.as_ref().map(OpenBlock::view))
+                .collect();
+            out.checkpoint.add_switch(&self.ids[idx], &names, &views);
         }
-        keep_from
     }
 
     /// Adds the blocks of a block file (files must come oldest first); blocks entirely older
@@ -113,6 +133,8 @@ impl Store {
                     continue;
                 }
                 super::merge_into(&mut series.sealed_agg, block.view().aggs);
+                // Its blocks were staggered when it first appeared; the next one is whole.
+                series.first_block_shortening = 0;
                 series.newest = Some(block.last_ts);
                 self.newest = Some(self.newest.map_or(block.last_ts, |n| n.max(block.last_ts)));
                 self.next_expiry = self.next_expiry.min(block.last_ts);
@@ -122,6 +144,53 @@ impl Store {
                 series.sealed.push_back(block);
             }
         }
+        outcome
+    }
+
+    /// Replays a checkpoint (open blocks as they were when it was written) row by row
+    /// through ordinary ingest, after the block files: rows already stored (a later block
+    /// file sealed them, or an earlier checkpoint held them) are turned away as duplicates,
+    /// the rest rebuild each open block exactly as it was.
+    pub fn replay_checkpoint(&mut self, file: BlockFile) -> CheckpointOutcome {
+        let mut outcome = CheckpointOutcome::default();
+        let mut batch = FeedBatch::default();
+        let mut flush = |store: &mut Store, batch: &mut FeedBatch| {
+            if batch.is_empty() {
+                return;
+            }
+            let replayed = store.ingest(batch);
+            outcome.rows_replayed += replayed.accepted;
+            outcome.rows_already_stored += batch.len() as u64 - replayed.accepted;
+            let columns = (
+                std::mem::take(&mut batch.metrics),
+                std::mem::take(&mut batch.kinds),
+            );
+            *batch = FeedBatch::with_columns(columns.0, columns.1);
+        };
+        for switch in file.switches {
+            // Switches listing the same metrics (usually all of a source's) share a batch.
+            if batch.metrics != switch.metrics
+                || batch.kinds != switch.kinds
+                || batch.len() >= 1 << 16
+            {
+                flush(self, &mut batch);
+                batch = FeedBatch::with_columns(switch.metrics, switch.kinds);
+            }
+            // A block holds a prefix of the switch's metrics (those it had when it began).
+            let mut cells = vec![None; batch.metrics.len()];
+            for block in &switch.blocks {
+                let decoded = block.view().for_each_row(|ts, values| {
+                    cells[..values.len()].copy_from_slice(values);
+                    cells[values.len()..].fill(None);
+                    batch.push_cells(&switch.switch_id, ts, &cells);
+                    true
+                });
+                if decoded.is_err() {
+                    outcome.corrupt_blocks += 1;
+                }
+            }
+        }
+        flush(self, &mut batch);
         outcome
     }
 
@@ -181,32 +250,23 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
 
 impl StoreHandle {
     /// Exports every block sealed since the last call (sealing open blocks whose span has
-    /// passed), a chunk of switches per write-lock hold. Returns the oldest first timestamp
-    /// of a block still open: the WAL must keep every row from then on.
-    pub fn export_sealed(&self, now: Micros, out: &mut BlockFileWriter) -> Option<Micros> {
-        self.export_sealed_within(now, out, usize::MAX)
+    /// passed) and checkpoints the open ones, a chunk of switches per write-lock hold.
+    pub fn export(&self, now: Micros) -> Export {
+        self.export_within(now, usize::MAX)
     }
 
-    /// [`export_sealed`](Self::export_sealed), but stops adding switches once `out` holds
-    /// `max_bytes` (the blocks of the others wait for the next export). Returns the oldest
-    /// first timestamp of a block not exported, open or sealed: the WAL must keep every row
-    /// from then on.
-    pub fn export_sealed_within(
-        &self,
-        now: Micros,
-        out: &mut BlockFileWriter,
-        max_bytes: usize,
-    ) -> Option<Micros> {
+    /// [`export`](Self::export), but stops adding sealed blocks once the block file holds
+    /// `max_bytes` (the blocks of the others wait for the next export, in the checkpoint).
+    pub fn export_within(&self, now: Micros, max_bytes: usize) -> Export {
         let n = self.read().n_switches();
-        let mut keep_from: Option<Micros> = None;
+        let mut out = Export::default();
         let mut start = 0;
         while start < n {
             let end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            if let Some(t) = self.write().export_range(now, start..end, out, max_bytes) {
-                keep_from = Some(keep_from.map_or(t, |k| k.min(t)));
-            }
+            self.write()
+                .export_range(now, start..end, &mut out, max_bytes);
             start = end;
         }
-        keep_from
+        out
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use super::block::Block;
+use super::block::{Block, BlockView};
 use crate::shared::metric::{self, MetricKind};
 use crate::shared::timestamp::Micros;
 use crate::shared::wire::{self, Reader};
@@ -70,13 +70,13 @@ pub struct BlockFileWriter {
 impl BlockFileWriter {
     /// Adds one switch's blocks; `metrics` names the switch's positions (a block uses a
     /// prefix of them).
-    pub(super) fn add_switch<'b>(
+    pub(super) fn add_switch(
         &mut self,
         switch_id: &str,
         metrics: &[(&str, MetricKind)],
-        blocks: impl ExactSizeIterator<Item = &'b Block>,
+        blocks: &[BlockView<'_>],
     ) {
-        if blocks.len() == 0 {
+        if blocks.is_empty() {
             return;
         }
         wire::put_bytes(&mut self.switches, switch_id.as_bytes());
@@ -282,9 +282,9 @@ mod tests {
                 batch.push_row(&format!("s{}", b % 3), i as i64 * 1000, &[f64::from(*b), 0.5]);
             }
             store.ingest(&batch);
-            let mut writer = BlockFileWriter::default();
-            store.export_range(i64::MAX, 0..usize::MAX, &mut writer, usize::MAX);
-            let mut image = writer.finish();
+            let mut out = crate::server::store::Export::default();
+            store.export_range(i64::MAX, 0..usize::MAX, &mut out, usize::MAX);
+            let mut image = out.sealed.finish();
             proptest::prop_assert!(read_block_file(&image).is_ok());
             let at = flip % image.len();
             image[at] ^= 1 << bit;

@@ -35,7 +35,7 @@ use rustc_hash::FxHashMap;
 
 use block::{Block, BlockView, OpenBlock};
 pub use block::{CounterAgg, MetricAgg};
-pub use export::ImportOutcome;
+pub use export::{CheckpointOutcome, Export, ImportOutcome};
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::shared::metric::{self, Exposed, ExposedNames, MetricKind, Value};

@@ -363,30 +363,33 @@ fn varied_batches(n_switches: usize, seconds: i64) -> Vec<FeedBatch> {
         .collect()
 }
 
-#[test]
-fn block_files_plus_the_replayed_wal_rebuild_the_same_store() {
+/// Compacts like the store thread (an export every 30 polls, block files limited to
+/// `max_bytes`), then rebuilds a store from the block files, the checkpoints (all of them,
+/// or only the newest) and the WAL after the last export plus some polls before it (as a
+/// real WAL holds), and checks it is the same store.
+fn rebuild_from_files(max_bytes: usize, every_checkpoint: bool) {
     let limits = BlockLimits {
         max_rows: 4096,
         span: 20 * S,
     };
-    let batches = varied_batches(6, 150);
+    let batches = varied_batches(6, 170);
     let mut original = Store::new(limits);
     let mut images = Vec::new();
-    let mut keep_from = None;
+    let mut checkpoints = Vec::new();
+    let mut last_export = 0;
     for (i, b) in batches.iter().enumerate() {
         original.ingest(b);
-        // A compaction every 30 s, as the store thread would do it.
         if i % 30 == 29 {
-            let mut writer = file::BlockFileWriter::default();
-            let now = b.timestamp(0);
-            keep_from = original.export_range(now, 0..usize::MAX, &mut writer, usize::MAX);
-            if !writer.is_empty() {
-                images.push(writer.finish());
+            let mut out = Export::default();
+            original.export_range(b.timestamp(0), 0..usize::MAX, &mut out, max_bytes);
+            if !out.sealed.is_empty() {
+                images.push(out.sealed.finish());
             }
+            checkpoints.push(out.checkpoint.finish());
+            last_export = i;
         }
     }
     assert!(images.len() >= 4, "{} block files", images.len());
-    let keep_from = keep_from.expect("open blocks remain");
 
     let mut restored = Store::new(limits);
     for image in &images {
@@ -395,12 +398,21 @@ fn block_files_plus_the_replayed_wal_rebuild_the_same_store() {
         assert_eq!(outcome.conflicting_blocks, 0);
     }
     restored.finish_import();
-    // Replay the WAL: every row from the oldest still open block on, plus (as a real WAL
-    // holds) some older rows that the blocks already have.
-    for b in &batches {
-        if b.timestamp(0) >= keep_from - 5 * S {
-            restored.ingest(b);
-        }
+    let from = if every_checkpoint {
+        0
+    } else {
+        checkpoints.len() - 1
+    };
+    let mut replayed = 0;
+    for image in &checkpoints[from..] {
+        let file = file::read_block_file(image).expect("a valid checkpoint");
+        let outcome = restored.replay_checkpoint(file);
+        assert_eq!(outcome.corrupt_blocks, 0);
+        replayed += outcome.rows_replayed;
+    }
+    assert!(replayed > 0, "the checkpoints hold the open blocks");
+    for b in &batches[last_export - 4..] {
+        restored.ingest(b);
     }
     assert_eq!(restored.retained_rows(), original.retained_rows());
     for s in 0..6 {
@@ -416,6 +428,19 @@ fn block_files_plus_the_replayed_wal_rebuild_the_same_store() {
 }
 
 #[test]
+fn block_files_plus_the_newest_checkpoint_plus_the_wal_after_it_rebuild_the_same_store() {
+    rebuild_from_files(usize::MAX, false);
+    rebuild_from_files(usize::MAX, true);
+}
+
+#[test]
+fn blocks_a_size_limited_export_leaves_behind_are_in_its_checkpoint() {
+    // One switch per block file: every export leaves most sealed blocks behind.
+    rebuild_from_files(1, false);
+    rebuild_from_files(1, true);
+}
+
+#[test]
 fn restored_newest_values_come_from_the_blocks_alone() {
     let limits = BlockLimits {
         max_rows: 4096,
@@ -425,14 +450,13 @@ fn restored_newest_values_come_from_the_blocks_alone() {
     for b in varied_batches(3, 60) {
         original.ingest(&b);
     }
-    let mut writer = file::BlockFileWriter::default();
+    let mut out = Export::default();
     // Long after the last row: every open block is overdue and sealed into the file.
-    let keep_from =
-        original.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer, usize::MAX);
-    assert_eq!(keep_from, None);
+    original.export_range(1_800_000_000 * S, 0..usize::MAX, &mut out, usize::MAX);
+    assert!(out.checkpoint.is_empty(), "nothing left open");
     let mut restored = Store::new(limits);
     restored.import(
-        file::read_block_file(&writer.finish()).expect("valid"),
+        file::read_block_file(&out.sealed.finish()).expect("valid"),
         i64::MIN,
     );
     restored.finish_import();
@@ -443,15 +467,15 @@ fn restored_newest_values_come_from_the_blocks_alone() {
         );
     }
     // Expired blocks are not loaded.
-    let mut writer = file::BlockFileWriter::default();
+    let mut out = Export::default();
     let mut again = Store::new(limits);
     for b in varied_batches(3, 60) {
         again.ingest(&b);
     }
-    again.export_range(1_800_000_000 * S, 0..usize::MAX, &mut writer, usize::MAX);
+    again.export_range(1_800_000_000 * S, 0..usize::MAX, &mut out, usize::MAX);
     let mut pruned = Store::new(limits);
     let outcome = pruned.import(
-        file::read_block_file(&writer.finish()).expect("valid"),
+        file::read_block_file(&out.sealed.finish()).expect("valid"),
         1_700_000_000 * S + 30 * S,
     );
     assert!(
@@ -461,7 +485,7 @@ fn restored_newest_values_come_from_the_blocks_alone() {
 }
 
 #[test]
-fn a_size_limited_export_leaves_whole_switches_for_later_and_keeps_their_rows_in_the_wal() {
+fn a_size_limited_export_leaves_whole_switches_for_later_and_checkpoints_them() {
     let limits = BlockLimits {
         max_rows: 8,
         span: 20 * S,
@@ -472,29 +496,30 @@ fn a_size_limited_export_leaves_whole_switches_for_later_and_keeps_their_rows_in
         original.ingest(b);
     }
     let now = batches[batches.len() - 1].timestamp(0);
-    // A budget of one byte: one switch's blocks, the others' wait.
-    let mut first = file::BlockFileWriter::default();
-    let keep_from = original
-        .export_range(now, 0..usize::MAX, &mut first, 1)
-        .expect("blocks left unexported");
-    let first_image = first.finish();
+    // A budget of one byte: one switch's blocks, the others' wait (in the checkpoint).
+    let mut out = Export::default();
+    original.export_range(now, 0..usize::MAX, &mut out, 1);
+    let first_image = out.sealed.finish();
     let first = file::read_block_file(&first_image).expect("valid");
     assert_eq!(first.switches.len(), 1);
+    let checkpoint = file::read_block_file(&out.checkpoint.finish()).expect("valid");
+    assert_eq!(checkpoint.switches.len(), 6, "every switch has blocks left");
+    let exported = &first.switches[0].switch_id;
+    let left_sealed = checkpoint
+        .switches
+        .iter()
+        .filter(|s| &s.switch_id != exported)
+        .all(|s| s.blocks.len() > 1);
     assert!(
-        keep_from < batches[10].timestamp(0),
-        "the horizon must reach back to the unexported sealed blocks"
+        left_sealed,
+        "the others' sealed blocks are in the checkpoint too"
     );
 
-    // A restart after the first file alone: what the WAL keeps (every chunk with a row at or
-    // after the horizon) fills in the rest.
+    // A restart after the first file and the checkpoint alone (the WAL before them gone).
     let mut restored = Store::new(limits);
     assert_eq!(restored.import(first, i64::MIN).conflicting_blocks, 0);
     restored.finish_import();
-    for b in &batches {
-        if (0..b.len()).any(|row| b.timestamp(row) >= keep_from) {
-            restored.ingest(b);
-        }
-    }
+    restored.replay_checkpoint(checkpoint);
     for s in 0..6 {
         let id = format!("sw{s}");
         for metric in ["bandwidth", "latency", "errors", "temperature"] {
@@ -507,9 +532,9 @@ fn a_size_limited_export_leaves_whole_switches_for_later_and_keeps_their_rows_in
     }
 
     // The next export takes the other switches; the two files load without overlap.
-    let mut second = file::BlockFileWriter::default();
-    original.export_range(now, 0..usize::MAX, &mut second, usize::MAX);
-    let second = file::read_block_file(&second.finish()).expect("valid");
+    let mut out = Export::default();
+    original.export_range(now, 0..usize::MAX, &mut out, usize::MAX);
+    let second = file::read_block_file(&out.sealed.finish()).expect("valid");
     assert_eq!(second.switches.len(), 5);
     let mut reloaded = Store::new(limits);
     let first = file::read_block_file(&first_image).expect("valid");
