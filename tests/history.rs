@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use fabric_telemetry::shared::timestamp;
+
 use crate::util::{self, FakeFeed};
 
 #[test]
@@ -40,10 +42,35 @@ fn history_returns_every_stored_sample_and_downsamples() {
     ));
     let buckets = util::get(&url);
     assert_eq!(buckets.status, 200, "{}", buckets.body);
-    assert_eq!(
-        buckets.body,
-        format!(r#"[{{"timestamp":"{first}","min":40.25,"avg":50.25,"max":60.0,"count":3}}]"#)
+    // Buckets start on multiples of the step since the epoch, whatever `from` says: the
+    // hour the first sample is in (the three polls took seconds, so one bucket unless they
+    // straddle an hour boundary).
+    let hour = 3_600_000_000;
+    let first_micros = timestamp::parse_rfc3339(&first).expect("canonical");
+    let hour_start = timestamp::to_rfc3339(first_micros.div_euclid(hour) * hour);
+    let last_micros =
+        timestamp::parse_rfc3339(points[2]["timestamp"].as_str().expect("ts")).expect("canonical");
+    if last_micros.div_euclid(hour) == first_micros.div_euclid(hour) {
+        assert_eq!(
+            buckets.body,
+            format!(
+                r#"[{{"timestamp":"{hour_start}","min":40.25,"avg":50.25,"max":60.0,"count":3}}]"#
+            )
+        );
+    }
+    // The same buckets for another `from` (relative, so it moves with every request).
+    let relative = util::get(
+        &server.url("/telemetry/history?switch_id=switch1&metric=bandwidth&from=2h&step=1h"),
     );
+    assert_eq!(relative.body, buckets.body);
+    let second = util::get(
+        &server.url("/telemetry/history?switch_id=switch1&metric=bandwidth&from=10m&step=10s"),
+    );
+    for bucket in second.json().as_array().expect("array") {
+        let start =
+            timestamp::parse_rfc3339(bucket["timestamp"].as_str().expect("ts")).expect("canonical");
+        assert_eq!(start % 10_000_000, 0, "{}", second.body);
+    }
     let bad = util::get(
         &server.url("/telemetry/history?switch_id=switch1&metric=bandwidth&from=1m&to=2m"),
     );

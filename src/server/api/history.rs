@@ -88,15 +88,17 @@ impl Bucket {
     }
 }
 
-/// How many buckets of `step` cover `[from, to]`. Computed in `i128`, so any two instants
-/// give the exact count; `u64::MAX` (more than any cap) when it does not fit, or when `step`
-/// is not positive or `from` is after `to` (callers rule both out first).
+/// How many buckets of `step` (aligned on multiples of `step` since the epoch) cover
+/// `[from, to]`. Computed in `i128`, so any two instants give the exact count; `u64::MAX`
+/// (more than any cap) when it does not fit, or when `step` is not positive or `from` is
+/// after `to` (callers rule both out first).
 pub fn bucket_count(from: Micros, to: Micros, step: Micros) -> u64 {
-    let span = i128::from(to) - i128::from(from);
-    if step <= 0 || span < 0 {
+    if step <= 0 || from > to {
         return u64::MAX;
     }
-    u64::try_from(span / i128::from(step) + 1).unwrap_or(u64::MAX)
+    let step = i128::from(step);
+    let buckets = i128::from(to).div_euclid(step) - i128::from(from).div_euclid(step) + 1;
+    u64::try_from(buckets).unwrap_or(u64::MAX)
 }
 
 /// Turns a counter's samples into rates: each sample after the first becomes the rate since
@@ -138,19 +140,19 @@ impl RatePoints {
     }
 }
 
-/// Folds time-ordered samples into buckets of `step` aligned on `from`; empty buckets are
-/// left out.
+/// Folds time-ordered samples into buckets of `step` that start at multiples of `step`
+/// since the epoch (as Prometheus range queries and Grafana align them), so a bucket has the
+/// same start whatever `from` a request names, and panels and scripts see stable buckets.
+/// Empty buckets are left out.
 #[derive(Debug)]
 pub struct Downsampler {
-    from: Micros,
     step: Micros,
     buckets: Vec<Bucket>,
 }
 
 impl Downsampler {
-    pub fn new(from: Micros, step: Micros) -> Downsampler {
+    pub fn new(step: Micros) -> Downsampler {
         Downsampler {
-            from,
             step,
             buckets: Vec::new(),
         }
@@ -162,10 +164,8 @@ impl Downsampler {
         // so none of this can overflow there, but no arguments may make it panic.
         let start = sample
             .timestamp
-            .checked_sub(self.from)
-            .and_then(|offset| offset.checked_div_euclid(self.step))
-            .and_then(|k| k.checked_mul(self.step))
-            .and_then(|offset| offset.checked_add(self.from));
+            .checked_div_euclid(self.step)
+            .and_then(|k| k.checked_mul(self.step));
         let Some(start) = start else {
             return;
         };
@@ -288,7 +288,10 @@ mod tests {
         assert_eq!(bucket_count(0, 0, 1), 1);
         assert_eq!(bucket_count(0, 10 * S, S), 11);
         assert_eq!(bucket_count(i64::MIN, i64::MAX, 1), u64::MAX);
-        assert_eq!(bucket_count(i64::MIN, i64::MAX, i64::MAX), 3);
+        // Buckets on the epoch grid: [-2·MAX, -MAX), [-MAX, 0), [0, MAX), [MAX, 2·MAX).
+        assert_eq!(bucket_count(i64::MIN, i64::MAX, i64::MAX), 4);
+        // 00:00:30 to 00:01:30 in minutes: two buckets, [00:00, 00:01) and [00:01, 00:02).
+        assert_eq!(bucket_count(30 * S, 90 * S, 60 * S), 2);
         assert_eq!(
             bucket_count(-9_151_704_000 * S, 253_402_207_200 * S, S),
             262_553_911_201
@@ -325,12 +328,18 @@ mod tests {
             let buckets = bucket_count(from, to, step);
             proptest::prop_assert!(buckets >= 1);
             if buckets <= MAX_POINTS as u64 {
-                let mut down = Downsampler::new(from, step);
+                let mut down = Downsampler::new(step);
                 down.add(Sample { timestamp: from, value: Value::Float(1.0) });
                 down.add(Sample { timestamp: to, value: Value::Float(2.0) });
                 let got = down.finish();
-                proptest::prop_assert!(!got.is_empty() && got.len() <= 2);
-                proptest::prop_assert!(got.iter().all(|b| b.start >= from && b.start <= to));
+                proptest::prop_assert!(!got.is_empty() && got.len() as u64 <= buckets.min(2));
+                // The first bucket starts at most one step before `from`, on the epoch grid.
+                let on_grid = got.iter().all(|b| {
+                    i128::from(b.start) > i128::from(from) - i128::from(step)
+                        && b.start <= to
+                        && b.start.rem_euclid(step) == 0
+                });
+                proptest::prop_assert!(on_grid, "buckets {:?}", got);
             }
         }
     }
@@ -352,12 +361,12 @@ mod tests {
                     }
                 })
                 .collect();
-            let mut down = Downsampler::new(from, step);
+            let mut down = Downsampler::new(step);
             samples.iter().for_each(|s| down.add(*s));
             let got = down.finish();
             let mut want: Vec<Bucket> = Vec::new();
-            for k in 0.. {
-                let start = from + k * step;
+            for k in from / step.. {
+                let start = k * step;
                 if samples.last().is_none_or(|s| start > s.timestamp) {
                     break;
                 }

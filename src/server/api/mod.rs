@@ -660,7 +660,7 @@ impl Api {
                 )));
             }
             let mut raw: Vec<Sample> = Vec::new();
-            let mut downsampler = step.map(|step| Downsampler::new(from, step));
+            let mut downsampler = step.map(Downsampler::new);
             let mut truncated = false;
             // rate=1: each point is the rate since the sample before it (see `rates`).
             let mut rates = as_rate.then(|| history::RatePoints::new(kind));
