@@ -16,10 +16,14 @@ fn readyz_follows_the_data_and_healthz_the_process() {
     );
     let not_ready = util::get(&server.url("/readyz"));
     assert_eq!(not_ready.status, 503);
-    assert!(not_ready.json()["error"]
+    let reason = not_ready.json()["error"]
         .as_str()
         .expect("reason")
-        .contains("no source has been polled"));
+        .to_string();
+    assert!(
+        reason.contains("1 of 1 sources never polled successfully") && reason.contains(&feed.url),
+        "{reason}"
+    );
     feed.serve_fresh(&["switch1,1,0.1,0,{ts}"]);
     let ready = util::wait_for_status(&server.url("/readyz"), 200).json();
     assert_eq!(ready["status"], "ready");
@@ -32,6 +36,42 @@ fn readyz_follows_the_data_and_healthz_the_process() {
     assert_eq!(util::get(&server.url("/healthz")).status, 200);
     feed.serve_fresh(&["switch1,2,0.1,0,{ts}"]);
     util::wait_for_status(&server.url("/readyz"), 200);
+}
+
+/// Issue 15: one source answering is not enough; a source that never answered is named.
+#[test]
+fn readyz_waits_for_every_source_and_names_the_one_that_never_answered() {
+    let good = FakeFeed::start();
+    good.serve_fresh(&["switch1,1,0.1,0,{ts}"]);
+    let bad = FakeFeed::start();
+    bad.set(|_| FeedReply::Status(404));
+    let server = util::server(&[&good.url, &bad.url], &[]);
+    util::wait_for(
+        "the good source to be polled",
+        Duration::from_secs(10),
+        || (util::stats(&server)["ingest"]["rows_accepted"].as_u64()? > 0).then_some(()),
+    );
+    let not_ready = util::wait_for("the bad source to fail", Duration::from_secs(10), || {
+        let answer = util::get(&server.url("/readyz"));
+        let reason = answer.json()["error"].as_str()?.to_string();
+        reason.contains("404").then_some((answer.status, reason))
+    });
+    assert_eq!(not_ready.0, 503);
+    assert!(
+        not_ready
+            .1
+            .contains("1 of 2 sources never polled successfully")
+            && not_ready.1.contains(&bad.url)
+            && !not_ready.1.contains(&good.url),
+        "{}",
+        not_ready.1
+    );
+    bad.serve_fresh(&["switch2,1,0.1,0,{ts}"]);
+    let ready = util::wait_for_status(&server.url("/readyz"), 200).json();
+    assert_eq!(
+        (ready["sources_polled"].as_u64(), ready["sources"].as_u64()),
+        (Some(2), Some(2))
+    );
 }
 
 #[test]

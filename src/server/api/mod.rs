@@ -325,10 +325,24 @@ impl Api {
         }
         let sources = self.ingest.sources();
         let polled = sources.iter().filter(|s| s.last_success.is_some()).count();
-        if polled == 0 {
-            return Err(ApiError::NoData(
-                "not ready: no source has been polled successfully yet".to_string(),
-            ));
+        // Every configured source must have answered once: a source that never has is a
+        // misconfiguration (a wrong URL, a token, a firewall) that a rollout should stop on,
+        // while one that answered and fails now is an outage, which freshness reports.
+        let never: Vec<String> = sources
+            .iter()
+            .filter(|s| s.last_success.is_none())
+            .map(|s| match &s.last_error {
+                Some(error) => format!("{} ({error})", s.url),
+                None => format!("{} (not polled yet)", s.url),
+            })
+            .collect();
+        if !never.is_empty() {
+            return Err(ApiError::NoData(format!(
+                "not ready: {} of {} sources never polled successfully: {}",
+                never.len(),
+                sources.len(),
+                never.join("; ")
+            )));
         }
         let now = timestamp::now_micros();
         match self.store.read().newest_timestamp() {
