@@ -36,14 +36,21 @@ fn a_dead_feed_is_survived_and_picked_up_when_it_comes_back() {
         .port();
     let url = format!("http://127.0.0.1:{port}/counters");
     let server = util::server(&[&url], &[]);
+    let started = std::time::Instant::now();
     util::wait_for("failed polls", Duration::from_secs(10), || {
         (source_stat(&server, "polls_failed") >= 3).then_some(())
     });
+    let last_error = util::stats(&server)["ingest"]["sources"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last_error.contains("connection refused"), "{last_error}");
     assert_responsive(&server);
     assert_eq!(
         util::get(&server.url("/telemetry/list?metric=bandwidth")).status,
         503
     );
+    let down_for = started.elapsed().as_secs_f64();
     let feed = FakeFeed::start_on(&format!("127.0.0.1:{port}"));
     feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
     util::wait_for_status(
@@ -53,9 +60,24 @@ fn a_dead_feed_is_survived_and_picked_up_when_it_comes_back() {
     let logs = util::wait_for("a recovery log line", Duration::from_secs(5), || {
         let logs = server.logs();
         logs.iter()
-            .any(|l| l.contains("recovered after"))
+            .any(|l| l.contains("recovered:"))
             .then_some(logs)
     });
+    // The outage it reports is at least as long as the feed was down (it was never up).
+    let recovery = logs
+        .iter()
+        .find(|l| l.contains("recovered:"))
+        .expect("recovery line");
+    let reported: f64 = recovery
+        .split("no data from it for ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {recovery}"));
+    assert!(
+        reported >= down_for - 0.1,
+        "reported {reported} s, the feed was down {down_for:.1} s: {recovery}"
+    );
     let warnings = logs
         .iter()
         .filter(|l| l.contains("WARN") && l.contains("poll of"))
@@ -93,6 +115,14 @@ fn a_hanging_feed_times_out_without_blocking_the_api() {
     util::wait_for("timed-out polls", Duration::from_secs(10), || {
         (source_stat(&server, "polls_failed") >= 2).then_some(())
     });
+    let last_error = util::stats(&server)["ingest"]["sources"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last_error.contains("--poll-timeout (300ms)"),
+        "the flag to change is named: {last_error}"
+    );
     assert_responsive(&server);
     feed.serve_fresh(&["switch1,50,0.5,0,{ts}"]);
     util::wait_for_status(

@@ -41,18 +41,71 @@ pub struct PollerConfig {
     pub retention: Duration,
 }
 
-/// A poll that produced no rows. Its `Display` is safe to log (see [`logging::escape`]).
+/// A poll that produced no rows. Its `Display` says, in an operator's words, what went wrong
+/// and which flag or setting bears on it; it is safe to log (see [`logging::escape`]).
 #[derive(Debug)]
 pub enum PollError {
-    /// Connection refused, timeout, non-2xx status, …
+    /// No connection within `--connect-timeout` (name resolution included).
+    ConnectTimeout(Duration),
+    /// The answer did not arrive whole within `--poll-timeout`.
+    PollTimeout(Duration),
+    /// The source answered with a non-2xx status.
+    Status(u16),
+    /// Connection refused, host not found, TLS, protocol, … (ureq's own words).
     Request(ureq::Error),
     /// The body arrived but its header is unusable.
     Feed(FeedError),
 }
 
+impl PollError {
+    fn from_request(error: ureq::Error, config: &PollerConfig) -> PollError {
+        use ureq::Timeout;
+        match error {
+            ureq::Error::Timeout(Timeout::Connect | Timeout::Resolve) => {
+                PollError::ConnectTimeout(config.connect_timeout)
+            }
+            ureq::Error::Timeout(_) => PollError::PollTimeout(config.timeout),
+            ureq::Error::StatusCode(code) => PollError::Status(code),
+            other => PollError::Request(other),
+        }
+    }
+}
+
 impl fmt::Display for PollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |d: &Duration| humantime::format_duration(*d).to_string();
         match self {
+            PollError::ConnectTimeout(limit) => write!(
+                f,
+                "no connection within --connect-timeout ({}): the host is down, unreachable or filtered",
+                secs(limit)
+            ),
+            PollError::PollTimeout(limit) => write!(
+                f,
+                "the answer did not arrive whole within --poll-timeout ({}): the source is slow \
+                 or its feed too large for that; raise --poll-timeout or poll less often",
+                secs(limit)
+            ),
+            PollError::Status(code) => {
+                let hint = match code {
+                    401 | 403 => ": the source wants credentials",
+                    404 => ": check the path in --source",
+                    429 | 503 => ": the source is overloaded or rate-limiting",
+                    _ => "",
+                };
+                write!(f, "the source answered HTTP {code}{hint}")
+            }
+            PollError::Request(ureq::Error::HostNotFound) => {
+                f.write_str("host not found (DNS): check the host in --source")
+            }
+            PollError::Request(ureq::Error::ConnectionFailed) => {
+                f.write_str("connection refused: nothing listens at that address and port")
+            }
+            PollError::Request(ureq::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                f.write_str("connection refused: nothing listens at that address and port")
+            }
             // ureq's messages can carry the source's own text (a Location header, a charset).
             PollError::Request(e) => write!(f, "{}", logging::escape(&e.to_string())),
             PollError::Feed(e) => write!(f, "{e}"),
@@ -104,7 +157,10 @@ pub fn poll_once(
     bounds: &mut Cardinality,
     deliver: &mut dyn FnMut(FeedBatch) -> bool,
 ) -> Result<PollSummary, PollError> {
-    let response = agent.get(&config.url).call().map_err(PollError::Request)?;
+    let response = agent
+        .get(&config.url)
+        .call()
+        .map_err(|e| PollError::from_request(e, config))?;
     let content_type = response
         .headers()
         .get("content-type")
@@ -158,7 +214,11 @@ struct SourceLog {
     failures: LogThrottle,
     rejects: LogThrottle,
     dropped_metrics: LogThrottle,
-    failing_since: Option<(Instant, u64)>,
+    /// Failed polls in a row.
+    failed_polls: u64,
+    /// When the last successful poll ended (or the poller started): an outage is the time
+    /// from there, not from the first failure's report, which comes a timeout later.
+    last_ok: Instant,
 }
 
 impl SourceLog {
@@ -166,8 +226,7 @@ impl SourceLog {
     /// source's text, so it goes into the log as it is.
     fn failed(&mut self, error: &str) {
         let now = Instant::now();
-        let (_, count) = self.failing_since.get_or_insert((now, 0));
-        *count += 1;
+        self.failed_polls += 1;
         if let Some(held_back) = self.failures.allow(now) {
             let more = if held_back > 0 {
                 format!(" ({held_back} more failures since the last report)")
@@ -179,15 +238,18 @@ impl SourceLog {
     }
 
     fn succeeded(&mut self) {
-        if let Some((since, count)) = self.failing_since.take() {
+        let count = std::mem::take(&mut self.failed_polls);
+        if count > 0 {
             log::info!(
                 source = self.url.as_str(), failed_polls = count;
-                "source {} recovered after {count} failed polls over {:.1} s",
+                "source {} recovered: {count} failed poll{} in a row, no data from it for {:.1} s",
                 self.url,
-                since.elapsed().as_secs_f64()
+                if count == 1 { "" } else { "s" },
+                self.last_ok.elapsed().as_secs_f64()
             );
             self.failures.reset();
         }
+        self.last_ok = Instant::now();
     }
 
     fn rejected(&mut self, summary: &PollSummary) {
@@ -268,7 +330,8 @@ fn run(
         failures: LogThrottle::new(LOG_EVERY),
         rejects: LogThrottle::new(LOG_EVERY),
         dropped_metrics: LogThrottle::new(LOG_EVERY),
-        failing_since: None,
+        failed_polls: 0,
+        last_ok: Instant::now(),
     };
     let mut bounds = Cardinality::new(config.limits);
     let mut next_poll = Instant::now();
