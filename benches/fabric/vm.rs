@@ -143,7 +143,7 @@ pub fn run(report: &mut Report, quick: bool) {
     report
         .add(
             "vm",
-            "our data directory per sample (WAL + block files)",
+            "our data directory per sample (WAL + checkpoint + block files)",
             dir_bytes(&our_dir) as f64 / samples_total,
             "B",
         )
