@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.sources().join(", ")
     );
+    log::info!("settings in force: {}", config.settings_summary());
     let stopped = process::run_until_stopped(|| {
         match server.reload_tokens() {
             Some(Ok(n)) => log::info!("SIGHUP: token file re-read, {n} tokens in force"),

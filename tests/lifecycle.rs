@@ -14,6 +14,20 @@ fn readyz_follows_the_data_and_healthz_the_process() {
         (health.status, health.body.as_str()),
         (200, r#"{"status":"ok"}"#)
     );
+    // One start-up line says what is in force.
+    let settings = util::wait_for("the settings line", Duration::from_secs(5), || {
+        server
+            .logs()
+            .into_iter()
+            .find(|l| l.contains("settings in force:"))
+    });
+    assert!(
+        settings.contains("auth: off (loopback only)")
+            && settings.contains("rate limit: off")
+            && settings.contains("history: memory only")
+            && settings.contains("remote write: off"),
+        "{settings}"
+    );
     let not_ready = util::get(&server.url("/readyz"));
     assert_eq!(not_ready.status, 503);
     let reason = not_ready.json()["error"]

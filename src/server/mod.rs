@@ -99,6 +99,36 @@ impl ServerConfig {
             _ => None,
         }
     }
+
+    /// The security and storage settings in force, in one line for the start-up log, so an
+    /// operator sees at a glance what a config file and flags added up to.
+    pub fn settings_summary(&self) -> String {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        let auth = match (&self.auth_token_file, self.insecure_no_auth) {
+            (Some(path), _) => format!("bearer tokens from {}", path.display()),
+            (None, true) => "off (--insecure-no-auth)".to_string(),
+            (None, false) => "off (loopback only)".to_string(),
+        };
+        let rate_limit = match self.rate_limit {
+            Some((rate, burst)) => format!("{rate}/s per client, burst {burst}"),
+            None => "off".to_string(),
+        };
+        let history = match self.persist() {
+            Some(p) => format!(
+                "on disk in {} (fsync {}, compaction every {})",
+                p.data_dir.display(),
+                p.fsync.name(),
+                human(p.compaction_interval)
+            ),
+            None => "memory only (lost on restart)".to_string(),
+        };
+        let remote_write = self.remote_write.as_deref().unwrap_or("off");
+        format!(
+            "auth: {auth}; rate limit: {rate_limit}; history: {history}, retention {}; \
+             remote write: {remote_write}",
+            human(self.retention)
+        )
+    }
 }
 
 /// Why the server could not start.
@@ -168,11 +198,13 @@ fn open_data_dir(
         data_dir = config.data_dir.display().to_string().as_str(),
         blocks = report.blocks_loaded,
         block_rows = report.block_rows_loaded,
+        checkpoint_rows = report.checkpoint_rows_replayed,
         wal_rows = report.wal_rows_replayed,
         seconds = report.seconds;
-        "recovered {} block files ({} rows) and {} WAL rows in {:.3} s; fsync {}",
+        "recovered {} block files ({} rows), {} checkpoint rows and {} WAL rows in {:.3} s; fsync {}",
         report.block_files_loaded,
         report.block_rows_loaded,
+        report.checkpoint_rows_replayed,
         report.wal_rows_replayed,
         report.seconds,
         config.fsync.name()
