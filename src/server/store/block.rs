@@ -1,7 +1,17 @@
 //! Blocks: a run of rows of one switch (a timestamp and one value per metric), compressed into
-//! one bit stream, with min/max/sum/count per metric kept beside it so aggregates over whole
-//! blocks never decode them, and for counters what a rate needs ([`CounterAgg`]). An
-//! [`OpenBlock`] takes appends; sealing it gives an immutable, tightly sized [`Block`].
+//! two bit streams, the timestamps and the values, with min/max/sum/count per metric kept
+//! beside them so aggregates over whole blocks never decode them, and for counters what a rate
+//! needs ([`CounterAgg`]). An [`OpenBlock`] takes appends; sealing it gives an immutable,
+//! tightly sized [`Block`].
+//!
+//! Why timestamps apart: every row of one poll carries the same timestamp (the feed's tick, or
+//! the poll time), so the switches of a source that seal together hold the same timestamps,
+//! and the store keeps that stream once for all of them ([`TimeStream`], shared through an
+//! `Arc`). Poll jitter makes a timestamp cost about 10 bits per row; shared, next to nothing.
+//! Blocks from block files before version 3 keep their timestamps interleaved with the
+//! values in one stream, and still decode.
+
+use std::sync::Arc;
 
 use super::codec::{BitReader, BitWriter, TimestampCodec, ValueCodec};
 use crate::shared::metric::Value;
@@ -104,6 +114,31 @@ impl MetricAgg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Corrupt;
 
+/// The timestamps of a block's rows after the first, as their own compressed stream; equal
+/// streams are shared between blocks (the store interns them by content).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TimeStream {
+    bit_len: u32,
+    bits: Box<[u8]>,
+}
+
+impl TimeStream {
+    /// `None` when `bits` does not hold exactly `bit_len` bits.
+    pub fn new(bits: Box<[u8]>, bit_len: u32) -> Option<TimeStream> {
+        (bits.len() as u64 == u64::from(bit_len).div_ceil(8))
+            .then_some(TimeStream { bit_len, bits })
+    }
+}
+
+/// Where a block's timestamps are.
+#[derive(Debug, Clone, Copy)]
+pub enum Times<'a> {
+    /// In their own stream: bytes and length in bits.
+    Split(&'a [u8], u64),
+    /// Interleaved with the values, row by row (blocks from files before version 3).
+    Interleaved,
+}
+
 /// What readers need of a block, open or sealed.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockView<'a> {
@@ -114,6 +149,7 @@ pub struct BlockView<'a> {
     pub aggs: &'a [MetricAgg],
     /// Per position, for blocks holding any counter sample; empty otherwise.
     pub counters: &'a [CounterAgg],
+    pub times: Times<'a>,
     bits: &'a [u8],
     bit_len: u64,
 }
@@ -125,16 +161,19 @@ impl BlockView<'_> {
     }
 
     /// Appends the block-file encoding of this block: bounds, row and metric counts, the
-    /// aggregates (so loading never decodes), the counter aggregates (a count, then per
-    /// position: presence byte, first and last as timestamp + value, increase, resets), then
-    /// the stream as it is in memory. An open block's view encodes
-    /// as the sealed block it would become now (a checkpoint holds open blocks this way).
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// value stream's length in bits, where its timestamps are (`time_ref`: 0 interleaved,
+    /// else 1 + an index into the file's table of time streams), the aggregates (so loading
+    /// never decodes), the counter aggregates (a count, then per position: presence byte,
+    /// first and last as timestamp + value, increase, resets), then the value stream as it is
+    /// in memory. An open block's view encodes as the sealed block it would become now (a
+    /// checkpoint holds open blocks this way).
+    pub fn encode(&self, out: &mut Vec<u8>, time_ref: u64) {
         wire::put_i64(out, self.first_ts);
         wire::put_i64(out, self.last_ts);
         wire::put_varint(out, u64::from(self.rows));
         wire::put_varint(out, self.n_metrics as u64);
         wire::put_varint(out, self.bit_len);
+        wire::put_varint(out, time_ref);
         for agg in self.aggs.iter() {
             wire::put_f64(out, agg.min);
             wire::put_f64(out, agg.max);
@@ -165,6 +204,10 @@ impl BlockView<'_> {
         mut visit: impl FnMut(Micros, &[Option<Value>]) -> bool,
     ) -> Result<(), Corrupt> {
         let mut reader = BitReader::new(self.bits, self.bit_len);
+        let mut times = match self.times {
+            Times::Split(bits, bit_len) => Some(BitReader::new(bits, bit_len)),
+            Times::Interleaved => None,
+        };
         let mut ts_codec = TimestampCodec::starting_at(self.first_ts);
         let mut codecs = vec![ValueCodec::default(); self.n_metrics];
         let mut row = vec![None; self.n_metrics];
@@ -172,7 +215,9 @@ impl BlockView<'_> {
             let ts = if row_idx == 0 {
                 self.first_ts
             } else {
-                ts_codec.decode(&mut reader).ok_or(Corrupt)?
+                ts_codec
+                    .decode(times.as_mut().unwrap_or(&mut reader))
+                    .ok_or(Corrupt)?
             };
             for (slot, codec) in row.iter_mut().zip(&mut codecs) {
                 *slot = codec.decode(&mut reader).ok_or(Corrupt)?;
@@ -193,6 +238,8 @@ pub struct Block {
     pub rows: u32,
     bit_len: u32,
     bits: Box<[u8]>,
+    /// `None`: interleaved in `bits` (a block from a file before version 3).
+    times: Option<Arc<TimeStream>>,
     aggs: Box<[MetricAgg]>,
     /// Empty unless the block holds a counter sample (most metrics of most feeds are not
     /// counters, and a block's fixed size is what a million series pay for).
@@ -208,37 +255,64 @@ impl Block {
             n_metrics: self.aggs.len(),
             aggs: &self.aggs,
             counters: &self.counters,
+            times: match &self.times {
+                Some(t) => Times::Split(&t.bits, u64::from(t.bit_len)),
+                None => Times::Interleaved,
+            },
             bits: &self.bits,
             bit_len: u64::from(self.bit_len),
         }
     }
 
-    /// Heap bytes this block holds.
+    /// Heap bytes this block holds, with its share of a shared time stream (the store's
+    /// interner holds one more reference than the blocks do).
     pub fn heap_bytes(&self) -> usize {
         self.bits.len()
+            + self
+                .times
+                .as_ref()
+                .map_or(0, |t| t.bits.len() / (Arc::strong_count(t) - 1).max(1))
             + self.aggs.len() * std::mem::size_of::<MetricAgg>()
             + self.counters.len() * std::mem::size_of::<CounterAgg>()
     }
 
-    /// Size of the compressed stream.
-    pub fn stream_bytes(&self) -> usize {
-        self.bits.len()
+    /// Sizes of the value stream and of the time stream.
+    pub fn stream_bytes(&self) -> (usize, usize) {
+        (
+            self.bits.len(),
+            self.times.as_ref().map_or(0, |t| t.bits.len()),
+        )
     }
 
-    /// Reads what [`Block::encode`] wrote, checking that the header is consistent with itself
-    /// (a checksum guards the bytes; this guards against a writer bug or a forged file).
-    /// `with_counters`: the file format has counter aggregates (block files from before
-    /// counters existed do not, and hold no counter samples either).
+    /// The time stream, to share it with equal ones.
+    pub fn times_mut(&mut self) -> Option<&mut Arc<TimeStream>> {
+        self.times.as_mut()
+    }
+
+    /// Reads what [`BlockView::encode`] wrote, checking that the header is consistent with
+    /// itself (a checksum guards the bytes; this guards against a writer bug or a forged
+    /// file). `version`: the file format's (1: no counter aggregates, as before counters
+    /// existed, and no counter samples either; 2: counters; 3: timestamps in a stream of their
+    /// own, from `time_table`).
     pub fn decode(
         input: &mut Reader<'_>,
         max_metrics: usize,
-        with_counters: bool,
+        version: u8,
+        time_table: &[Arc<TimeStream>],
     ) -> Result<Block, Corrupt> {
+        let with_counters = version >= 2;
         let first_ts = input.i64().map_err(|_| Corrupt)?;
         let last_ts = input.i64().map_err(|_| Corrupt)?;
         let rows = u32::try_from(input.varint().map_err(|_| Corrupt)?).map_err(|_| Corrupt)?;
         let n_metrics = input.count(max_metrics).map_err(|_| Corrupt)?;
         let bit_len = u32::try_from(input.varint().map_err(|_| Corrupt)?).map_err(|_| Corrupt)?;
+        let times = match version {
+            3.. => match input.count(time_table.len()).map_err(|_| Corrupt)? {
+                0 => None,
+                k => Some(Arc::clone(time_table.get(k - 1).ok_or(Corrupt)?)),
+            },
+            _ => None,
+        };
         let mut aggs = Vec::with_capacity(n_metrics);
         for _ in 0..n_metrics {
             let agg = MetricAgg {
@@ -276,6 +350,7 @@ impl Block {
             rows,
             bit_len,
             bits: bits.into(),
+            times,
             aggs: aggs.into_boxed_slice(),
             counters: counters.into_boxed_slice(),
         })
@@ -304,7 +379,10 @@ pub struct OpenBlock {
     pub first_ts: Micros,
     pub last_ts: Micros,
     pub rows: u32,
+    /// The values, row by row.
     bits: BitWriter,
+    /// The timestamps of the rows after the first.
+    times: BitWriter,
     ts_codec: TimestampCodec,
     codecs: Vec<ValueCodec>,
     aggs: Vec<MetricAgg>,
@@ -314,14 +392,21 @@ pub struct OpenBlock {
 
 impl OpenBlock {
     /// A block whose first row is (`ts`, `values`); `values.len()` fixes its metric count.
-    /// `expected_bytes` (the previous block's size) sizes the stream once, so it does not grow
-    /// by doubling and leave freed buffers behind in the allocator.
-    pub fn start(ts: Micros, values: &[Option<Value>], expected_bytes: usize) -> OpenBlock {
+    /// `expected_bytes` (the previous block's stream sizes, values and times) sizes the
+    /// streams once, so they do not grow by doubling and leave freed buffers behind in the
+    /// allocator.
+    pub fn start(
+        ts: Micros,
+        values: &[Option<Value>],
+        expected_bytes: (usize, usize),
+    ) -> OpenBlock {
+        let (values_bytes, times_bytes) = expected_bytes;
         let mut block = OpenBlock {
             first_ts: ts,
             last_ts: ts,
             rows: 0,
-            bits: BitWriter::with_expected_size(expected_bytes + expected_bytes / 8),
+            bits: BitWriter::with_expected_size(values_bytes + values_bytes / 8),
+            times: BitWriter::with_expected_size(times_bytes + times_bytes / 8),
             ts_codec: TimestampCodec::starting_at(ts),
             codecs: vec![ValueCodec::default(); values.len()],
             aggs: vec![MetricAgg::EMPTY; values.len()],
@@ -339,7 +424,7 @@ impl OpenBlock {
     /// Appends a row; `ts` must be after the last row's and `values.len() == n_metrics()`.
     pub fn push(&mut self, ts: Micros, values: &[Option<Value>]) {
         debug_assert!(ts > self.last_ts && values.len() == self.codecs.len());
-        self.ts_codec.encode(&mut self.bits, ts);
+        self.ts_codec.encode(&mut self.times, ts);
         self.write_values(ts, values);
         self.last_ts = ts;
         self.rows += 1;
@@ -374,6 +459,7 @@ impl OpenBlock {
             n_metrics: self.codecs.len(),
             aggs: &self.aggs,
             counters: &self.counters,
+            times: Times::Split(self.times.bytes(), self.times.bit_len()),
             bits: self.bits.bytes(),
             bit_len: self.bits.bit_len(),
         }
@@ -382,6 +468,7 @@ impl OpenBlock {
     /// Heap bytes this block holds (capacity, as the allocator sees it).
     pub fn heap_bytes(&self) -> usize {
         self.bits.capacity()
+            + self.times.capacity()
             + self.codecs.len() * std::mem::size_of::<ValueCodec>()
             + self.aggs.len() * std::mem::size_of::<MetricAgg>()
             + self.counters.capacity() * std::mem::size_of::<CounterAgg>()
@@ -394,6 +481,10 @@ impl OpenBlock {
             rows: self.rows,
             bit_len: u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
             bits: self.bits.into_bytes(),
+            times: Some(Arc::new(TimeStream {
+                bit_len: u32::try_from(self.times.bit_len()).unwrap_or(u32::MAX),
+                bits: self.times.into_bytes(),
+            })),
             aggs: self.aggs.into_boxed_slice(),
             counters: self.counters.into_boxed_slice(),
         }
@@ -420,7 +511,7 @@ mod tests {
             })
             .collect();
         let cells = |values: &[f64; 3]| values.map(Value::cell);
-        let mut open = OpenBlock::start(rows[0].0, &cells(&rows[0].1), 0);
+        let mut open = OpenBlock::start(rows[0].0, &cells(&rows[0].1), (0, 0));
         for (ts, values) in &rows[1..] {
             open.push(*ts, &cells(values));
         }
@@ -482,13 +573,26 @@ mod tests {
 
     #[test]
     fn counter_aggregates_round_trip_through_the_block_file_encoding() {
-        let mut open = OpenBlock::start(10, &[Some(Value::Int(u64::MAX - 40)), None], 0);
+        let mut open = OpenBlock::start(10, &[Some(Value::Int(u64::MAX - 40)), None], (0, 0));
         open.push(20, &[Some(Value::Int(5)), Some(Value::Float(1.5))]);
         open.push(30, &[Some(Value::Int(9)), None]);
         let sealed = open.seal();
         let mut bytes = Vec::new();
-        sealed.view().encode(&mut bytes);
-        let back = Block::decode(&mut Reader::new(&bytes), 8, true).expect("decodes");
+        sealed.view().encode(&mut bytes, 1);
+        let table = [Arc::clone(sealed.times.as_ref().expect("split"))];
+        let back = Block::decode(&mut Reader::new(&bytes), 8, 3, &table).expect("decodes");
+        let rows = |b: &Block| {
+            let mut all = Vec::new();
+            b.view()
+                .for_each_row(|t, v| {
+                    all.push((t, v.to_vec()));
+                    true
+                })
+                .expect("decodes");
+            all
+        };
+        assert_eq!(rows(&back), rows(&sealed));
+        assert_eq!(rows(&back)[2].0, 30);
         assert_eq!(back.view().counters, sealed.view().counters);
         assert_eq!(back.view().counters[0].increase, 9);
         assert_eq!(back.view().counters[1], CounterAgg::default());
@@ -501,22 +605,26 @@ mod tests {
         #[test]
         fn arbitrary_streams_never_panic_the_decoder(
             bits in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            times in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
             rows in 0u32..200,
             n_metrics in 0usize..6,
             first_ts in proptest::prelude::any::<i64>(),
         ) {
             let aggs = vec![MetricAgg::EMPTY; n_metrics];
-            let view = BlockView {
-                first_ts,
-                last_ts: first_ts,
-                rows,
-                n_metrics,
-                aggs: &aggs,
-                counters: &[],
-                bits: &bits,
-                bit_len: bits.len() as u64 * 8,
-            };
-            let _ = view.for_each_row(|_, _| true);
+            for times in [Times::Interleaved, Times::Split(&times, times.len() as u64 * 8)] {
+                let view = BlockView {
+                    first_ts,
+                    last_ts: first_ts,
+                    rows,
+                    n_metrics,
+                    aggs: &aggs,
+                    counters: &[],
+                    times,
+                    bits: &bits,
+                    bit_len: bits.len() as u64 * 8,
+                };
+                let _ = view.for_each_row(|_, _| true);
+            }
         }
 
         /// Any finite or infinite values (NaN means absent) round-trip bit for bit.
@@ -535,7 +643,7 @@ mod tests {
                     (ts, values.into_iter().map(Value::cell).collect())
                 })
                 .collect();
-            let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, 0);
+            let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, (0, 0));
             for (t, values) in &stamped[1..] {
                 open.push(*t, values);
             }

@@ -22,15 +22,12 @@ pub struct ImportOutcome {
 
 impl SwitchSeries {
     /// Seals the open block if no future row could extend it (its span has passed: the switch
-    /// stopped reporting), so the WAL does not have to keep its rows forever.
-    fn seal_if_overdue(&mut self, now: Micros, span: Micros) {
-        if self
-            .open
+    /// stopped reporting), so checkpoints do not have to carry it forever; whether it did.
+    fn seal_if_overdue(&mut self, now: Micros, span: Micros) -> bool {
+        self.open
             .as_ref()
             .is_some_and(|open| now - open.first_ts > span)
-        {
-            self.seal_open();
-        }
+            && self.seal_open()
     }
 }
 
@@ -76,7 +73,11 @@ impl Store {
         let start = range.start.min(end);
         for idx in start..end {
             let series = &mut self.switches[idx];
-            series.seal_if_overdue(now, span);
+            if series.seal_if_overdue(now, span) {
+                if let Some(block) = series.sealed.back_mut() {
+                    self.times.intern(block);
+                }
+            }
             let names: Vec<(&str, MetricKind)> = series
                 .metric_ids
                 .iter()
@@ -123,7 +124,7 @@ impl Store {
             if metric_ids.len() > series.metric_ids.len() {
                 series.metric_ids = metric_ids;
             }
-            for block in switch.blocks {
+            for mut block in switch.blocks {
                 if block.last_ts < cutoff {
                     outcome.expired_blocks += 1;
                     continue;
@@ -132,6 +133,7 @@ impl Store {
                     outcome.conflicting_blocks += 1;
                     continue;
                 }
+                self.times.intern(&mut block);
                 super::merge_into(&mut series.sealed_agg, block.view().aggs);
                 // Its blocks were staggered when it first appeared; the next one is whole.
                 series.first_block_shortening = 0;

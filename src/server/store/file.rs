@@ -4,24 +4,31 @@
 //!
 //! Layout (little endian, varints are LEB128):
 //! ```text
-//! "FTBLK002"  u32 crc32(body)  u64 body length  body
+//! "FTBLK003"  u32 crc32(body)  u64 body length  body
 //! body: metrics (count, then each: name as a length-prefixed string, kind byte)
+//!       time streams (count, then each: length in bits, bytes): every distinct timestamp
+//!       stream of the file's blocks, once (the switches of a source share them)
 //!       switches (count, then each: id, position → metric index list, blocks (count,
-//!       then each block as `Block::encode` writes it))
+//!       then each block as `BlockView::encode` writes it, naming its time stream))
 //! ```
-//! Files of the first version (`FTBLK001`, before counters) have no kind byte and no counter
-//! aggregates in their blocks; they still load, with kinds decided by name.
+//! Older versions still load: `FTBLK002` has no time-stream table (each block's timestamps
+//! are interleaved with its values); `FTBLK001` (before counters) also has no kind byte and no
+//! counter aggregates, and kinds are decided by name.
 //! The whole body is checksummed: a file either loads completely or not at all, so a damaged
 //! file can never serve partly wrong data.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::block::{Block, BlockView};
+use rustc_hash::FxHashMap;
+
+use super::block::{Block, BlockView, TimeStream, Times};
 use crate::shared::metric::{self, MetricKind};
 use crate::shared::timestamp::Micros;
 use crate::shared::wire::{self, Reader};
 
-const MAGIC: &[u8; 8] = b"FTBLK002";
+const MAGIC: &[u8; 8] = b"FTBLK003";
+const MAGIC_V2: &[u8; 8] = b"FTBLK002";
 const MAGIC_V1: &[u8; 8] = b"FTBLK001";
 
 const HEADER_BYTES: usize = 8 + 4 + 8;
@@ -60,6 +67,10 @@ impl std::fmt::Display for BlockFileError {
 pub struct BlockFileWriter {
     metric_index: HashMap<String, u64>,
     metric_names: Vec<(String, MetricKind)>,
+    /// Distinct time streams by content (length in bits, bytes) → their index in the file.
+    time_index: FxHashMap<(u64, Vec<u8>), u64>,
+    /// The time-stream table as it will be written.
+    times: Vec<u8>,
     switches: Vec<u8>,
     n_switches: u64,
     n_blocks: u64,
@@ -91,7 +102,22 @@ impl BlockFileWriter {
         }
         wire::put_varint(&mut self.switches, blocks.len() as u64);
         for block in blocks {
-            block.encode(&mut self.switches);
+            let time_ref = match block.times {
+                Times::Split(bits, bit_len) => {
+                    let next = self.time_index.len() as u64;
+                    let index = *self
+                        .time_index
+                        .entry((bit_len, bits.to_vec()))
+                        .or_insert(next);
+                    if index == next {
+                        wire::put_varint(&mut self.times, bit_len);
+                        wire::put_bytes(&mut self.times, bits);
+                    }
+                    index + 1
+                }
+                Times::Interleaved => 0,
+            };
+            block.encode(&mut self.switches, time_ref);
             self.n_blocks += 1;
             self.samples += block.samples();
             self.max_last_ts = Some(
@@ -124,7 +150,7 @@ impl BlockFileWriter {
             .iter()
             .map(|n| n.0.len() + 1 + VARINT)
             .sum();
-        HEADER_BYTES + VARINT + names + VARINT + self.switches.len()
+        HEADER_BYTES + VARINT + names + VARINT + self.times.len() + VARINT + self.switches.len()
     }
 
     /// The newest timestamp in the file: once retention passes it, the file can go.
@@ -140,6 +166,8 @@ impl BlockFileWriter {
             wire::put_bytes(&mut body, name.as_bytes());
             body.push(kind.to_byte());
         }
+        wire::put_varint(&mut body, self.time_index.len() as u64);
+        body.extend_from_slice(&self.times);
         wire::put_varint(&mut body, self.n_switches);
         body.extend_from_slice(&self.switches);
         let mut file = Vec::with_capacity(HEADER_BYTES + body.len());
@@ -182,10 +210,15 @@ impl BlockFile {
 
 /// Parses and verifies a whole file image.
 pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
-    if bytes.len() < HEADER_BYTES || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
+    let version = match bytes.get(..8) {
+        Some(m) if m == MAGIC => 3,
+        Some(m) if m == MAGIC_V2 => 2,
+        Some(m) if m == MAGIC_V1 => 1,
+        _ => return Err(BlockFileError::NotABlockFile),
+    };
+    if bytes.len() < HEADER_BYTES {
         return Err(BlockFileError::NotABlockFile);
     }
-    let v2 = &bytes[..8] == MAGIC;
     let mut header = Reader::new(&bytes[8..HEADER_BYTES]);
     let crc = header.u32().map_err(|_| BlockFileError::NotABlockFile)?;
     let body_len = header.i64().map_err(|_| BlockFileError::NotABlockFile)? as u64;
@@ -205,13 +238,27 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
     let mut names = Vec::with_capacity(n_names);
     for _ in 0..n_names {
         let name = r.str().map_err(malformed("metric name"))?.to_string();
-        let kind = if v2 {
+        let kind = if version >= 2 {
             let byte = r.take(1).map_err(malformed("metric kind"))?[0];
             MetricKind::from_byte(byte).ok_or(BlockFileError::Malformed("metric kind"))?
         } else {
             metric::kind_of(&name)
         };
         names.push((name, kind));
+    }
+    let mut time_table: Vec<Arc<TimeStream>> = Vec::new();
+    if version >= 3 {
+        let n_times = r
+            .count(body.len())
+            .map_err(malformed("time stream count"))?;
+        for _ in 0..n_times {
+            let bit_len = u32::try_from(r.varint().map_err(malformed("time stream"))?)
+                .map_err(|_| BlockFileError::Malformed("time stream"))?;
+            let bits = r.bytes().map_err(malformed("time stream"))?;
+            let stream = TimeStream::new(bits.into(), bit_len)
+                .ok_or(BlockFileError::Malformed("time stream length"))?;
+            time_table.push(Arc::new(stream));
+        }
     }
     let n_switches = r.count(body.len()).map_err(malformed("switch count"))?;
     let mut switches = Vec::with_capacity(n_switches);
@@ -233,7 +280,7 @@ pub fn read_block_file(bytes: &[u8]) -> Result<BlockFile, BlockFileError> {
         let n_blocks = r.count(r.remaining()).map_err(malformed("block count"))?;
         let mut blocks: Vec<Block> = Vec::with_capacity(n_blocks);
         for _ in 0..n_blocks {
-            let block = Block::decode(&mut r, n_metrics, v2)
+            let block = Block::decode(&mut r, n_metrics, version, &time_table)
                 .map_err(|_| BlockFileError::Malformed("block"))?;
             if blocks
                 .last()

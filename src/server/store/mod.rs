@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use block::{Block, BlockView, OpenBlock};
+use block::{Block, BlockView, OpenBlock, TimeStream};
 pub use block::{CounterAgg, MetricAgg};
 pub use export::{CheckpointOutcome, Export, ImportOutcome};
 
@@ -158,9 +158,13 @@ impl SwitchSeries {
             .chain(self.open.as_ref().map(OpenBlock::view))
     }
 
-    fn seal_open(&mut self) {
+    /// Seals the open block, if any; whether it did (the caller interns its time stream).
+    fn seal_open(&mut self) -> bool {
         self.first_block_shortening = 0;
-        if let Some(open) = self.open.take() {
+        let Some(open) = self.open.take() else {
+            return false;
+        };
+        {
             let block = open.seal();
             merge_into(&mut self.sealed_agg, block.view().aggs);
             // A switch holds about retention / span blocks at a time; grow by two slots
@@ -171,23 +175,23 @@ impl SwitchSeries {
             self.sealed.push_back(block);
             self.unpersisted = self.unpersisted.saturating_add(1);
         }
+        true
     }
 
-    /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`).
-    fn append(&mut self, ts: Micros, row: &[Option<Value>], limits: BlockLimits) {
+    /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`);
+    /// whether a block was sealed to make room.
+    fn append(&mut self, ts: Micros, row: &[Option<Value>], limits: BlockLimits) -> bool {
         let span = limits.span - self.first_block_shortening;
         let full = self.open.as_ref().is_some_and(|open| {
             open.n_metrics() != row.len()
                 || open.rows >= limits.max_rows
                 || ts - open.first_ts > span
         });
-        if full {
-            self.seal_open();
-        }
+        let sealed = full && self.seal_open();
         match &mut self.open {
             Some(open) => open.push(ts, row),
             None => {
-                let expected = self.sealed.back().map_or(0, Block::stream_bytes);
+                let expected = self.sealed.back().map_or((0, 0), Block::stream_bytes);
                 self.open = Some(OpenBlock::start(ts, row, expected));
             }
         }
@@ -201,6 +205,7 @@ impl SwitchSeries {
             }
         }
         self.newest = Some(ts);
+        sealed
     }
 
     /// Drops blocks whose last row is older than `cutoff`; returns the rows dropped.
@@ -408,6 +413,53 @@ pub struct Store {
     newest: Option<Micros>,
     /// Series emptied by expiry (no sample for a whole retention), awaiting `forget_dead`.
     dead: usize,
+    /// Time streams of sealed blocks, each kept once.
+    times: TimeStreams,
+}
+
+/// The time streams of sealed blocks, by content: switches polled together seal blocks with
+/// the same timestamps, which are then held once for all of them.
+#[derive(Debug, Default)]
+pub(crate) struct TimeStreams {
+    set: rustc_hash::FxHashSet<Arc<TimeStream>>,
+    /// Size of the set after the last pruning: the next one comes when it has doubled.
+    pruned_at: usize,
+    /// Rows expired since the last pruning: a quarter of history turned over prunes too.
+    expired_rows: u64,
+}
+
+impl TimeStreams {
+    /// Makes `block` share an equal time stream if there is one, else remembers its own.
+    pub(crate) fn intern(&mut self, block: &mut Block) {
+        let Some(times) = block.times_mut() else {
+            return;
+        };
+        match self.set.get(&**times) {
+            Some(shared) => *times = Arc::clone(shared),
+            None => {
+                self.set.insert(Arc::clone(times));
+                if self.set.len() >= 2 * self.pruned_at.max(1024) {
+                    self.prune();
+                }
+            }
+        }
+    }
+
+    /// `rows` expired, `retained` are left: prunes once a quarter of history has turned over,
+    /// so streams of expired blocks are not held for long, at an amortised cost per row.
+    fn expired(&mut self, rows: u64, retained: u64) {
+        self.expired_rows += rows;
+        if self.expired_rows > 0 && self.expired_rows >= retained / 4 {
+            self.prune();
+        }
+    }
+
+    /// Forgets streams no block holds any more.
+    fn prune(&mut self) {
+        self.set.retain(|t| Arc::strong_count(t) > 1);
+        self.pruned_at = self.set.len();
+        self.expired_rows = 0;
+    }
 }
 
 impl Store {
@@ -429,6 +481,7 @@ impl Store {
             next_expiry: i64::MIN,
             newest: None,
             dead: 0,
+            times: TimeStreams::default(),
         }
     }
 
@@ -503,7 +556,11 @@ impl Store {
                     row[pos] = value;
                 }
             }
-            switch.append(ts, &row, limits);
+            if switch.append(ts, &row, limits) {
+                if let Some(block) = switch.sealed.back_mut() {
+                    self.times.intern(block);
+                }
+            }
             switch.totals.resize(row.len(), 0.0);
             for ((total, &value), &metric_id) in switch
                 .totals
@@ -560,6 +617,7 @@ impl Store {
             }
         }
         self.retained_rows -= dropped;
+        self.times.expired(dropped, self.retained_rows);
         (dropped, next_expiry)
     }
 

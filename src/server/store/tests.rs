@@ -1,4 +1,5 @@
 use super::*;
+use crate::shared::wire;
 use rand::{Rng, SeedableRng};
 
 const S: i64 = MICROS_PER_SEC;
@@ -729,4 +730,161 @@ fn series_without_a_sample_for_a_whole_retention_are_forgotten() {
     // A forgotten series that comes back starts afresh.
     store.ingest(&batch(&[("gone0", 5_001 * S, [3.0, 3.0, 3.0])]));
     assert_eq!(store.switch("gone0"), Some(5));
+}
+
+/// `polls` polls of `n` switches, every row of a poll stamped with the poll's time (a 1 s
+/// grid plus wake-up jitter), as a feed without its own timestamps or a generator gives.
+fn jittered_polls(n: usize, polls: i64, per_switch_jitter: bool) -> Vec<FeedBatch> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    (0..polls)
+        .map(|t| {
+            let poll = 1_700_000_000 * S + t * S + rng.random_range(50..300);
+            let mut b = FeedBatch::with_metrics(&["bandwidth", "latency", "errors"]);
+            for s in 0..n {
+                let ts = if per_switch_jitter {
+                    poll + rng.random_range(0..1000)
+                } else {
+                    poll
+                };
+                let v = rng.random_range(0..10_000) as f64 / 100.0;
+                b.push_row(&format!("sw{s}"), ts, &[v, 0.5, (t % 3) as f64]);
+            }
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn switches_polled_together_share_their_time_streams_in_memory_and_in_block_files() {
+    // Blocks of 100 rows: long enough that their fixed costs do not hide the streams.
+    let limits = BlockLimits {
+        max_rows: 4096,
+        span: 100 * S,
+    };
+    let batches = jittered_polls(128, 500, false);
+    let mut shared = Store::new(limits);
+    for b in &batches {
+        shared.ingest(b);
+    }
+    let blocks: usize = shared.switches.iter().map(|s| s.sealed.len()).sum();
+    // Blocks seal in 16 staggered groups (8 switches each here), each group on the same
+    // polls: at least 4 blocks per distinct stream.
+    assert!(blocks >= 128 * 4, "{blocks} sealed blocks");
+    assert!(
+        shared.times.set.len() * 4 <= blocks,
+        "{} distinct time streams for {blocks} blocks",
+        shared.times.set.len()
+    );
+    // The same fabric with a timestamp per switch (nothing to share) takes more memory.
+    let mut apart = Store::new(limits);
+    for b in jittered_polls(128, 500, true) {
+        apart.ingest(&b);
+    }
+    // Per-switch timestamps cost about 10 bits a row (the jitter); shared, next to nothing.
+    let rows = 128 * 500;
+    assert!(
+        shared.history_bytes() + rows < apart.history_bytes(),
+        "shared {} vs apart {} bytes: less than a byte per row saved",
+        shared.history_bytes(),
+        apart.history_bytes()
+    );
+    // In a block file too: each distinct stream once, and it loads back shared and exact.
+    let mut out = Export::default();
+    shared.export_range(i64::MAX, 0..usize::MAX, &mut out, usize::MAX);
+    let image = out.sealed.finish();
+    let file = file::read_block_file(&image).expect("valid");
+    let mut restored = Store::new(limits);
+    restored.import(file, i64::MIN);
+    restored.finish_import();
+    assert_eq!(restored.times.set.len(), shared.times.set.len());
+    for s in [0, 31, 127] {
+        let id = format!("sw{s}");
+        assert_eq!(
+            series_view(&restored, &id, "bandwidth"),
+            series_view(&shared, &id, "bandwidth")
+        );
+    }
+    let mut apart_out = Export::default();
+    apart.export_range(i64::MAX, 0..usize::MAX, &mut apart_out, usize::MAX);
+    let apart_image = apart_out.sealed.finish();
+    assert!(
+        image.len() + rows * 3 / 4 < apart_image.len(),
+        "block file with shared time streams: {} vs {} bytes",
+        image.len(),
+        apart_image.len()
+    );
+}
+
+/// A block file of version 2 (timestamps interleaved with the values in one stream), built
+/// here as the previous writer built it, still loads and decodes exactly.
+#[test]
+fn block_files_of_version_2_still_load() {
+    use super::codec::{BitWriter, TimestampCodec, ValueCodec};
+    let rows: Vec<(Micros, [f64; 2])> = (0..50)
+        .map(|i| {
+            (
+                1_700_000_000 * S + i * S + (i * 37) % 250,
+                [i as f64 * 1.5, 0.25],
+            )
+        })
+        .collect();
+    let mut bits = BitWriter::default();
+    let mut ts_codec = TimestampCodec::starting_at(rows[0].0);
+    let mut codecs = [ValueCodec::default(), ValueCodec::default()];
+    let mut aggs = [MetricAgg::EMPTY; 2];
+    for (i, (ts, values)) in rows.iter().enumerate() {
+        if i > 0 {
+            ts_codec.encode(&mut bits, *ts);
+        }
+        for ((codec, agg), &v) in codecs.iter_mut().zip(&mut aggs).zip(values) {
+            codec.encode(&mut bits, Some(Value::Float(v)));
+            agg.add(v);
+        }
+    }
+    let mut body = Vec::new();
+    wire::put_varint(&mut body, 2);
+    for name in ["bandwidth", "latency"] {
+        wire::put_bytes(&mut body, name.as_bytes());
+        body.push(MetricKind::Gauge.to_byte());
+    }
+    wire::put_varint(&mut body, 1);
+    wire::put_bytes(&mut body, b"old-switch");
+    wire::put_varint(&mut body, 2);
+    wire::put_varint(&mut body, 0);
+    wire::put_varint(&mut body, 1);
+    wire::put_varint(&mut body, 1);
+    wire::put_i64(&mut body, rows[0].0);
+    wire::put_i64(&mut body, rows[49].0);
+    wire::put_varint(&mut body, 50);
+    wire::put_varint(&mut body, 2);
+    wire::put_varint(&mut body, bits.bit_len());
+    for agg in &aggs {
+        wire::put_f64(&mut body, agg.min);
+        wire::put_f64(&mut body, agg.max);
+        wire::put_f64(&mut body, agg.sum);
+        wire::put_varint(&mut body, agg.count);
+    }
+    wire::put_varint(&mut body, 0);
+    wire::put_bytes(&mut body, bits.bytes());
+    let mut image = b"FTBLK002".to_vec();
+    image.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    image.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    image.extend_from_slice(&body);
+
+    let mut store = Store::new(BlockLimits {
+        max_rows: 4096,
+        span: 600 * S,
+    });
+    let outcome = store.import(file::read_block_file(&image).expect("a v2 file"), i64::MIN);
+    assert_eq!((outcome.blocks, outcome.rows), (1, 50));
+    store.finish_import();
+    let switch = store.switch("old-switch").expect("loaded");
+    let metric = store.metrics().id("bandwidth").expect("metric");
+    let mut got = Vec::new();
+    store.history(switch, metric, i64::MIN, i64::MAX, &mut |sample| {
+        got.push((sample.timestamp, sample.value.as_f64()));
+        true
+    });
+    let want: Vec<(Micros, f64)> = rows.iter().map(|(t, v)| (*t, v[0])).collect();
+    assert_eq!(got, want);
 }
