@@ -14,7 +14,8 @@
 //! counter sample, CPU per million samples from CSV and Prometheus text, `/telemetry/top`
 //! throughput), `stream` (200 SSE subscribers: losses, arrival latency, `/get` alongside),
 //! `openloop` (`/get` p50/p99/p99.9 on a fixed schedule at 25/50/75% of the maximum); and,
-//! only when named, `vm` (beside a real VictoriaMetrics on the same data), `soak [--switches N]
+//! only when named, `vm` (beside a real VictoriaMetrics on the same data), `million` (memory
+//! per sample at 1M switches x 5 min, simulated in-process), `soak [--switches N]
 //! [--minutes M]` (1M switches for 7 minutes by default, through block sealing and expiry),
 //! `hostile` (idle
 //! connections, slow-loris, connection churn: normal-client p99 and whether threads and
@@ -42,6 +43,7 @@ mod http;
 mod ingest;
 mod load;
 mod memory;
+mod million;
 mod mixsoak;
 mod openloop;
 mod soak;
@@ -54,7 +56,7 @@ use report::Report;
 
 /// Every section: name, whether it runs by default, what it measures (for `--help`), in
 /// the order `--help` lists them (they run in the order of `main`).
-const SECTIONS: [(&str, bool, &str); 14] = [
+const SECTIONS: [(&str, bool, &str); 15] = [
     (
         "http",
         true,
@@ -114,6 +116,11 @@ const SECTIONS: [(&str, bool, &str); 14] = [
         "soak",
         false,
         "1M switches for 7 min through block sealing and expiry",
+    ),
+    (
+        "million",
+        false,
+        "1M switches x 5 min retention simulated in-process: memory per sample",
     ),
     (
         "hostile",
@@ -309,6 +316,9 @@ fn main() {
     }
     if wants("soak") {
         soak::run(&mut report, options.soak_switches, options.soak_minutes);
+    }
+    if wants("million") {
+        million::run(&mut report, options.quick);
     }
     if wants("durability") {
         durability::run(&mut report, options.quick);
