@@ -67,10 +67,7 @@ fn run(
 ) -> (StoreHandle, Arc<StorageStats>) {
     let config = config(dir, retention);
     let mut data_dir = DataDir::open(dir).expect("open");
-    let mut store = Store::new(BlockLimits {
-        max_rows: 4096,
-        span: 10 * S,
-    });
+    let mut store = Store::new(BlockLimits::fixed(4096, 10 * S));
     data_dir.recover(&mut store, i64::MIN).expect("recover");
     let handle = StoreHandle::new(store);
     let stats = Arc::new(StorageStats::new(&config));
@@ -125,10 +122,7 @@ fn the_wal_is_trimmed_behind_durable_block_files_and_checkpoints() {
         "older checkpoints are deleted"
     );
     // And what is left restores everything.
-    let mut restored = Store::new(BlockLimits {
-        max_rows: 4096,
-        span: 10 * S,
-    });
+    let mut restored = Store::new(BlockLimits::fixed(4096, 10 * S));
     let mut data_dir = DataDir::open(&dir.0).expect("reopen");
     let recovery = data_dir.recover(&mut restored, i64::MIN).expect("recover");
     assert_eq!(restored.retained_rows(), 200, "{recovery:?}");
@@ -187,10 +181,7 @@ struct Rig {
 }
 
 /// Blocks of at most 4 rows: every compaction has sealed blocks to export.
-const SMALL_BLOCKS: BlockLimits = BlockLimits {
-    max_rows: 4,
-    span: 10 * S,
-};
+const SMALL_BLOCKS: BlockLimits = BlockLimits::fixed(4, 10 * S);
 
 impl Rig {
     /// Recovers `dir` into a new store, as a starting server does, and starts a persist

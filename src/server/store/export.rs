@@ -21,12 +21,14 @@ pub struct ImportOutcome {
 }
 
 impl SwitchSeries {
-    /// Seals the open block if no future row could extend it (its span has passed: the switch
-    /// stopped reporting), so checkpoints do not have to carry it forever; whether it did.
-    fn seal_if_overdue(&mut self, now: Micros, span: Micros) -> bool {
+    /// Seals the open block if the next row would seal it anyway (its time has passed: the
+    /// switch stopped reporting), so checkpoints do not have to carry it forever; whether it
+    /// did.
+    fn seal_if_overdue(&mut self, now: Micros, limits: super::BlockLimits) -> bool {
+        let stagger = self.first_block_stagger;
         self.open
             .as_ref()
-            .is_some_and(|open| now - open.first_ts > span)
+            .is_some_and(|open| limits.full(open.first_ts, open.rows, now, stagger))
             && self.seal_open()
     }
 }
@@ -68,12 +70,12 @@ impl Store {
         out: &mut Export,
         max_bytes: usize,
     ) {
-        let span = self.limits.span;
+        let limits = self.limits;
         let end = range.end.min(self.switches.len());
         let start = range.start.min(end);
         for idx in start..end {
             let series = &mut self.switches[idx];
-            if series.seal_if_overdue(now, span) {
+            if series.seal_if_overdue(now, limits) {
                 if let Some(block) = series.sealed.back_mut() {
                     self.times.intern(block);
                 }
@@ -136,7 +138,7 @@ impl Store {
                 self.times.intern(&mut block);
                 super::merge_into(&mut series.sealed_agg, block.view().aggs);
                 // Its blocks were staggered when it first appeared; the next one is whole.
-                series.first_block_shortening = 0;
+                series.first_block_stagger = 0;
                 series.newest = Some(block.last_ts);
                 self.newest = Some(self.newest.map_or(block.last_ts, |n| n.max(block.last_ts)));
                 self.next_expiry = self.next_expiry.min(block.last_ts);

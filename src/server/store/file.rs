@@ -323,7 +323,7 @@ mod tests {
             with_magic.extend_from_slice(&bytes);
             let _ = read_block_file(&with_magic);
 
-            let mut store = crate::server::store::Store::new(crate::server::store::BlockLimits { max_rows: 8, span: 1_000_000_000 });
+            let mut store = crate::server::store::Store::new(crate::server::store::BlockLimits::fixed(8, 1_000_000_000));
             let mut batch = crate::shared::feed::FeedBatch::with_metrics(&["bandwidth", "latency"]);
             for (i, b) in bytes.iter().take(40).enumerate() {
                 batch.push_row(&format!("s{}", b % 3), i as i64 * 1000, &[f64::from(*b), 0.5]);

@@ -48,23 +48,56 @@ pub struct Sample {
     pub value: Value,
 }
 
-/// When an open block is sealed.
+/// When an open block is sealed: at `max_rows`, at `max_span`, or once it spans `span` and
+/// holds `min_rows`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLimits {
     pub max_rows: u32,
-    /// Largest time between a block's first and last row.
+    /// Time between a block's first and last row after which it seals, once it holds
+    /// `min_rows`.
     pub span: Micros,
+    pub min_rows: u32,
+    /// Time after which it seals however few rows it holds.
+    pub max_span: Micros,
 }
 
 impl BlockLimits {
-    /// Blocks of retention / 8 (between 10 s and 15 min), so expiry is fine-grained enough
-    /// and per-block overhead stays small.
+    /// Blocks of retention / 8 (between 10 s and 15 min), so expiry is fine-grained enough,
+    /// made longer (up to retention / 2) until they hold 128 rows: a block's fixed cost
+    /// (~200 bytes: its header, aggregates, allocations) is then at most ~1.6 bytes a row.
+    /// At short retentions and fast polls (a million switches × 5 minutes at 1 s) that
+    /// halves memory; the price is that a sample may live up to retention / 2 past
+    /// `--retention` instead of retention / 8.
     pub fn for_retention(retention: Duration) -> BlockLimits {
         let retention = crate::shared::timestamp::duration_micros(retention);
+        let span = (retention / 8).clamp(10 * MICROS_PER_SEC, 900 * MICROS_PER_SEC);
         BlockLimits {
             max_rows: 4096,
-            span: (retention / 8).clamp(10 * MICROS_PER_SEC, 900 * MICROS_PER_SEC),
+            span,
+            min_rows: 128,
+            max_span: (retention / 2).clamp(span, 900 * MICROS_PER_SEC).max(span),
         }
+    }
+
+    /// Blocks that seal at exactly `span` (or `max_rows`): tests.
+    pub const fn fixed(max_rows: u32, span: Micros) -> BlockLimits {
+        BlockLimits {
+            max_rows,
+            span,
+            min_rows: 0,
+            max_span: span,
+        }
+    }
+
+    /// Whether a block that began at `first_ts` with `rows` rows is done at `now`, for a
+    /// switch whose first block is shortened by `stagger` / 32 (0..16).
+    fn full(&self, first_ts: Micros, rows: u32, now: Micros, stagger: u8) -> bool {
+        let shorten = |x: i64| x - x * i64::from(stagger) / 32;
+        let elapsed = now - first_ts;
+        let min_rows = self.min_rows - self.min_rows * u32::from(stagger) / 32;
+        rows >= self.max_rows
+            || elapsed > shorten(self.max_span)
+            || (elapsed > shorten(self.span) && rows >= min_rows)
     }
 }
 
@@ -138,10 +171,10 @@ struct SwitchSeries {
     /// Per position: the sum of every value ever stored, for count metrics (a Prometheus
     /// counter: never decreases, unaffected by expiry).
     totals: Vec<f64>,
-    /// How much shorter than the span this switch's first block is. Switches that start
-    /// together would otherwise seal (and later expire) their blocks on the same poll, a
-    /// million at once; staggering the first block spreads every later boundary too.
-    first_block_shortening: Micros,
+    /// How much shorter (in 32nds) than the limits this switch's first block is. Switches
+    /// that start together would otherwise seal (and later expire) their blocks on the same
+    /// poll, a million at once; staggering the first block spreads every later boundary too.
+    first_block_stagger: u8,
     /// Sealed blocks at the back of `sealed` not yet exported to a block file.
     unpersisted: u32,
 }
@@ -160,7 +193,7 @@ impl SwitchSeries {
 
     /// Seals the open block, if any; whether it did (the caller interns its time stream).
     fn seal_open(&mut self) -> bool {
-        self.first_block_shortening = 0;
+        self.first_block_stagger = 0;
         let Some(open) = self.open.take() else {
             return false;
         };
@@ -181,11 +214,9 @@ impl SwitchSeries {
     /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`);
     /// whether a block was sealed to make room.
     fn append(&mut self, ts: Micros, row: &[Option<Value>], limits: BlockLimits) -> bool {
-        let span = limits.span - self.first_block_shortening;
+        let stagger = self.first_block_stagger;
         let full = self.open.as_ref().is_some_and(|open| {
-            open.n_metrics() != row.len()
-                || open.rows >= limits.max_rows
-                || ts - open.first_ts > span
+            open.n_metrics() != row.len() || limits.full(open.first_ts, open.rows, ts, stagger)
         });
         let sealed = full && self.seal_open();
         match &mut self.open {
@@ -510,7 +541,7 @@ impl Store {
         self.ids.push(Arc::clone(&id));
         self.index.insert(id, idx);
         self.switches.push(SwitchSeries {
-            first_block_shortening: self.limits.span * (idx % 16) as i64 / 32,
+            first_block_stagger: (idx % 16) as u8,
             ..SwitchSeries::default()
         });
         self.cursor = idx;

@@ -4,10 +4,7 @@ use rand::{Rng, SeedableRng};
 
 const S: i64 = MICROS_PER_SEC;
 
-const LIMITS: BlockLimits = BlockLimits {
-    max_rows: 64,
-    span: 600 * S,
-};
+const LIMITS: BlockLimits = BlockLimits::fixed(64, 600 * S);
 
 fn batch(rows: &[(&str, Micros, [f64; 3])]) -> FeedBatch {
     let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
@@ -369,10 +366,7 @@ fn varied_batches(n_switches: usize, seconds: i64) -> Vec<FeedBatch> {
 /// or only the newest) and the WAL after the last export plus some polls before it (as a
 /// real WAL holds), and checks it is the same store.
 fn rebuild_from_files(max_bytes: usize, every_checkpoint: bool) {
-    let limits = BlockLimits {
-        max_rows: 4096,
-        span: 20 * S,
-    };
+    let limits = BlockLimits::fixed(4096, 20 * S);
     let batches = varied_batches(6, 170);
     let mut original = Store::new(limits);
     let mut images = Vec::new();
@@ -443,10 +437,7 @@ fn blocks_a_size_limited_export_leaves_behind_are_in_its_checkpoint() {
 
 #[test]
 fn restored_newest_values_come_from_the_blocks_alone() {
-    let limits = BlockLimits {
-        max_rows: 4096,
-        span: 10 * S,
-    };
+    let limits = BlockLimits::fixed(4096, 10 * S);
     let mut original = Store::new(limits);
     for b in varied_batches(3, 60) {
         original.ingest(&b);
@@ -487,10 +478,7 @@ fn restored_newest_values_come_from_the_blocks_alone() {
 
 #[test]
 fn a_size_limited_export_leaves_whole_switches_for_later_and_checkpoints_them() {
-    let limits = BlockLimits {
-        max_rows: 8,
-        span: 20 * S,
-    };
+    let limits = BlockLimits::fixed(8, 20 * S);
     let batches = varied_batches(6, 60);
     let mut original = Store::new(limits);
     for b in &batches {
@@ -757,10 +745,7 @@ fn jittered_polls(n: usize, polls: i64, per_switch_jitter: bool) -> Vec<FeedBatc
 #[test]
 fn switches_polled_together_share_their_time_streams_in_memory_and_in_block_files() {
     // Blocks of 100 rows: long enough that their fixed costs do not hide the streams.
-    let limits = BlockLimits {
-        max_rows: 4096,
-        span: 100 * S,
-    };
+    let limits = BlockLimits::fixed(4096, 100 * S);
     let batches = jittered_polls(128, 500, false);
     let mut shared = Store::new(limits);
     for b in &batches {
@@ -871,10 +856,7 @@ fn block_files_of_version_2_still_load() {
     image.extend_from_slice(&(body.len() as u64).to_le_bytes());
     image.extend_from_slice(&body);
 
-    let mut store = Store::new(BlockLimits {
-        max_rows: 4096,
-        span: 600 * S,
-    });
+    let mut store = Store::new(BlockLimits::fixed(4096, 600 * S));
     let outcome = store.import(file::read_block_file(&image).expect("a v2 file"), i64::MIN);
     assert_eq!((outcome.blocks, outcome.rows), (1, 50));
     store.finish_import();
@@ -887,4 +869,48 @@ fn block_files_of_version_2_still_load() {
     });
     let want: Vec<(Micros, f64)> = rows.iter().map(|(t, v)| (*t, v[0])).collect();
     assert_eq!(got, want);
+}
+
+/// Rows per sealed block of switch `id` after `polls` polls every `interval` of 16 switches.
+fn block_rows(limits: BlockLimits, interval: Micros, polls: i64) -> Vec<Vec<u32>> {
+    let mut store = Store::new(limits);
+    for t in 0..polls {
+        let mut b = FeedBatch::with_metrics(&["bandwidth"]);
+        for s in 0..16 {
+            b.push_row(&format!("sw{s}"), 1_700_000_000 * S + t * interval, &[1.0]);
+        }
+        store.ingest(&b);
+    }
+    store
+        .switches
+        .iter()
+        .map(|s| s.sealed.iter().map(|b| b.rows).collect())
+        .collect()
+}
+
+#[test]
+fn blocks_hold_128_rows_at_short_retentions_and_stay_retention_over_8_at_long_ones() {
+    let five_minutes = BlockLimits::for_retention(std::time::Duration::from_secs(300));
+    let hour = BlockLimits::for_retention(std::time::Duration::from_secs(3600));
+    // 1 s polls, 5 min: retention / 8 would be 37 rows; blocks wait for 128.
+    let fast = block_rows(five_minutes, S, 700);
+    assert!(
+        fast.iter().all(|rows| rows[1..].iter().all(|&r| r == 128)),
+        "{fast:?}"
+    );
+    // The first blocks are staggered: 16 switches do not all seal on the same poll.
+    let firsts: std::collections::BTreeSet<u32> = fast.iter().map(|rows| rows[0]).collect();
+    assert!(firsts.len() >= 8, "first blocks {firsts:?}");
+    // 30 s polls, 5 min: 128 rows would take an hour; blocks seal at retention / 2 (150 s).
+    let slow = block_rows(five_minutes, 30 * S, 60);
+    assert!(
+        slow.iter().all(|rows| rows[1..].iter().all(|&r| r == 6)),
+        "{slow:?}"
+    );
+    // 1 s polls, 1 h: retention / 8 (450 s) already holds more than 128 rows.
+    let long = block_rows(hour, S, 2000);
+    assert!(
+        long.iter().all(|rows| rows[1..].iter().all(|&r| r == 451)),
+        "{long:?}"
+    );
 }
