@@ -265,8 +265,16 @@ fn the_shipped_nginx_config_terminates_tls_in_front_of_the_server() {
         ),
         "no event through the proxy: {events:?}"
     );
-    let (_, post) = curl(&["-X", "POST", &format!("{https}/telemetry/get")]);
-    assert_eq!(post, "403", "only GET and HEAD pass the proxy");
+    // A wrong method: the same 405 JSON as the server's own, never proxied.
+    let (body, post) = curl(&["-X", "POST", &format!("{https}/telemetry/get")]);
+    assert_eq!(post, "405", "only GET and HEAD pass the proxy: {body}");
+    let (direct, direct_code) = curl(&["-X", "POST", &server.url("/telemetry/get")]);
+    assert_eq!(direct_code, "405");
+    assert_eq!(
+        body.trim_end(),
+        direct.trim_end(),
+        "nginx's 405 differs from the server's"
+    );
     let (_, plain) = curl(&[&format!("http://127.0.0.1:{port}/telemetry/stats")]);
     assert_eq!(plain, "400", "plain HTTP to the TLS port is refused");
     let (_, tls10) = curl(&["--tlsv1.0", "--tls-max", "1.1", &format!("{https}/healthz")]);

@@ -25,13 +25,24 @@ pub struct Proc {
 impl Proc {
     /// Runs `bin` with `args` and waits for its "listening on http://ADDR" log line.
     pub fn start(bin: &str, args: &[&str]) -> Proc {
+        Proc::start_within(bin, args, Duration::from_secs(20))
+    }
+
+    /// [`Proc::start`], waiting up to `wait` (a server recovering a large data directory
+    /// listens only once it has).
+    #[allow(dead_code)]
+    pub fn start_within(bin: &str, args: &[&str], wait: Duration) -> Proc {
         let mut command = Command::new(bin);
         command.args(args);
-        Proc::start_command(&mut command)
+        Proc::start_command_within(&mut command, wait)
     }
 
     /// Runs a prepared command (e.g. through `sh -c`) the same way.
     pub fn start_command(command: &mut Command) -> Proc {
+        Proc::start_command_within(command, Duration::from_secs(20))
+    }
+
+    fn start_command_within(command: &mut Command, wait: Duration) -> Proc {
         let bin = format!("{command:?}");
         let mut child = command
             .stdout(Stdio::null())
@@ -51,7 +62,7 @@ impl Proc {
                 sink.lock().expect("logs").push(line);
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+        let addr = match addr_rx.recv_timeout(wait) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();

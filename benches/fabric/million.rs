@@ -1,21 +1,32 @@
 //! `million` (only when named): memory at fleet scale. A million switches polled every
 //! second under `--retention 5m`, simulated in this process at full speed through block
 //! sealing and expiry (6 simulated minutes): RSS growth and history heap per retained sample,
-//! and per sample of the configured retention (what an operator sizes a host by).
+//! and per sample of the configured retention (what an operator sizes a host by). Then the
+//! same again into a data directory, and a real `metrics-server` restarted on it: its peak
+//! RSS during recovery against its RSS once recovered.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fabric_telemetry::generator::Fabric;
-use fabric_telemetry::server::store::{BlockLimits, Store};
+use fabric_telemetry::server::persist::{self, FsyncPolicy, PersistConfig};
+use fabric_telemetry::server::store::{BlockLimits, Store, StoreHandle};
 use fabric_telemetry::shared::feed::{self, Freshness};
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
+use fabric_telemetry::shared::watch::Watch;
 use rand::SeedableRng;
 
 use crate::report::Report;
-use crate::system::{rss_bytes, wake_up_micros};
+use crate::system::{rss_bytes, scratch_dir, wake_up_micros};
+use crate::util;
 
 pub fn run(report: &mut Report, quick: bool) {
     let n = if quick { 200_000 } else { 1_000_000 };
+    in_memory(report, n);
+    restart(report, n);
+}
+
+fn in_memory(report: &mut Report, n: usize) {
     let retention = Duration::from_secs(300);
     let retention_micros = timestamp::duration_micros(retention);
     let ticks = 360;
@@ -91,4 +102,121 @@ pub fn run(report: &mut Report, quick: bool) {
         .note(format!(
             "{configured} samples in 5 min of {n} switches x 3 metrics"
         ));
+}
+
+/// `VmHWM` (peak) and `VmRSS` of a process, in bytes.
+fn peak_and_resident(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// The same fabric written the way the server writes it (WAL every poll, a compaction every
+/// minute, the last one 30 s before the end), then a real server restarted on the directory:
+/// peak RSS while it recovers against RSS once it serves.
+fn restart(report: &mut Report, n: usize) {
+    let dir = scratch_dir("million-restart");
+    let retention = Duration::from_secs(300);
+    let retention_micros = timestamp::duration_micros(retention);
+    let config = PersistConfig {
+        data_dir: dir.clone(),
+        fsync: FsyncPolicy::Never,
+        compaction_interval: Duration::from_secs(60),
+        retention,
+    };
+    let mut store = Store::new(BlockLimits::for_retention(retention));
+    let persist::Opened { disk, thread, .. } =
+        persist::open(&config, &mut store, i64::MIN, &Watch::new(|| {})).expect("empty dir");
+    let handle = StoreHandle::new(store);
+    let ticks = 360;
+    let mut fabric = Fabric::new(n, Some(13));
+    let mut csv = Vec::new();
+    let mut jitter = rand::rngs::StdRng::seed_from_u64(14);
+    // Starting now: simulating a million switches runs at about real time here, and the
+    // persist thread expires block files by the wall clock, so the directory at the end holds
+    // what a live server's would (starting in the past, it would expire all of them).
+    let start = timestamp::now_micros();
+    let started = Instant::now();
+    for tick in 0..ticks {
+        fabric.tick();
+        let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
+        fabric.render_csv(ts, &mut csv);
+        let batch = feed::parse_feed(
+            csv.as_slice(),
+            Freshness {
+                now: ts,
+                max_age: 3 * MICROS_PER_SEC,
+            },
+        );
+        let outcome = handle.apply(&batch);
+        handle.expire(ts - retention_micros);
+        while !disk.has_room() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        disk.log_rows(Arc::new(batch), outcome.accepted_rows);
+        disk.poll_done();
+        if tick % 60 == 30 {
+            while !disk.has_room() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            disk.write_export(handle.export(ts));
+        }
+    }
+    let retained = handle.read().retained_rows();
+    drop(handle);
+    drop(disk);
+    let _ = thread.join();
+    println!(
+        "  million  wrote {ticks} s of {n} switches into {} in {:.0} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    // A long retention at restart, so the minutes this took expire nothing.
+    let server = util::Proc::start_within(
+        util::server_bin(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "http://127.0.0.1:9/dead",
+            "--data-dir",
+            dir.to_str().expect("utf-8"),
+            "--retention",
+            "1h",
+        ],
+        Duration::from_secs(600),
+    );
+    let recovered = util::wait_for("the restarted server", Duration::from_secs(600), || {
+        let stats = util::stats(&server);
+        let rows = stats["ingest"]["retained_rows"].as_u64()?;
+        (rows >= retained * 9 / 10).then_some(stats["storage"]["recovery"].clone())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (peak, resident) = peak_and_resident(server.pid());
+    report
+        .add(
+            "million",
+            format!("{}k switches x 5 min: restart peak RSS / RSS once recovered", n / 1000),
+            peak as f64 / resident as f64,
+            "ratio",
+        )
+        .baseline(1.2)
+        .note(format!(
+            "peak {} MB, recovered {} MB; recovery {:.1} s ({} block rows, {} checkpoint rows, {} WAL rows); baseline = target",
+            peak / 1_000_000,
+            resident / 1_000_000,
+            recovered["seconds"].as_f64().unwrap_or(f64::NAN),
+            recovered["block_rows_loaded"],
+            recovered["checkpoint_rows_replayed"],
+            recovered["wal_rows_replayed"]
+        ));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

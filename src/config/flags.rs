@@ -703,12 +703,17 @@ pub fn help(program: Program) -> String {
             "metrics-server: polls switch counter feeds and answers a JSON API about them\n\n\
              USAGE: metrics-server [FLAGS]",
             "DUR is humantime syntax: 500ms, 2s, 5m, 1h. SIZE is bytes, or with KiB/MiB/GiB \
-             (KB/MB/GB).",
+             (KB/MB/GB).\n\n\
+             UNITS: `latency` in the feed and the API is the switch's, in MILLISECONDS;\n\
+             `bandwidth` is Gb/s, `errors` a count per poll. /telemetry/stats `latency` is this\n\
+             server's own request latency, in SECONDS. /metrics uses Prometheus base units:\n\
+             fabric_switch_latency_seconds is the feed's milliseconds / 1000.",
         ),
         Program::Generator => (
             "telemetry-generator: simulates switch counters and serves them as a CSV feed at \
              /counters\n\nUSAGE: telemetry-generator [FLAGS]",
-            "DUR is humantime syntax: 500ms, 2s, 5m, 1h.",
+            "DUR is humantime syntax: 500ms, 2s, 5m, 1h.\n\n\
+             UNITS of /counters: bandwidth Gb/s, latency MILLISECONDS, errors a count per tick.",
         ),
     };
     let mut out = format!("{about}\n\nFLAGS:\n");

@@ -12,7 +12,7 @@
 //! fresh value, once per poll and window (any `k` is a slice of that ranking). It never
 //! decodes history: a counter's rate comes from the per-block counter
 //! aggregates of the blocks that end inside the window, so its window is rounded out to whole
-//! blocks (at most one block span, `--retention`/8, longer); each entry's rate is over the
+//! blocks (at most one block span longer: `BlockLimits`); each entry's rate is over the
 //! span its samples cover.
 
 use std::collections::HashMap;

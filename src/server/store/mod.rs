@@ -6,7 +6,7 @@
 //! [`BlockLimits`] and becomes immutable. Each block keeps min/max/sum/count per metric, so an
 //! aggregate over many blocks merges a few numbers per block and decodes at most the one block
 //! its window starts in. Retention drops whole blocks (as Prometheus's TSDB does): a sample
-//! lives between `--retention` and `--retention` + one block span (retention / 8).
+//! lives between `--retention` and `--retention` + one block span (see [`BlockLimits`]).
 //!
 //! Per switch, timestamps strictly increase, as Prometheus demands by default: a sample at a
 //! timestamp already stored is a duplicate, an older one out of order; both are rejected and
