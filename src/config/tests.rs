@@ -237,6 +237,17 @@ fn sizes() {
 /// Every flag of each program is in its `--help` (with its value and default), is a key its
 /// config files accept, is spelled out (perhaps commented out) in its example config file, and
 /// is in README.md; and every key of an example file is a flag.
+/// Two counts as text, to compare like values.
+trait IntoStrings {
+    fn into_strings(self) -> (String, String);
+}
+
+impl IntoStrings for (usize, usize) {
+    fn into_strings(self) -> (String, String) {
+        (self.0.to_string(), self.1.to_string())
+    }
+}
+
 #[test]
 fn every_flag_is_in_help_config_files_examples_and_readme() {
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -297,6 +308,33 @@ fn every_flag_is_in_help_config_files_examples_and_readme() {
                 flags::find(program, key).is_some(),
                 "{example} has {key}, which is not a {program:?} flag"
             );
+        }
+        // Every key that is set holds its default: the file says what the program does
+        // without it (values that are not defaults belong in comments).
+        for line in example_text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+        {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            let Some(flag) = flags::find(program, key.trim()) else {
+                continue;
+            };
+            let args = file::file_args(line, program).expect("the example parses");
+            let given: Vec<String> = args
+                .get(1..)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let (given, default) = match (flag.kind, flag.preset) {
+                // A switch is off by default: `key = false` gives no argument.
+                (Kind::Switch, _) => (args.len(), 0).into_strings(),
+                (_, flags::Preset::Value(d)) => (given.join(","), d.to_string()),
+                _ => panic!("{example}: {key} has no default to spell out; comment it out"),
+            };
+            assert_eq!(given, default, "{example}: {key} is not its default");
         }
     }
 }
