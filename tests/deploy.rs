@@ -285,3 +285,66 @@ fn the_shipped_nginx_config_terminates_tls_in_front_of_the_server() {
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 15: the image's build stage copies only some of the repository. Build the project
+/// from exactly those files (as `docker build` would, minus the musl target), offline, so a
+/// missing `COPY` fails here rather than on an operator's machine. No Docker engine is needed.
+#[test]
+fn the_dockerfile_copies_everything_the_build_needs() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(repo.join("deploy/Dockerfile")).expect("Dockerfile");
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.contains(" AS build"))
+        .expect("a build stage");
+    let context =
+        std::env::temp_dir().join(format!("fabric-docker-context-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&context);
+    let mut copied = Vec::new();
+    for line in build_stage.lines().filter(|l| l.starts_with("COPY ")) {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert!(!words.iter().any(|w| w.starts_with("--")), "{line}");
+        let (sources, dest) = words.split_at(words.len() - 1);
+        for source in sources {
+            let to = if dest[0].ends_with('/') {
+                context.join(dest[0].trim_start_matches("./")).join(source)
+            } else {
+                context.join(dest[0])
+            };
+            copy_tree(&repo.join(source), &to);
+            copied.push(source.to_string());
+        }
+    }
+    assert!(copied.contains(&"vendor".to_string()), "{copied:?}");
+    // The repository's target directory: dependencies are built already and reused.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"));
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "--offline", "--bin", "metrics-server"])
+        .args(["--bin", "telemetry-generator"])
+        .current_dir(&context)
+        .env("CARGO_TARGET_DIR", target.join("docker-context"))
+        .output()
+        .expect("run cargo");
+    let _ = std::fs::remove_dir_all(&context);
+    assert!(
+        out.status.success(),
+        "building from the files the Dockerfile copies ({copied:?}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+}
