@@ -128,3 +128,64 @@ fn two_shards_write_every_series_exactly_once_into_victoria_metrics() {
         "bandwidth, latency and errors of every accepted row"
     );
 }
+
+/// The latest value of `query` in VictoriaMetrics, if it has one now.
+fn instant(vm: &Victoria, query: &str) -> Option<f64> {
+    let url = format!(
+        "{}/api/v1/query?query={}&nocache=1",
+        vm.base,
+        query
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace('=', "%3D")
+    );
+    let answer = util::get(&url).json();
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+/// Issue 14: a switch that leaves its feed gets a staleness marker after `--max-age`, and a
+/// real VictoriaMetrics stops answering its last value at once (without the marker it keeps
+/// answering it for its staleness interval, minutes).
+#[test]
+fn a_series_that_stops_is_marked_stale_in_victoria_metrics() {
+    if !std::path::Path::new(util::VICTORIA_METRICS).exists() {
+        util::skip_unless_required("victoria-metrics (apt-get install victoria-metrics)");
+        return;
+    }
+    let vm = Victoria::start(
+        std::env::temp_dir().join(format!("fabric-vm-stale-{}", std::process::id())),
+    );
+    let feed = FakeFeed::start();
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}", "switch2,50.5,0.45,3,{ts}"]);
+    let write = format!("{}/api/v1/write", vm.base);
+    let server = util::server(&[&feed.url], &["--remote-write", &write, "--max-age", "2s"]);
+    let switch2 = "fabric_switch_bandwidth_gbps{switch=\"switch2\"}";
+    util::wait_for(
+        "switch2 in VictoriaMetrics",
+        Duration::from_secs(30),
+        || instant(&vm, switch2),
+    );
+    feed.serve_fresh(&["switch1,72.34,0.45,3,{ts}"]);
+    let left = std::time::Instant::now();
+    util::wait_for(
+        "switch2 gone from VictoriaMetrics",
+        Duration::from_secs(30),
+        || instant(&vm, switch2).is_none().then_some(()),
+    );
+    eprintln!(
+        "switch2 went stale in VictoriaMetrics {:?} after leaving the feed",
+        left.elapsed()
+    );
+    assert_eq!(
+        instant(&vm, "fabric_switch_bandwidth_gbps{switch=\"switch1\"}"),
+        Some(72.34),
+        "the series that stays is not marked"
+    );
+    let markers = util::stats(&server)["ingest"]["remote_write"]["stale_markers"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(markers >= 3, "bandwidth, latency, errors: {markers}");
+}
