@@ -111,7 +111,8 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 
 pub fn run(report: &mut Report, quick: bool) {
     let seconds = if quick { 10 } else { 20 };
-    let (_generator, server) = system(SWITCHES, &[]);
+    // A long --max-age keeps /get answering 200 once the feed is stopped, for the last run.
+    let (generator, server) = system(SWITCHES, &["--max-age", "1h"]);
     wait_for_rows(&server, SWITCHES as u64 * 2);
     let script = random_get_script(SWITCHES);
     let closed = wrk(&server.url("/"), Some(&script), 10);
@@ -160,4 +161,22 @@ pub fn run(report: &mut Report, quick: bool) {
                 "latency from each request's due time: stalls count for every request they delay",
             );
     }
+    // The same schedule at 50% with ingest stopped (the generator gone, the store as it was):
+    // what is left of the tail is the server and the machine, not the polls.
+    drop(generator);
+    std::thread::sleep(Duration::from_secs(3));
+    let rate = maximum * 0.5;
+    let (latencies, failures) = scheduled(&addr, rate, seconds);
+    report
+        .add(
+            "openloop",
+            "50% of the maximum, ingest stopped: /get p99 (open loop)",
+            quantile(&latencies, 0.99),
+            "ms",
+        )
+        .note(format!(
+            "p50 {:.2} ms, p99.9 {:.2} ms, {failures} failures; the feed stopped, nothing else changed",
+            quantile(&latencies, 0.5),
+            quantile(&latencies, 0.999)
+        ));
 }
