@@ -1,6 +1,7 @@
 //! Block files: sealed blocks of many switches in one immutable, checksummed file, in the
-//! store's own compressed encoding (a block on disk is its bit stream plus its header and
-//! aggregates, byte for byte what it is in memory).
+//! store's own compressed encoding (a block on disk is its value stream plus its header and
+//! aggregates, byte for byte what it is in memory; its time stream is in the file's table, once
+//! for every block that shares it, as in memory).
 //!
 //! Layout (little endian, varints are LEB128):
 //! ```text
