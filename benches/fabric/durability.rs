@@ -10,14 +10,14 @@ use fabric_telemetry::server::ingest::{self, IngestBatch, Outlets, Persistence};
 use fabric_telemetry::server::persist::{self, FsyncPolicy, PersistConfig, StorageStats};
 use fabric_telemetry::server::stats::IngestStats;
 use fabric_telemetry::server::store::{BlockLimits, Store, StoreHandle};
-use fabric_telemetry::shared::feed::{self, Freshness};
+use fabric_telemetry::shared::feed;
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 use fabric_telemetry::shared::watch::Watch;
 use serde_json::Value;
 
 use crate::report::Report;
 use crate::stats::median;
-use crate::system::{scratch_dir, system, wait_for_rows, wake_up_micros};
+use crate::system::{scratch_dir, simulated_poll, system, wait_for_rows, wake_up_micros};
 use crate::util;
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
@@ -33,19 +33,6 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         }
     }
     total
-}
-
-/// One poll of every switch of `fabric` at `ts`, parsed as the poller would.
-fn fabric_batch(fabric: &mut Fabric, ts: i64, csv: &mut Vec<u8>) -> feed::FeedBatch {
-    fabric.tick();
-    fabric.render_csv(ts, csv);
-    feed::parse_feed(
-        csv.as_slice(),
-        Freshness {
-            now: ts,
-            max_age: 3 * MICROS_PER_SEC,
-        },
-    )
 }
 
 /// Writes a simulated hour of `n` switches (1 s polls, ending now, with real wake-up jitter)
@@ -74,7 +61,7 @@ fn simulate_durable_hour(dir: &std::path::Path, n: usize, ticks: i64) -> (u64, A
     let start = timestamp::now_micros() - (ticks - 60) * MICROS_PER_SEC;
     for tick in 0..ticks {
         let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
-        let batch = fabric_batch(&mut fabric, ts, &mut csv);
+        let batch = simulated_poll(&mut fabric, ts, &mut csv);
         let outcome = handle.apply(&batch);
         while !disk.has_room() {
             std::thread::sleep(Duration::from_millis(1));
@@ -253,7 +240,7 @@ pub fn run(report: &mut Report, quick: bool) {
     let mut csv = Vec::new();
     let start = timestamp::now_micros() - polls * MICROS_PER_SEC;
     let batches: Vec<feed::FeedBatch> = (0..polls)
-        .map(|i| fabric_batch(&mut fabric, start + i * MICROS_PER_SEC, &mut csv))
+        .map(|i| simulated_poll(&mut fabric, start + i * MICROS_PER_SEC, &mut csv))
         .collect();
     let (mut memory, mut durable) = (Vec::new(), Vec::new());
     for _ in 0..3 {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use fabric_telemetry::generator::Fabric;
 use fabric_telemetry::server::store::{BlockLimits, Store};
-use fabric_telemetry::shared::feed::{self, Freshness};
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 use rand::SeedableRng;
 
@@ -26,16 +25,8 @@ pub fn run(report: &mut Report, quick: bool) -> (Store, i64) {
     let started = Instant::now();
     let mut ts = start;
     for tick in 0..ticks {
-        fabric.tick();
         ts = start + tick * MICROS_PER_SEC + crate::system::wake_up_micros(&mut jitter);
-        fabric.render_csv(ts, &mut csv);
-        let batch = feed::parse_feed(
-            csv.as_slice(),
-            Freshness {
-                now: ts,
-                max_age: 3 * MICROS_PER_SEC,
-            },
-        );
+        let batch = crate::system::simulated_poll(&mut fabric, ts, &mut csv);
         store.ingest(&batch);
     }
     let elapsed = started.elapsed().as_secs_f64();

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use fabric_telemetry::generator::Fabric;
 use fabric_telemetry::server::persist::{self, FsyncPolicy, PersistConfig};
 use fabric_telemetry::server::store::{BlockLimits, Store, StoreHandle};
-use fabric_telemetry::shared::feed::{self, Freshness};
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 use fabric_telemetry::shared::watch::Watch;
 use rand::SeedableRng;
@@ -39,16 +38,8 @@ fn in_memory(report: &mut Report, n: usize) {
     let started = Instant::now();
     let mut rss_peak = 0u64;
     for tick in 0..ticks {
-        fabric.tick();
         let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
-        fabric.render_csv(ts, &mut csv);
-        let batch = feed::parse_feed(
-            csv.as_slice(),
-            Freshness {
-                now: ts,
-                max_age: 3 * MICROS_PER_SEC,
-            },
-        );
+        let batch = crate::system::simulated_poll(&mut fabric, ts, &mut csv);
         store.ingest(&batch);
         drop(batch);
         // The store thread expires every poll once a block can have expired.
@@ -145,16 +136,8 @@ fn restart(report: &mut Report, n: usize) {
     let start = timestamp::now_micros();
     let started = Instant::now();
     for tick in 0..ticks {
-        fabric.tick();
         let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
-        fabric.render_csv(ts, &mut csv);
-        let batch = feed::parse_feed(
-            csv.as_slice(),
-            Freshness {
-                now: ts,
-                max_age: 3 * MICROS_PER_SEC,
-            },
-        );
+        let batch = crate::system::simulated_poll(&mut fabric, ts, &mut csv);
         let outcome = handle.apply(&batch);
         handle.expire(ts - retention_micros);
         while !disk.has_room() {

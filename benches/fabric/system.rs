@@ -133,3 +133,22 @@ pub fn wake_up_micros(rng: &mut rand::rngs::StdRng) -> i64 {
         rng.random_range(50..300)
     }
 }
+
+/// One poll of every switch of `fabric`: its next tick, stamped `ts`, rendered as the
+/// generator serves it and parsed as the poller would.
+pub fn simulated_poll(
+    fabric: &mut fabric_telemetry::generator::Fabric,
+    ts: i64,
+    csv: &mut Vec<u8>,
+) -> fabric_telemetry::shared::feed::FeedBatch {
+    use fabric_telemetry::shared::feed::{parse_feed, Freshness};
+    fabric.tick();
+    fabric.render_csv(ts, csv);
+    parse_feed(
+        csv.as_slice(),
+        Freshness {
+            now: ts,
+            max_age: 3 * fabric_telemetry::shared::timestamp::MICROS_PER_SEC,
+        },
+    )
+}

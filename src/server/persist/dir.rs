@@ -238,50 +238,30 @@ impl DataDir {
         cutoff: Micros,
         report: &mut RecoveryReport,
     ) {
-        let loaded = fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                read_block_file(&bytes)
-                    .map(|file| (file, bytes.len() as u64))
-                    .map_err(|e| e.to_string())
-            });
-        match loaded {
-            Ok((file, bytes)) => {
-                let max_ts = file.max_last_ts();
-                let outcome = store.import(file, cutoff);
-                report.block_files_loaded += 1;
-                report.blocks_loaded += outcome.blocks;
-                report.block_rows_loaded += outcome.rows;
-                report.blocks_expired += outcome.expired_blocks;
-                report.blocks_conflicting += outcome.conflicting_blocks;
-                if outcome.conflicting_blocks > 0 {
-                    log::error!(
-                        "block file {}: {} blocks overlap or contradict earlier files and were not loaded",
-                        path.display(),
-                        outcome.conflicting_blocks
-                    );
-                }
-                self.block_files.push(TrackedFile {
-                    seq,
-                    path,
-                    bytes,
-                    max_ts,
-                });
-            }
-            Err(why) => {
-                let aside = path.with_extension("blk.corrupt");
-                let moved = fs::rename(&path, &aside);
-                report.block_files_quarantined += 1;
-                log::warn!(
-                    "block file {} is damaged ({why}); {} and serving the rest",
-                    path.display(),
-                    match moved {
-                        Ok(()) => format!("moved aside to {}", aside.display()),
-                        Err(e) => format!("could not move it aside ({e}), ignoring it"),
-                    }
-                );
-            }
+        let Some((file, bytes)) = read_or_set_aside(&path, "block file", "blk.corrupt") else {
+            report.block_files_quarantined += 1;
+            return;
+        };
+        let max_ts = file.max_last_ts();
+        let outcome = store.import(file, cutoff);
+        report.block_files_loaded += 1;
+        report.blocks_loaded += outcome.blocks;
+        report.block_rows_loaded += outcome.rows;
+        report.blocks_expired += outcome.expired_blocks;
+        report.blocks_conflicting += outcome.conflicting_blocks;
+        if outcome.conflicting_blocks > 0 {
+            log::error!(
+                "block file {}: {} blocks overlap or contradict earlier files and were not loaded",
+                path.display(),
+                outcome.conflicting_blocks
+            );
         }
+        self.block_files.push(TrackedFile {
+            seq,
+            path,
+            bytes,
+            max_ts,
+        });
     }
 
     fn replay_checkpoint(
@@ -291,47 +271,28 @@ impl DataDir {
         store: &mut Store,
         report: &mut RecoveryReport,
     ) {
-        let loaded = fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                read_block_file(&bytes)
-                    .map(|file| (file, bytes.len() as u64))
-                    .map_err(|e| e.to_string())
-            });
-        match loaded {
-            Ok((file, bytes)) => {
-                let outcome = store.replay_checkpoint(file);
-                report.checkpoints_loaded += 1;
-                report.checkpoint_rows_replayed += outcome.rows_replayed;
-                report.checkpoint_rows_already_stored += outcome.rows_already_stored;
-                if outcome.corrupt_blocks > 0 {
-                    log::error!(
-                        "checkpoint {}: {} blocks would not decode to the end; their rows up to the damage were kept",
-                        path.display(),
-                        outcome.corrupt_blocks
-                    );
-                }
-                self.checkpoints.push(TrackedFile {
-                    seq,
-                    path,
-                    bytes,
-                    max_ts: None,
-                });
-            }
-            Err(why) => {
-                let aside = path.with_extension("ckpt.corrupt");
-                let moved = fs::rename(&path, &aside);
-                report.checkpoints_quarantined += 1;
-                log::error!(
-                    "checkpoint {} is damaged ({why}): rows stored before it and not in a block file are lost; {}",
-                    path.display(),
-                    match moved {
-                        Ok(()) => format!("moved aside to {}", aside.display()),
-                        Err(e) => format!("could not move it aside ({e}), ignoring it"),
-                    }
-                );
-            }
+        // Rows stored before a damaged checkpoint and in no block file are lost with it.
+        let Some((file, bytes)) = read_or_set_aside(&path, "checkpoint", "ckpt.corrupt") else {
+            report.checkpoints_quarantined += 1;
+            return;
+        };
+        let outcome = store.replay_checkpoint(file);
+        report.checkpoints_loaded += 1;
+        report.checkpoint_rows_replayed += outcome.rows_replayed;
+        report.checkpoint_rows_already_stored += outcome.rows_already_stored;
+        if outcome.corrupt_blocks > 0 {
+            log::error!(
+                "checkpoint {}: {} blocks would not decode to the end; their rows up to the damage were kept",
+                path.display(),
+                outcome.corrupt_blocks
+            );
         }
+        self.checkpoints.push(TrackedFile {
+            seq,
+            path,
+            bytes,
+            max_ts: None,
+        });
     }
 
     /// Replays a WAL segment record by record (one record in memory at a time, however
@@ -410,4 +371,33 @@ impl DataDir {
             .map(|f| f.bytes)
             .sum()
     }
+}
+
+/// Reads a file in the block-file format (a block file or a checkpoint) and its size; a
+/// damaged one is renamed to `*.{aside_ext}` and logged (`what` names it), and `None` returned:
+/// nothing of a file that fails its checksum is ever served.
+fn read_or_set_aside(
+    path: &Path,
+    what: &str,
+    aside_ext: &str,
+) -> Option<(crate::server::store::file::BlockFile, u64)> {
+    let loaded = fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
+        read_block_file(&bytes)
+            .map(|file| (file, bytes.len() as u64))
+            .map_err(|e| e.to_string())
+    });
+    let why = match loaded {
+        Ok(loaded) => return Some(loaded),
+        Err(why) => why,
+    };
+    let aside = path.with_extension(aside_ext);
+    let moved = match fs::rename(path, &aside) {
+        Ok(()) => format!("moved aside to {}", aside.display()),
+        Err(e) => format!("could not move it aside ({e}), ignoring it"),
+    };
+    log::error!(
+        "{what} {} is damaged ({why}); {moved}; serving the rest",
+        path.display()
+    );
+    None
 }
