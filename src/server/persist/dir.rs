@@ -60,7 +60,8 @@ pub(super) struct TrackedFile {
     pub(super) seq: u64,
     pub(super) path: PathBuf,
     pub(super) bytes: u64,
-    /// Newest timestamp in it (`None`: no rows).
+    /// Newest timestamp in it, for block files (retention deletes a file once it has
+    /// expired); `None` for WAL segments and checkpoints, which go by sequence number.
     pub(super) max_ts: Option<Micros>,
 }
 
@@ -317,16 +318,11 @@ impl DataDir {
         };
         let mut reader = wal::SegmentReader::new(io::BufReader::with_capacity(1 << 20, file), len);
         report.wal_segments_read += 1;
-        let mut max_ts: Option<Micros> = None;
         while let Some(batch) = reader.next_batch() {
             let outcome = store.ingest(&batch);
             report.wal_records_replayed += 1;
             report.wal_rows_replayed += outcome.accepted;
             report.wal_rows_already_stored += batch.len() as u64 - outcome.accepted;
-            for row in 0..batch.len() {
-                let ts = batch.timestamp(row);
-                max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
-            }
         }
         report.wal_records_skipped += reader.skipped_records;
         if reader.skipped_records > 0 {
@@ -359,7 +355,7 @@ impl DataDir {
             seq,
             path,
             bytes: kept,
-            max_ts,
+            max_ts: None,
         });
     }
 

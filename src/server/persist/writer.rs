@@ -321,11 +321,9 @@ impl DiskWriter {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         wal::encode_rows(feed, rows, &mut buf);
-        let max_ts = rows.iter().map(|&r| feed.timestamp(r as usize)).max();
         let written = self.open_segment().and_then(|segment| {
             segment.file.write_all(&buf)?;
             segment.tracked.bytes += buf.len() as u64;
-            segment.tracked.max_ts = segment.tracked.max_ts.max(max_ts);
             segment.dirty = true;
             Ok(segment.tracked.bytes)
         });
