@@ -64,6 +64,7 @@ fn in_memory(report: &mut Report, n: usize) {
     let samples = store.retained_rows() * 3;
     let configured = n as f64 * retention.as_secs_f64() * 3.0;
     let label = format!("{}k switches x 5 min", n / 1000);
+    let history_bytes = store.history_bytes();
     report
         .add(
             "million",
@@ -80,7 +81,7 @@ fn in_memory(report: &mut Report, n: usize) {
     report.add(
         "million",
         format!("{label}: bytes per retained sample (history heap)"),
-        store.history_bytes() as f64 / samples as f64,
+        history_bytes as f64 / samples as f64,
         "B",
     );
     report
@@ -135,6 +136,7 @@ fn restart(report: &mut Report, n: usize) {
     // what a live server's would (starting in the past, it would expire all of them).
     let start = timestamp::now_micros();
     let started = Instant::now();
+    let mut exports = Vec::new();
     for tick in 0..ticks {
         let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
         let batch = crate::system::simulated_poll(&mut fabric, ts, &mut csv);
@@ -149,11 +151,36 @@ fn restart(report: &mut Report, n: usize) {
             while !disk.has_room() {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            disk.write_export(handle.export(ts));
+            // What a compaction costs the store thread (polls wait meanwhile).
+            let exporting = Instant::now();
+            let export = handle.export(ts);
+            exports.push((
+                exporting.elapsed().as_secs_f64(),
+                export.sealed.max_image_bytes(),
+                export.checkpoint.max_image_bytes(),
+            ));
+            disk.write_export(export);
         }
     }
     let retained = handle.read().retained_rows();
     drop(handle);
+    // The first exports come before any block has sealed; the last ones are the steady state.
+    if let Some(&(seconds, sealed, checkpoint)) = exports.last() {
+        let slowest = exports.iter().map(|e| e.0).fold(0.0, f64::max);
+        report
+            .add(
+                "million",
+                format!("{}k switches x 5 min: one compaction's export in the store thread", n / 1000),
+                seconds,
+                "s",
+            )
+            .note(format!(
+                "the last of {} (slowest {slowest:.2} s): block file {} MB, checkpoint {} MB, images in memory until written",
+                exports.len(),
+                sealed / 1_000_000,
+                checkpoint / 1_000_000
+            ));
+    }
     drop(disk);
     let _ = thread.join();
     println!(
