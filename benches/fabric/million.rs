@@ -5,14 +5,11 @@
 //! same again into a data directory, and a real `metrics-server` restarted on it: its peak
 //! RSS during recovery against its RSS once recovered.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fabric_telemetry::generator::Fabric;
-use fabric_telemetry::server::persist::{self, FsyncPolicy, PersistConfig};
-use fabric_telemetry::server::store::{BlockLimits, Store, StoreHandle};
+use fabric_telemetry::server::store::{BlockLimits, Store};
 use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
-use fabric_telemetry::shared::watch::Watch;
 use rand::SeedableRng;
 
 use crate::report::Report;
@@ -115,55 +112,21 @@ fn peak_and_resident(pid: u32) -> (u64, u64) {
 /// peak RSS while it recovers against RSS once it serves.
 fn restart(report: &mut Report, n: usize) {
     let dir = scratch_dir("million-restart");
-    let retention = Duration::from_secs(300);
-    let retention_micros = timestamp::duration_micros(retention);
-    let config = PersistConfig {
-        data_dir: dir.clone(),
-        fsync: FsyncPolicy::Never,
-        compaction_interval: Duration::from_secs(60),
-        retention,
-    };
-    let mut store = Store::new(BlockLimits::for_retention(retention));
-    let persist::Opened { disk, thread, .. } =
-        persist::open(&config, &mut store, i64::MIN, &Watch::new(|| {})).expect("empty dir");
-    let handle = StoreHandle::new(store);
     let ticks = 360;
-    let mut fabric = Fabric::new(n, Some(13));
-    let mut csv = Vec::new();
-    let mut jitter = rand::rngs::StdRng::seed_from_u64(14);
     // Starting now: simulating a million switches runs at about real time here, and the
     // persist thread expires block files by the wall clock, so the directory at the end holds
     // what a live server's would (starting in the past, it would expire all of them).
-    let start = timestamp::now_micros();
     let started = Instant::now();
-    let mut exports = Vec::new();
-    for tick in 0..ticks {
-        let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
-        let batch = crate::system::simulated_poll(&mut fabric, ts, &mut csv);
-        let outcome = handle.apply(&batch);
-        handle.expire(ts - retention_micros);
-        while !disk.has_room() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        disk.log_rows(Arc::new(batch), outcome.accepted_rows);
-        disk.poll_done();
-        if tick % 60 == 30 {
-            while !disk.has_room() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // What a compaction costs the store thread (polls wait meanwhile).
-            let exporting = Instant::now();
-            let export = handle.export(ts);
-            exports.push((
-                exporting.elapsed().as_secs_f64(),
-                export.sealed.max_image_bytes(),
-                export.checkpoint.max_image_bytes(),
-            ));
-            disk.write_export(export);
-        }
-    }
-    let retained = handle.read().retained_rows();
-    drop(handle);
+    let on_disk = crate::durability::simulate_on_disk(
+        &dir,
+        n,
+        Duration::from_secs(300),
+        timestamp::now_micros(),
+        ticks,
+        30,
+        13,
+    );
+    let (retained, exports) = (on_disk.retained_rows, on_disk.exports);
     // The first exports come before any block has sealed; the last ones are the steady state.
     if let Some(&(seconds, sealed, checkpoint)) = exports.last() {
         let slowest = exports.iter().map(|e| e.0).fold(0.0, f64::max);
@@ -181,8 +144,6 @@ fn restart(report: &mut Report, n: usize) {
                 checkpoint / 1_000_000
             ));
     }
-    drop(disk);
-    let _ = thread.join();
     println!(
         "  million  wrote {ticks} s of {n} switches into {} in {:.0} s",
         dir.display(),
