@@ -19,7 +19,9 @@ use crate::util;
 pub fn run(report: &mut Report, quick: bool) {
     let n = if quick { 200_000 } else { 1_000_000 };
     in_memory(report, n);
-    restart(report, n);
+    if std::env::var_os("FABRIC_BENCH_SKIP_RESTART").is_none() {
+        restart(report, n);
+    }
 }
 
 fn in_memory(report: &mut Report, n: usize) {
@@ -62,6 +64,30 @@ fn in_memory(report: &mut Report, n: usize) {
     let configured = n as f64 * retention.as_secs_f64() * 3.0;
     let label = format!("{}k switches x 5 min", n / 1000);
     let history_bytes = store.history_bytes();
+    let parts = store.memory_parts();
+    // Indented parts detail the one above them.
+    let (bytes, allocs) = parts
+        .iter()
+        .filter(|p| !p.0.starts_with(' '))
+        .fold((0, 0), |(b, a), p| (b + p.1, a + p.2));
+    println!(
+        "  million  where the memory goes, per switch ({:.0} retained samples each):",
+        samples_per_switch(&store, n)
+    );
+    for (what, b, a) in &parts {
+        println!(
+            "  million    {what:<40} {:>7.1} B in {:>5.2} allocations",
+            *b as f64 / n as f64,
+            *a as f64 / n as f64
+        );
+    }
+    println!(
+        "  million    {:<40} {:>7.1} B in {:>5.2} allocations (RSS growth: {:.1} B)",
+        "total",
+        bytes as f64 / n as f64,
+        allocs as f64 / n as f64,
+        grown / n as f64
+    );
     report
         .add(
             "million",
@@ -91,6 +117,10 @@ fn in_memory(report: &mut Report, n: usize) {
         .note(format!(
             "{configured} samples in 5 min of {n} switches x 3 metrics"
         ));
+}
+
+fn samples_per_switch(store: &Store, n: usize) -> f64 {
+    store.retained_rows() as f64 * 3.0 / n as f64
 }
 
 /// `VmHWM` (peak) and `VmRSS` of a process, in bytes.

@@ -123,6 +123,10 @@ pub struct TimeStream {
 }
 
 impl TimeStream {
+    pub fn heap_bytes(&self) -> usize {
+        self.bits.len() + std::mem::size_of::<TimeStream>() + 16
+    }
+
     /// `None` when `bits` does not hold exactly `bit_len` bits.
     pub fn new(bits: Box<[u8]>, bit_len: u32) -> Option<TimeStream> {
         (bits.len() as u64 == u64::from(bit_len).div_ceil(8))
@@ -155,6 +159,11 @@ pub struct BlockView<'a> {
 }
 
 impl BlockView<'_> {
+    /// Bytes of the value stream.
+    pub fn bits_len(&self) -> usize {
+        self.bits.len()
+    }
+
     /// Values present (rows × metrics, absent cells excluded).
     pub fn samples(&self) -> u64 {
         self.aggs.iter().map(|a| a.count).sum()
@@ -276,6 +285,19 @@ impl Block {
             + self.counters.len() * std::mem::size_of::<CounterAgg>()
     }
 
+    /// (value stream bytes, aggregate bytes) and their allocations.
+    pub fn heap_parts(&self) -> ((usize, usize), (usize, usize)) {
+        let aggs = self.aggs.len() * std::mem::size_of::<MetricAgg>()
+            + self.counters.len() * std::mem::size_of::<CounterAgg>();
+        (
+            (self.bits.len(), usize::from(!self.bits.is_empty())),
+            (
+                aggs,
+                usize::from(!self.aggs.is_empty()) + usize::from(!self.counters.is_empty()),
+            ),
+        )
+    }
+
     /// Sizes of the value stream and of the time stream.
     pub fn stream_bytes(&self) -> (usize, usize) {
         (
@@ -373,7 +395,8 @@ fn decode_counter(input: &mut Reader<'_>) -> Result<CounterAgg, wire::Truncated>
     })
 }
 
-/// The block rows are appended to.
+/// The block rows are appended to. Its timestamps are in a log of [`OpenTimes`], shared with
+/// the other open blocks that received the same ones.
 #[derive(Debug)]
 pub struct OpenBlock {
     pub first_ts: Micros,
@@ -381,13 +404,12 @@ pub struct OpenBlock {
     pub rows: u32,
     /// The values, row by row.
     bits: BitWriter,
-    /// The timestamps of the rows after the first.
-    times: BitWriter,
-    ts_codec: TimestampCodec,
-    codecs: Vec<ValueCodec>,
-    aggs: Vec<MetricAgg>,
+    /// The [`OpenTimes`] log holding this block's timestamps (its first `rows`).
+    times: u32,
+    codecs: Box<[ValueCodec]>,
+    aggs: Box<[MetricAgg]>,
     /// Empty until the first counter sample, then one per position.
-    counters: Vec<CounterAgg>,
+    counters: Box<[CounterAgg]>,
 }
 
 impl OpenBlock {
@@ -399,6 +421,7 @@ impl OpenBlock {
         ts: Micros,
         values: &[Option<Value>],
         expected_bytes: (usize, usize),
+        times: &mut OpenTimes,
     ) -> OpenBlock {
         let (values_bytes, times_bytes) = expected_bytes;
         let mut block = OpenBlock {
@@ -406,11 +429,10 @@ impl OpenBlock {
             last_ts: ts,
             rows: 0,
             bits: BitWriter::with_expected_size(values_bytes + values_bytes / 8),
-            times: BitWriter::with_expected_size(times_bytes + times_bytes / 8),
-            ts_codec: TimestampCodec::starting_at(ts),
-            codecs: vec![ValueCodec::default(); values.len()],
-            aggs: vec![MetricAgg::EMPTY; values.len()],
-            counters: Vec::new(),
+            times: times.start(ts, times_bytes + times_bytes / 8),
+            codecs: vec![ValueCodec::default(); values.len()].into_boxed_slice(),
+            aggs: vec![MetricAgg::EMPTY; values.len()].into_boxed_slice(),
+            counters: Box::default(),
         };
         block.write_values(ts, values);
         block.rows = 1;
@@ -422,9 +444,9 @@ impl OpenBlock {
     }
 
     /// Appends a row; `ts` must be after the last row's and `values.len() == n_metrics()`.
-    pub fn push(&mut self, ts: Micros, values: &[Option<Value>]) {
+    pub fn push(&mut self, ts: Micros, values: &[Option<Value>], times: &mut OpenTimes) {
         debug_assert!(ts > self.last_ts && values.len() == self.codecs.len());
-        self.ts_codec.encode(&mut self.times, ts);
+        self.times = times.append(self.times, self.rows, ts);
         self.write_values(ts, values);
         self.last_ts = ts;
         self.rows += 1;
@@ -444,14 +466,20 @@ impl OpenBlock {
             }
             if let Some(Value::Int(v)) = v {
                 if self.counters.is_empty() {
-                    self.counters = vec![CounterAgg::default(); values.len()];
+                    self.counters = vec![CounterAgg::default(); values.len()].into_boxed_slice();
                 }
                 self.counters[pos].add(ts, v);
             }
         }
     }
 
-    pub fn view(&self) -> BlockView<'_> {
+    /// Aggregates per position so far.
+    pub fn aggs(&self) -> &[MetricAgg] {
+        &self.aggs
+    }
+
+    pub fn view<'a>(&'a self, times: &'a OpenTimes) -> BlockView<'a> {
+        let (time_bits, time_bit_len) = times.stream(self.times);
         BlockView {
             first_ts: self.first_ts,
             last_ts: self.last_ts,
@@ -459,35 +487,247 @@ impl OpenBlock {
             n_metrics: self.codecs.len(),
             aggs: &self.aggs,
             counters: &self.counters,
-            times: Times::Split(self.times.bytes(), self.times.bit_len()),
+            times: Times::Split(time_bits, time_bit_len),
             bits: self.bits.bytes(),
             bit_len: self.bits.bit_len(),
         }
     }
 
-    /// Heap bytes this block holds (capacity, as the allocator sees it).
+    /// Heap bytes this block holds (capacity, as the allocator sees it); its timestamps are
+    /// counted with [`OpenTimes`].
     pub fn heap_bytes(&self) -> usize {
         self.bits.capacity()
-            + self.times.capacity()
             + self.codecs.len() * std::mem::size_of::<ValueCodec>()
             + self.aggs.len() * std::mem::size_of::<MetricAgg>()
-            + self.counters.capacity() * std::mem::size_of::<CounterAgg>()
+            + self.counters.len() * std::mem::size_of::<CounterAgg>()
     }
 
-    pub fn seal(self) -> Block {
+    /// Value buffer bytes, and (bytes, allocations) of the rest.
+    pub fn heap_parts(&self) -> (usize, (usize, usize)) {
+        (
+            self.bits.capacity(),
+            (
+                self.codecs.len() * std::mem::size_of::<ValueCodec>()
+                    + self.aggs.len() * std::mem::size_of::<MetricAgg>()
+                    + self.counters.len() * std::mem::size_of::<CounterAgg>(),
+                2 + usize::from(!self.counters.is_empty()),
+            ),
+        )
+    }
+
+    pub fn seal(self, times: &mut OpenTimes) -> Block {
         Block {
             first_ts: self.first_ts,
             last_ts: self.last_ts,
             rows: self.rows,
             bit_len: u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
             bits: self.bits.into_bytes(),
-            times: Some(Arc::new(TimeStream {
-                bit_len: u32::try_from(self.times.bit_len()).unwrap_or(u32::MAX),
-                bits: self.times.into_bytes(),
-            })),
-            aggs: self.aggs.into_boxed_slice(),
-            counters: self.counters.into_boxed_slice(),
+            times: Some(times.seal(self.times, self.rows)),
+            aggs: self.aggs,
+            counters: self.counters,
         }
+    }
+
+    /// Drops the block (its rows expired), letting go of its timestamps.
+    pub fn discard(self, times: &mut OpenTimes) {
+        times.release(self.times);
+    }
+}
+
+/// The timestamps of open blocks, in logs that blocks share. Every switch of a source polled
+/// together receives the same timestamps, so the open blocks that began at the same time
+/// (a stagger group of a source) hold one log between them instead of one stream each: at a
+/// million switches that is the difference between ~100 bytes per switch and nothing.
+///
+/// A block holds a prefix of its log (its first `rows` timestamps). Appending the log's next
+/// timestamp, already appended by another holder, costs nothing; a block whose timestamps
+/// part from the log's (it missed a poll, or its rows carry their own times) gets a log of
+/// its own, a copy of its prefix. The store thread is the only writer (readers see the logs
+/// under the store's lock), so no log needs a lock of its own.
+#[derive(Debug, Default)]
+pub struct OpenTimes {
+    logs: Vec<TimeLog>,
+    /// Logs no block holds, for reuse (with their buffers, up to [`SPARE_BUFFERS`]).
+    free: Vec<u32>,
+    /// The log a block beginning at this time joins.
+    by_first: rustc_hash::FxHashMap<Micros, u32>,
+}
+
+/// Freed logs that keep their buffer for the next block, which then allocates nothing.
+const SPARE_BUFFERS: usize = 256;
+
+#[derive(Debug, Default)]
+struct TimeLog {
+    /// The timestamps after the first.
+    bits: BitWriter,
+    codec: TimestampCodec,
+    first_ts: Micros,
+    last_ts: Micros,
+    rows: u32,
+    /// Open blocks holding (a prefix of) this log; 0: free.
+    holders: u32,
+    /// The stream of the last prefix sealed, so the other holders sealing at the same
+    /// length share it without copying it again.
+    sealed: Option<(u32, Arc<TimeStream>)>,
+}
+
+impl OpenTimes {
+    /// A log for a block beginning at `ts`: the one other blocks beginning then hold, or a
+    /// new one sized for `expected_bytes`.
+    pub fn start(&mut self, ts: Micros, expected_bytes: usize) -> u32 {
+        if let Some(&i) = self.by_first.get(&ts) {
+            let log = &mut self.logs[i as usize];
+            if log.holders > 0 && log.first_ts == ts {
+                log.holders += 1;
+                return i;
+            }
+        }
+        let i = self.fresh(ts, expected_bytes);
+        self.by_first.insert(ts, i);
+        i
+    }
+
+    fn fresh(&mut self, ts: Micros, expected_bytes: usize) -> u32 {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.logs.push(TimeLog::default());
+                u32::try_from(self.logs.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let log = &mut self.logs[i as usize];
+        log.bits.reset(expected_bytes);
+        log.codec = TimestampCodec::starting_at(ts);
+        log.first_ts = ts;
+        log.last_ts = ts;
+        log.rows = 1;
+        log.holders = 1;
+        log.sealed = None;
+        i
+    }
+
+    /// Appends `ts` for a block holding the first `held` timestamps of log `i`; the log that
+    /// block holds from now on.
+    pub fn append(&mut self, i: u32, held: u32, ts: Micros) -> u32 {
+        let log = &mut self.logs[i as usize];
+        if held == log.rows {
+            log.codec.encode(&mut log.bits, ts);
+            log.last_ts = ts;
+            log.rows += 1;
+            return i;
+        }
+        if held + 1 == log.rows && log.last_ts == ts {
+            return i;
+        }
+        // Parted: a log of its own, with the block's prefix.
+        let own = self.copy_prefix(i, held);
+        self.release(i);
+        let log = &mut self.logs[own as usize];
+        log.codec.encode(&mut log.bits, ts);
+        log.last_ts = ts;
+        log.rows += 1;
+        own
+    }
+
+    /// A new log holding the first `rows` timestamps of log `i` (re-encoded: the same bits).
+    fn copy_prefix(&mut self, i: u32, rows: u32) -> u32 {
+        let (first_ts, bytes) = {
+            let log = &self.logs[i as usize];
+            (log.first_ts, log.bits.bit_len().div_ceil(8) as usize)
+        };
+        let own = self.fresh(first_ts, bytes);
+        let (src, dst) = if (i as usize) < own as usize {
+            let (a, b) = self.logs.split_at_mut(own as usize);
+            (&a[i as usize], &mut b[0])
+        } else {
+            let (a, b) = self.logs.split_at_mut(i as usize);
+            (&b[0], &mut a[own as usize])
+        };
+        let mut reader = BitReader::new(src.bits.bytes(), src.bits.bit_len());
+        let mut decoder = TimestampCodec::starting_at(first_ts);
+        for _ in 1..rows {
+            // The log was written by this codec: it decodes (a failure would end the copy
+            // early, and the block's later rows would then be refused as corrupt on read).
+            let Some(ts) = decoder.decode(&mut reader) else {
+                break;
+            };
+            dst.codec.encode(&mut dst.bits, ts);
+            dst.last_ts = ts;
+            dst.rows += 1;
+        }
+        own
+    }
+
+    /// The stream of log `i`: its bytes and length in bits (a block reads its prefix).
+    pub fn stream(&self, i: u32) -> (&[u8], u64) {
+        self.logs
+            .get(i as usize)
+            .map_or((&[][..], 0), |log| (log.bits.bytes(), log.bits.bit_len()))
+    }
+
+    /// The first `rows` timestamps of log `i` as a sealed block's stream, and lets go of it.
+    pub fn seal(&mut self, i: u32, rows: u32) -> Arc<TimeStream> {
+        let log = &self.logs[i as usize];
+        let cached = match &log.sealed {
+            Some((sealed_rows, stream)) if *sealed_rows == rows => Some(Arc::clone(stream)),
+            _ => None,
+        };
+        let whole = rows == log.rows;
+        let stream = match cached {
+            Some(stream) => stream,
+            None => {
+                let source = if whole { i } else { self.copy_prefix(i, rows) };
+                let log = &self.logs[source as usize];
+                let stream = Arc::new(TimeStream {
+                    bit_len: u32::try_from(log.bits.bit_len()).unwrap_or(u32::MAX),
+                    bits: log.bits.bytes().into(),
+                });
+                if !whole {
+                    self.release(source);
+                }
+                self.logs[i as usize].sealed = Some((rows, Arc::clone(&stream)));
+                stream
+            }
+        };
+        self.release(i);
+        stream
+    }
+
+    /// A block lets go of log `i`.
+    pub fn release(&mut self, i: u32) {
+        let Some(log) = self.logs.get_mut(i as usize) else {
+            return;
+        };
+        log.holders = log.holders.saturating_sub(1);
+        if log.holders > 0 {
+            return;
+        }
+        log.sealed = None;
+        if self.free.len() >= SPARE_BUFFERS {
+            log.bits = BitWriter::default();
+        }
+        if self.by_first.get(&log.first_ts) == Some(&i) {
+            self.by_first.remove(&log.first_ts);
+        }
+        self.free.push(i);
+    }
+
+    /// Logs held by at least one block.
+    pub fn live(&self) -> usize {
+        self.logs.len() - self.free.len()
+    }
+
+    /// Heap bytes of the logs, their buffers and the index.
+    pub fn heap_bytes(&self) -> usize {
+        self.logs.capacity() * std::mem::size_of::<TimeLog>()
+            + self.logs.iter().map(|l| l.bits.capacity()).sum::<usize>()
+            + self.free.capacity() * 4
+            + self.by_first.capacity() * (std::mem::size_of::<(Micros, u32)>() + 1)
+    }
+
+    /// Allocations: the vectors, the index, and each log's buffer.
+    pub fn allocations(&self) -> usize {
+        3 + self.logs.iter().filter(|l| l.bits.capacity() > 0).count()
     }
 }
 
@@ -511,9 +751,10 @@ mod tests {
             })
             .collect();
         let cells = |values: &[f64; 3]| values.map(Value::cell);
-        let mut open = OpenBlock::start(rows[0].0, &cells(&rows[0].1), (0, 0));
+        let mut times = OpenTimes::default();
+        let mut open = OpenBlock::start(rows[0].0, &cells(&rows[0].1), (0, 0), &mut times);
         for (ts, values) in &rows[1..] {
-            open.push(*ts, &cells(values));
+            open.push(*ts, &cells(values), &mut times);
         }
         let as_f64 = |v: Option<Value>| v.map_or(f64::NAN, Value::as_f64);
         let check = |view: BlockView<'_>| {
@@ -543,8 +784,8 @@ mod tests {
             }
             assert_eq!(view.aggs, brute);
         };
-        check(open.view());
-        let sealed = open.seal();
+        check(open.view(&times));
+        let sealed = open.seal(&mut times);
         check(sealed.view());
         assert_eq!(
             (sealed.first_ts, sealed.last_ts, sealed.rows),
@@ -573,10 +814,20 @@ mod tests {
 
     #[test]
     fn counter_aggregates_round_trip_through_the_block_file_encoding() {
-        let mut open = OpenBlock::start(10, &[Some(Value::Int(u64::MAX - 40)), None], (0, 0));
-        open.push(20, &[Some(Value::Int(5)), Some(Value::Float(1.5))]);
-        open.push(30, &[Some(Value::Int(9)), None]);
-        let sealed = open.seal();
+        let mut times = OpenTimes::default();
+        let mut open = OpenBlock::start(
+            10,
+            &[Some(Value::Int(u64::MAX - 40)), None],
+            (0, 0),
+            &mut times,
+        );
+        open.push(
+            20,
+            &[Some(Value::Int(5)), Some(Value::Float(1.5))],
+            &mut times,
+        );
+        open.push(30, &[Some(Value::Int(9)), None], &mut times);
+        let sealed = open.seal(&mut times);
         let mut bytes = Vec::new();
         sealed.view().encode(&mut bytes, 1);
         let table = [Arc::clone(sealed.times.as_ref().expect("split"))];
@@ -596,6 +847,61 @@ mod tests {
         assert_eq!(back.view().counters, sealed.view().counters);
         assert_eq!(back.view().counters[0].increase, 9);
         assert_eq!(back.view().counters[1], CounterAgg::default());
+    }
+
+    /// The timestamps a view decodes.
+    fn timestamps(view: BlockView<'_>) -> Vec<Micros> {
+        let mut out = Vec::new();
+        view.for_each_row(|ts, _| {
+            out.push(ts);
+            true
+        })
+        .expect("decodes");
+        out
+    }
+
+    #[test]
+    fn open_blocks_polled_together_share_one_log_and_part_when_their_times_do() {
+        let mut times = OpenTimes::default();
+        let row = [Some(Value::Float(1.5))];
+        let t0 = 1_700_000_000_000_000;
+        let mut blocks: Vec<OpenBlock> = (0..100)
+            .map(|_| OpenBlock::start(t0, &row, (0, 0), &mut times))
+            .collect();
+        let mut want: Vec<Vec<Micros>> = vec![vec![t0]; 100];
+        for poll in 1..40 {
+            let ts = t0 + poll * 1_000_000 + (poll % 7) * 113;
+            for (i, (block, want)) in blocks.iter_mut().zip(&mut want).enumerate() {
+                // Block 7 misses poll 20; block 9's rows carry their own time from poll 30.
+                if i == 7 && poll == 20 {
+                    continue;
+                }
+                let ts = if i == 9 && poll >= 30 { ts + 5 } else { ts };
+                block.push(ts, &row, &mut times);
+                want.push(ts);
+            }
+            // Block 7 parts when it appends the poll after the one it missed.
+            let expected_logs = 1 + usize::from(poll > 20) + usize::from(poll >= 30);
+            assert_eq!(times.live(), expected_logs, "after poll {poll}");
+        }
+        for (block, want) in blocks.iter().zip(&want) {
+            assert_eq!(&timestamps(block.view(&times)), want);
+        }
+        // Sealed at the same length, blocks share one stream; a shorter prefix decodes right.
+        let sealed: Vec<Block> = blocks.into_iter().map(|b| b.seal(&mut times)).collect();
+        assert_eq!(times.live(), 0);
+        for (block, want) in sealed.iter().zip(&want) {
+            assert_eq!(&timestamps(block.view()), want);
+        }
+        let stream = |b: &Block| Arc::clone(b.times.as_ref().expect("split"));
+        assert!(Arc::ptr_eq(&stream(&sealed[0]), &stream(&sealed[99])));
+        assert!(!Arc::ptr_eq(&stream(&sealed[7]), &stream(&sealed[0])));
+        assert!(!Arc::ptr_eq(&stream(&sealed[9]), &stream(&sealed[0])));
+        // A freed log is reused with its buffer.
+        let again = OpenBlock::start(t0 + 999, &row, (0, 0), &mut times);
+        assert_eq!(times.logs.len(), 3);
+        again.discard(&mut times);
+        assert_eq!(times.live(), 0);
     }
 
     proptest::proptest! {
@@ -627,6 +933,53 @@ mod tests {
             }
         }
 
+        /// Blocks that receive the same, different, or no timestamps poll after poll, seal,
+        /// expire and start again, always decode exactly their own timestamps, and free every
+        /// log they held.
+        #[test]
+        fn shared_timestamp_logs_give_each_block_its_own_times(
+            polls in proptest::collection::vec(
+                proptest::collection::vec(0u8..6, 5),
+                1..60,
+            ),
+        ) {
+            let mut times = OpenTimes::default();
+            let row = [Some(Value::Int(3))];
+            let mut open: Vec<Option<(OpenBlock, Vec<Micros>)>> = (0..5).map(|_| None).collect();
+            for (poll, choices) in polls.iter().enumerate() {
+                let ts = 1_000_000 * (poll as i64 + 1);
+                for (slot, &choice) in open.iter_mut().zip(choices) {
+                    // 0-1: the poll's time; 2: its own time; 3: no row; 4: seal; 5: expire.
+                    match (choice, slot.take()) {
+                        (0..=2, Some((mut block, mut want))) => {
+                            let t = if choice == 2 { ts + 17 } else { ts };
+                            block.push(t, &row, &mut times);
+                            want.push(t);
+                            *slot = Some((block, want));
+                        }
+                        (0..=2, None) => {
+                            let t = if choice == 2 { ts + 17 } else { ts };
+                            *slot = Some((OpenBlock::start(t, &row, (0, 0), &mut times), vec![t]));
+                        }
+                        (4, Some((block, want))) => {
+                            let sealed = block.seal(&mut times);
+                            proptest::prop_assert_eq!(timestamps(sealed.view()), want);
+                        }
+                        (5, Some((block, _))) => block.discard(&mut times),
+                        (_, kept) => *slot = kept,
+                    }
+                }
+                for (block, want) in open.iter().flatten() {
+                    proptest::prop_assert_eq!(&timestamps(block.view(&times)), want);
+                }
+            }
+            for (block, _) in open.into_iter().flatten() {
+                block.discard(&mut times);
+            }
+            proptest::prop_assert_eq!(times.live(), 0);
+            proptest::prop_assert!(times.by_first.is_empty());
+        }
+
         /// Any finite or infinite values (NaN means absent) round-trip bit for bit.
         #[test]
         fn arbitrary_rows_round_trip(
@@ -643,11 +996,12 @@ mod tests {
                     (ts, values.into_iter().map(Value::cell).collect())
                 })
                 .collect();
-            let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, (0, 0));
+            let mut times = OpenTimes::default();
+            let mut open = OpenBlock::start(stamped[0].0, &stamped[0].1, (0, 0), &mut times);
             for (t, values) in &stamped[1..] {
-                open.push(*t, values);
+                open.push(*t, values, &mut times);
             }
-            let sealed = open.seal();
+            let sealed = open.seal(&mut times);
             let mut i = 0;
             let mut mismatch = None;
             sealed

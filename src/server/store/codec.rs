@@ -100,6 +100,14 @@ impl BitWriter {
         self.bit_len
     }
 
+    /// Empties the stream, keeping its buffer; `expected_bytes` as in
+    /// [`with_expected_size`](Self::with_expected_size).
+    pub fn reset(&mut self, expected_bytes: usize) {
+        self.bytes.clear();
+        self.bit_len = 0;
+        self.growth_step = expected_bytes / 4;
+    }
+
     /// The finished stream, trimmed to its length.
     pub fn into_bytes(self) -> Box<[u8]> {
         self.bytes.into_boxed_slice()

@@ -2,7 +2,7 @@
 //! rebuilding series from block files at start. The data directory itself (WAL, files, lock,
 //! the disk thread) is `crate::server::persist`; this module only touches the in-memory structures.
 
-use super::block::{Block, BlockView, OpenBlock};
+use super::block::{Block, BlockView};
 use super::file::{BlockFile, BlockFileWriter};
 use super::{Store, StoreHandle, SwitchSeries, EVICT_CHUNK_SWITCHES};
 use crate::shared::feed::FeedBatch;
@@ -24,12 +24,17 @@ impl SwitchSeries {
     /// Seals the open block if the next row would seal it anyway (its time has passed: the
     /// switch stopped reporting), so checkpoints do not have to carry it forever; whether it
     /// did.
-    fn seal_if_overdue(&mut self, now: Micros, limits: super::BlockLimits) -> bool {
+    fn seal_if_overdue(
+        &mut self,
+        now: Micros,
+        limits: super::BlockLimits,
+        times: &mut super::OpenTimes,
+    ) -> bool {
         let stagger = self.first_block_stagger;
         self.open
             .as_ref()
             .is_some_and(|open| limits.full(open.first_ts, open.rows, now, stagger))
-            && self.seal_open()
+            && self.seal_open(times)
     }
 }
 
@@ -75,15 +80,20 @@ impl Store {
         let start = range.start.min(end);
         for idx in start..end {
             let series = &mut self.switches[idx];
-            if series.seal_if_overdue(now, limits) {
+            if series.seal_if_overdue(now, limits, &mut self.open_times) {
                 if let Some(block) = series.sealed.back_mut() {
                     self.times.intern(block);
                 }
             }
             let names: Vec<(&str, MetricKind)> = series
-                .metric_ids
+                .positions
                 .iter()
-                .map(|&m| (self.metrics.name(m), self.metrics.kind(m)))
+                .map(|p| {
+                    (
+                        self.metrics.name(p.metric_id()),
+                        self.metrics.kind(p.metric_id()),
+                    )
+                })
                 .collect();
             let unpersisted = (series.unpersisted as usize).min(series.sealed.len());
             // At least one switch per export, so a backlog always moves.
@@ -99,7 +109,7 @@ impl Store {
                 .sealed
                 .range(series.sealed.len() - left..)
                 .map(Block::view)
-                .chain(series.open.as_ref().map(OpenBlock::view))
+                .chain(series.open.as_ref().map(|open| open.view(&self.open_times)))
                 .collect();
             out.checkpoint.add_switch(&self.ids[idx], &names, &views);
         }
@@ -118,13 +128,17 @@ impl Store {
                 .collect();
             let idx = self.switch_or_insert(&switch.switch_id);
             let series = &mut self.switches[idx];
-            let shared = series.metric_ids.len().min(metric_ids.len());
-            if series.metric_ids[..shared] != metric_ids[..shared] {
+            let held = series.positions.iter().map(super::Position::metric_id);
+            if !held.zip(&metric_ids).all(|(held, &id)| held == id) {
                 outcome.conflicting_blocks += switch.blocks.len() as u64;
                 continue;
             }
-            if metric_ids.len() > series.metric_ids.len() {
-                series.metric_ids = metric_ids;
+            if metric_ids.len() > series.positions.len() {
+                let new = &metric_ids[series.positions.len()..];
+                series.positions.reserve_exact(new.len());
+                series
+                    .positions
+                    .extend(new.iter().map(|&id| super::Position::new(id)));
             }
             for mut block in switch.blocks {
                 if block.last_ts < cutoff {
@@ -136,7 +150,7 @@ impl Store {
                     continue;
                 }
                 self.times.intern(&mut block);
-                super::merge_into(&mut series.sealed_agg, block.view().aggs);
+                super::merge_aggs(&mut series.positions, block.view().aggs);
                 // Its blocks were staggered when it first appeared; the next one is whole.
                 series.first_block_stagger = 0;
                 series.newest = Some(block.last_ts);
@@ -202,13 +216,12 @@ impl Store {
     /// (the WAL replay that follows goes through ordinary ingest and updates both).
     pub fn finish_import(&mut self) {
         for series in &mut self.switches {
-            let n = series.metric_ids.len();
-            series.latest = vec![None; n];
-            series.totals = vec![0.0; n];
-            for (pos, &metric_id) in series.metric_ids.iter().enumerate() {
-                if self.metrics.kind(metric_id) == MetricKind::Count {
-                    series.totals[pos] = series.sealed_agg.get(pos).map_or(0.0, |a| a.sum);
-                }
+            for position in &mut series.positions {
+                position.latest = None;
+                position.total = match self.metrics.kind(position.metric_id()) {
+                    MetricKind::Count => position.sealed_agg.sum,
+                    _ => 0.0,
+                };
             }
             fill_latest_from_blocks(series);
         }
@@ -217,7 +230,11 @@ impl Store {
 
 /// Decodes blocks newest first until every position has its newest present value.
 fn fill_latest_from_blocks(series: &mut SwitchSeries) {
-    let mut missing = series.latest.iter().filter(|l| l.is_none()).count();
+    let mut missing = series
+        .positions
+        .iter()
+        .filter(|p| p.latest.is_none())
+        .count();
     for block in series.sealed.iter().rev() {
         if missing == 0 {
             break;
@@ -243,9 +260,9 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
             );
             continue;
         }
-        for (latest, found) in series.latest.iter_mut().zip(newest_in_block) {
-            if latest.is_none() && found.is_some() {
-                *latest = found;
+        for (position, found) in series.positions.iter_mut().zip(newest_in_block) {
+            if position.latest.is_none() && found.is_some() {
+                position.latest = found;
                 missing -= 1;
             }
         }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use block::{Block, BlockView, OpenBlock, TimeStream};
+use block::{Block, BlockView, OpenBlock, OpenTimes, TimeStream};
 pub use block::{CounterAgg, MetricAgg};
 pub use export::{CheckpointOutcome, Export, ImportOutcome};
 
@@ -155,22 +155,45 @@ impl MetricTable {
     }
 }
 
+/// What a switch holds per metric it reports (a "position": its place in the switch's rows).
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// Store metric id.
+    metric_id: u32,
+    /// The sum of every value ever stored, for count metrics (a Prometheus counter: never
+    /// decreases, unaffected by expiry).
+    total: f64,
+    /// Newest sample; survives expiry.
+    latest: Option<Sample>,
+    /// Merged aggregates of the sealed blocks.
+    sealed_agg: MetricAgg,
+}
+
+impl Position {
+    fn new(metric_id: usize) -> Position {
+        Position {
+            metric_id: u32::try_from(metric_id).unwrap_or(u32::MAX),
+            total: 0.0,
+            latest: None,
+            sealed_agg: MetricAgg::EMPTY,
+        }
+    }
+
+    fn metric_id(&self) -> usize {
+        self.metric_id as usize
+    }
+}
+
 /// History of one switch.
 #[derive(Debug, Default)]
 struct SwitchSeries {
-    /// Store metric id at each position of this switch's rows, in first-seen order.
-    metric_ids: Vec<usize>,
+    /// Per metric, in first-seen order (the order of the values in this switch's rows). One
+    /// vector, sized exactly: a million switches pay for every allocation and spare slot.
+    positions: Vec<Position>,
     sealed: VecDeque<Block>,
     open: Option<OpenBlock>,
-    /// Newest sample per position; survives expiry.
-    latest: Vec<Option<Sample>>,
-    /// Merged aggregates of the sealed blocks, per position.
-    sealed_agg: Vec<MetricAgg>,
     /// Newest timestamp ever stored (dedupe survives expiry too).
     newest: Option<Micros>,
-    /// Per position: the sum of every value ever stored, for count metrics (a Prometheus
-    /// counter: never decreases, unaffected by expiry).
-    totals: Vec<f64>,
     /// How much shorter (in 32nds) than the limits this switch's first block is. Switches
     /// that start together would otherwise seal (and later expire) their blocks on the same
     /// poll, a million at once; staggering the first block spreads every later boundary too.
@@ -181,25 +204,27 @@ struct SwitchSeries {
 
 impl SwitchSeries {
     fn position(&self, metric_id: usize) -> Option<usize> {
-        self.metric_ids.iter().position(|&m| m == metric_id)
+        self.positions
+            .iter()
+            .position(|p| p.metric_id() == metric_id)
     }
 
-    fn blocks(&self) -> impl Iterator<Item = BlockView<'_>> {
+    fn blocks<'a>(&'a self, times: &'a OpenTimes) -> impl Iterator<Item = BlockView<'a>> {
         self.sealed
             .iter()
             .map(Block::view)
-            .chain(self.open.as_ref().map(OpenBlock::view))
+            .chain(self.open.as_ref().map(|open| open.view(times)))
     }
 
     /// Seals the open block, if any; whether it did (the caller interns its time stream).
-    fn seal_open(&mut self) -> bool {
+    fn seal_open(&mut self, times: &mut OpenTimes) -> bool {
         self.first_block_stagger = 0;
         let Some(open) = self.open.take() else {
             return false;
         };
         {
-            let block = open.seal();
-            merge_into(&mut self.sealed_agg, block.view().aggs);
+            let block = open.seal(times);
+            merge_aggs(&mut self.positions, block.view().aggs);
             // A switch holds about retention / span blocks at a time; grow by two slots
             // rather than doubling (which leaves up to half the slots empty, per switch).
             if self.sealed.len() == self.sealed.capacity() {
@@ -213,23 +238,28 @@ impl SwitchSeries {
 
     /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`);
     /// whether a block was sealed to make room.
-    fn append(&mut self, ts: Micros, row: &[Option<Value>], limits: BlockLimits) -> bool {
+    fn append(
+        &mut self,
+        ts: Micros,
+        row: &[Option<Value>],
+        limits: BlockLimits,
+        times: &mut OpenTimes,
+    ) -> bool {
         let stagger = self.first_block_stagger;
         let full = self.open.as_ref().is_some_and(|open| {
             open.n_metrics() != row.len() || limits.full(open.first_ts, open.rows, ts, stagger)
         });
-        let sealed = full && self.seal_open();
+        let sealed = full && self.seal_open(times);
         match &mut self.open {
-            Some(open) => open.push(ts, row),
+            Some(open) => open.push(ts, row, times),
             None => {
                 let expected = self.sealed.back().map_or((0, 0), Block::stream_bytes);
-                self.open = Some(OpenBlock::start(ts, row, expected));
+                self.open = Some(OpenBlock::start(ts, row, expected, times));
             }
         }
-        self.latest.resize(row.len(), None);
-        for (latest, &value) in self.latest.iter_mut().zip(row) {
+        for (position, &value) in self.positions.iter_mut().zip(row) {
             if let Some(value) = value {
-                *latest = Some(Sample {
+                position.latest = Some(Sample {
                     timestamp: ts,
                     value,
                 });
@@ -240,19 +270,24 @@ impl SwitchSeries {
     }
 
     /// Drops blocks whose last row is older than `cutoff`; returns the rows dropped.
-    fn evict_before(&mut self, cutoff: Micros) -> u64 {
+    fn evict_before(&mut self, cutoff: Micros, times: &mut OpenTimes) -> u64 {
         let mut dropped = 0;
         while self.sealed.front().is_some_and(|b| b.last_ts < cutoff) {
             dropped += self.sealed.pop_front().map_or(0, |b| u64::from(b.rows));
         }
         if dropped > 0 {
-            self.sealed_agg.clear();
+            for position in &mut self.positions {
+                position.sealed_agg = MetricAgg::EMPTY;
+            }
             for block in &self.sealed {
-                merge_into(&mut self.sealed_agg, block.view().aggs);
+                merge_aggs(&mut self.positions, block.view().aggs);
             }
         }
         if self.open.as_ref().is_some_and(|open| open.last_ts < cutoff) {
-            dropped += self.open.take().map_or(0, |open| u64::from(open.rows));
+            if let Some(open) = self.open.take() {
+                dropped += u64::from(open.rows);
+                open.discard(times);
+            }
         }
         dropped
     }
@@ -267,14 +302,13 @@ impl SwitchSeries {
 
     fn retained_agg(&self, position: usize) -> Option<MetricAgg> {
         let mut agg = self
-            .sealed_agg
+            .positions
             .get(position)
-            .copied()
-            .unwrap_or(MetricAgg::EMPTY);
+            .map_or(MetricAgg::EMPTY, |p| p.sealed_agg);
         if let Some(open_agg) = self
             .open
             .as_ref()
-            .and_then(|o| o.view().aggs.get(position).copied())
+            .and_then(|o| o.aggs().get(position).copied())
         {
             agg.merge(&open_agg);
         }
@@ -282,9 +316,14 @@ impl SwitchSeries {
     }
 
     /// Aggregates of the rows at or after `cutoff`, for each of `positions`.
-    fn window_aggs(&self, cutoff: Micros, positions: &[Option<usize>]) -> Vec<MetricAgg> {
+    fn window_aggs(
+        &self,
+        cutoff: Micros,
+        positions: &[Option<usize>],
+        times: &OpenTimes,
+    ) -> Vec<MetricAgg> {
         let mut out = vec![MetricAgg::EMPTY; positions.len()];
-        for block in self.blocks() {
+        for block in self.blocks(times) {
             if block.last_ts < cutoff {
                 continue;
             }
@@ -321,9 +360,15 @@ impl SwitchSeries {
     /// What a rate needs of the counter at `position` from `cutoff` on. `exact`: the block the
     /// window starts in is decoded; otherwise whole blocks are taken, so the window may start
     /// up to one block span before `cutoff` (what `/telemetry/top` accepts to never decode).
-    fn counter_window(&self, position: usize, cutoff: Micros, exact: bool) -> CounterAgg {
+    fn counter_window(
+        &self,
+        position: usize,
+        cutoff: Micros,
+        exact: bool,
+        times: &OpenTimes,
+    ) -> CounterAgg {
         let mut agg = CounterAgg::default();
-        for block in self.blocks() {
+        for block in self.blocks(times) {
             if block.last_ts < cutoff {
                 continue;
             }
@@ -360,8 +405,9 @@ impl SwitchSeries {
         from: Micros,
         to: Micros,
         visit: &mut dyn FnMut(Sample) -> bool,
+        times: &OpenTimes,
     ) {
-        for block in self.blocks() {
+        for block in self.blocks(times) {
             if block.last_ts < from || position >= block.n_metrics {
                 continue;
             }
@@ -401,12 +447,11 @@ impl SwitchSeries {
     }
 }
 
-fn merge_into(target: &mut Vec<MetricAgg>, aggs: &[MetricAgg]) {
-    if target.len() < aggs.len() {
-        target.resize(aggs.len(), MetricAgg::EMPTY);
-    }
-    for (t, a) in target.iter_mut().zip(aggs) {
-        t.merge(a);
+/// Merges a sealed block's aggregates (one per position, a prefix of them) into the
+/// positions' aggregates of sealed blocks.
+fn merge_aggs(positions: &mut [Position], aggs: &[MetricAgg]) {
+    for (position, agg) in positions.iter_mut().zip(aggs) {
+        position.sealed_agg.merge(agg);
     }
 }
 
@@ -446,6 +491,8 @@ pub struct Store {
     dead: usize,
     /// Time streams of sealed blocks, each kept once.
     times: TimeStreams,
+    /// Timestamps of open blocks, shared where they are the same.
+    open_times: OpenTimes,
 }
 
 /// The time streams of sealed blocks, by content: switches polled together seal blocks with
@@ -513,6 +560,7 @@ impl Store {
             newest: None,
             dead: 0,
             times: TimeStreams::default(),
+            open_times: OpenTimes::default(),
         }
     }
 
@@ -577,30 +625,28 @@ impl Store {
             let values = batch.row_values(row_idx);
             for (&metric_id, value) in column_metric.iter().zip(values) {
                 if value.is_some() && switch.position(metric_id).is_none() {
-                    switch.metric_ids.push(metric_id);
+                    let new = column_metric.len().saturating_sub(switch.positions.len());
+                    switch.positions.reserve_exact(new.max(1));
+                    switch.positions.push(Position::new(metric_id));
                 }
             }
             row.clear();
-            row.resize(switch.metric_ids.len(), None);
+            row.resize(switch.positions.len(), None);
             for (&metric_id, &value) in column_metric.iter().zip(values) {
                 if let Some(pos) = switch.position(metric_id) {
                     row[pos] = value;
                 }
             }
-            if switch.append(ts, &row, limits) {
+            if switch.append(ts, &row, limits, &mut self.open_times) {
                 if let Some(block) = switch.sealed.back_mut() {
                     self.times.intern(block);
                 }
             }
-            switch.totals.resize(row.len(), 0.0);
-            for ((total, &value), &metric_id) in switch
-                .totals
-                .iter_mut()
-                .zip(row.iter())
-                .zip(&switch.metric_ids)
-            {
-                if let (Some(value), MetricKind::Count) = (value, self.metrics.kind(metric_id)) {
-                    *total += value.as_f64();
+            for (position, &value) in switch.positions.iter_mut().zip(row.iter()) {
+                if let (Some(value), MetricKind::Count) =
+                    (value, self.metrics.kind(position.metric_id()))
+                {
+                    position.total += value.as_f64();
                 }
             }
             // Every block ends at or after its rows: keeps `next_expiry` a lower bound even
@@ -636,7 +682,7 @@ impl Store {
         let mut dropped = 0;
         let mut next_expiry = i64::MAX;
         for series in &mut self.switches[start..end] {
-            let rows = series.evict_before(cutoff);
+            let rows = series.evict_before(cutoff, &mut self.open_times);
             dropped += rows;
             match series.oldest_block_end() {
                 Some(oldest_end) => next_expiry = next_expiry.min(oldest_end),
@@ -718,17 +764,16 @@ impl Store {
 
     pub fn latest(&self, switch: usize, metric_id: usize) -> Option<Sample> {
         let series = self.switches.get(switch)?;
-        series
-            .latest
-            .get(series.position(metric_id)?)
-            .copied()
-            .flatten()
+        series.positions.get(series.position(metric_id)?)?.latest
     }
 
     /// Sum of every value a count metric ever stored for a switch (since start).
     pub fn count_total(&self, switch: usize, metric_id: usize) -> Option<f64> {
         let series = self.switches.get(switch)?;
-        series.totals.get(series.position(metric_id)?).copied()
+        series
+            .positions
+            .get(series.position(metric_id)?)
+            .map(|p| p.total)
     }
 
     /// Aggregate of every retained sample of a series.
@@ -752,7 +797,7 @@ impl Store {
             .map(|m| m.and_then(|m| series.position(m)))
             .collect();
         series
-            .window_aggs(cutoff, &positions)
+            .window_aggs(cutoff, &positions, &self.open_times)
             .into_iter()
             .map(MetricAgg::nonempty)
             .collect()
@@ -768,7 +813,8 @@ impl Store {
         exact: bool,
     ) -> Option<CounterAgg> {
         let series = self.switches.get(switch)?;
-        let agg = series.counter_window(series.position(metric_id)?, cutoff, exact);
+        let agg =
+            series.counter_window(series.position(metric_id)?, cutoff, exact, &self.open_times);
         agg.last.is_some().then_some(agg)
     }
 
@@ -784,7 +830,7 @@ impl Store {
     ) {
         if let Some(series) = self.switches.get(switch) {
             if let Some(position) = series.position(metric_id) {
-                series.history(position, from, to, visit);
+                series.history(position, from, to, visit, &self.open_times);
             }
         }
     }
@@ -801,7 +847,85 @@ impl Store {
 
     /// Heap bytes held by compressed history (blocks and open blocks).
     pub fn history_bytes(&self) -> usize {
-        self.switches.iter().map(SwitchSeries::heap_bytes).sum()
+        self.switches
+            .iter()
+            .map(SwitchSeries::heap_bytes)
+            .sum::<usize>()
+            + self.open_times.heap_bytes()
+    }
+
+    /// Where the store's memory goes, part by part: (what, bytes, allocations). Bytes are
+    /// what the structures ask the allocator for (capacities); each allocation costs the
+    /// allocator a further 8–16 bytes. For the benches' accounts of memory at scale.
+    pub fn memory_parts(&self) -> Vec<(&'static str, usize, usize)> {
+        use std::mem::size_of;
+        let mut parts = Vec::new();
+        let mut add = |what, bytes, allocs| parts.push((what, bytes, allocs));
+        let (mut values, mut aggs, mut headers, mut deques) = ((0, 0), (0, 0), 0, (0, 0));
+        let (mut open_bufs, mut open_state, mut positions) = ((0, 0), (0, 0), (0, 0));
+        let mut open_used = (0, 0);
+        for s in &self.switches {
+            deques.0 += s.sealed.capacity() * size_of::<Block>();
+            deques.1 += usize::from(s.sealed.capacity() > 0);
+            headers += s.sealed.len();
+            for b in &s.sealed {
+                let (value_part, agg_part) = b.heap_parts();
+                values.0 += value_part.0;
+                values.1 += value_part.1;
+                aggs.0 += agg_part.0;
+                aggs.1 += agg_part.1;
+            }
+            if let Some(open) = &s.open {
+                let (bufs, state) = open.heap_parts();
+                open_bufs.0 += bufs;
+                open_bufs.1 += 1;
+                let view = open.view(&self.open_times);
+                open_used.0 += view.bits_len();
+
+                open_state.0 += state.0;
+                open_state.1 += state.1;
+            }
+            positions.0 += s.positions.capacity() * size_of::<Position>();
+            positions.1 += usize::from(s.positions.capacity() > 0);
+        }
+        add("sealed blocks: value streams", values.0, values.1);
+        add("sealed blocks: aggregates", aggs.0, aggs.1);
+        add("sealed blocks: headers (deque slots)", deques.0, deques.1);
+        let times: usize = self.times.set.iter().map(|t| t.heap_bytes()).sum();
+        add(
+            "sealed blocks: shared time streams",
+            times,
+            2 * self.times.set.len(),
+        );
+        add("open blocks: value buffers", open_bufs.0, open_bufs.1);
+        add("  of which in use", open_used.0, 0);
+        add(
+            "open blocks: shared timestamp logs",
+            self.open_times.heap_bytes(),
+            self.open_times.allocations(),
+        );
+        add("  logs held", self.open_times.live(), 0);
+        add(
+            "open blocks: codecs and aggregates",
+            open_state.0,
+            open_state.1,
+        );
+        add(
+            "series: inline",
+            self.switches.capacity() * size_of::<SwitchSeries>(),
+            1,
+        );
+        add("series: per-metric state", positions.0, positions.1);
+        let id_bytes: usize = self.ids.iter().map(|id| id.len() + 16).sum();
+        add(
+            "switch ids and index",
+            id_bytes
+                + self.ids.capacity() * size_of::<Arc<str>>()
+                + self.index.capacity() * (size_of::<(Arc<str>, usize)>() + 1),
+            self.ids.len() + 2,
+        );
+        let _ = headers;
+        parts
     }
 }
 
