@@ -39,9 +39,13 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 pub struct OnDisk {
     pub retained_rows: u64,
     pub stats: Arc<StorageStats>,
-    /// Per compaction: seconds the store thread spent exporting, block-file and checkpoint
-    /// image bytes.
-    pub exports: Vec<(f64, usize, usize)>,
+    /// Per compaction: seconds the persist thread spent exporting, and the longest it held
+    /// the store's lock at a time.
+    pub exports: Vec<(f64, f64)>,
+    /// Seconds of the store thread's work per poll (store the rows, expire), while an export
+    /// ran and otherwise.
+    pub poll_seconds_during_export: Vec<f64>,
+    pub poll_seconds_otherwise: Vec<f64>,
 }
 
 /// Writes `ticks` 1 s polls of `n` switches (from `start`, with real wake-up jitter) into
@@ -80,34 +84,54 @@ pub fn simulate_on_disk(
         }
     };
     let mut exports = Vec::new();
+    let (mut during, mut otherwise) = (Vec::new(), Vec::new());
+    let mut requested = 0;
     for tick in 0..ticks {
         let ts = start + tick * MICROS_PER_SEC + wake_up_micros(&mut jitter);
         let batch = simulated_poll(&mut fabric, ts, &mut csv);
+        let exporting = stats.counters().exports < requested;
+        let storing = Instant::now();
         let outcome = handle.apply(&batch);
         handle.expire(ts - retention_micros);
+        let took = storing.elapsed().as_secs_f64();
+        let counters = stats.counters();
+        if exporting || counters.exports < requested {
+            during.push(took);
+        } else {
+            otherwise.push(took);
+        }
+        if counters.exports as usize > exports.len() {
+            exports.push((
+                counters.last_export_ms as f64 / 1e3,
+                counters.last_export_longest_hold_ms as f64 / 1e3,
+            ));
+        }
         wait_for_room();
         disk.log_rows(Arc::new(batch), outcome.accepted_rows);
         disk.poll_done();
         if tick % 60 == compact_at {
             wait_for_room();
-            // What a compaction costs the store thread (polls wait meanwhile).
-            let exporting = Instant::now();
-            let export = handle.export(ts);
-            exports.push((
-                exporting.elapsed().as_secs_f64(),
-                export.sealed.max_image_bytes(),
-                export.checkpoint.max_image_bytes(),
-            ));
-            disk.write_export(export);
+            // As the store thread does: it asks, the persist thread exports.
+            assert!(disk.compact(&handle, ts), "queued");
+            requested += 1;
         }
     }
     let retained_rows = handle.read().retained_rows();
     drop(disk);
     let _ = thread.join();
+    let counters = stats.counters();
+    if counters.exports as usize > exports.len() {
+        exports.push((
+            counters.last_export_ms as f64 / 1e3,
+            counters.last_export_longest_hold_ms as f64 / 1e3,
+        ));
+    }
     OnDisk {
         retained_rows,
         stats,
         exports,
+        poll_seconds_during_export: during,
+        poll_seconds_otherwise: otherwise,
     }
 }
 

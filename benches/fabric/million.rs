@@ -13,6 +13,7 @@ use fabric_telemetry::shared::timestamp::{self, MICROS_PER_SEC};
 use rand::SeedableRng;
 
 use crate::report::Report;
+use crate::stats::median;
 use crate::system::{rss_bytes, scratch_dir, wake_up_micros};
 use crate::util;
 
@@ -156,24 +157,53 @@ fn restart(report: &mut Report, n: usize) {
         30,
         13,
     );
-    let (retained, exports) = (on_disk.retained_rows, on_disk.exports);
+    let retained = on_disk.retained_rows;
+    let counters = on_disk.stats.counters();
     // The first exports come before any block has sealed; the last ones are the steady state.
-    if let Some(&(seconds, sealed, checkpoint)) = exports.last() {
-        let slowest = exports.iter().map(|e| e.0).fold(0.0, f64::max);
+    if let Some(&(seconds, longest_hold)) = on_disk.exports.last() {
         report
             .add(
                 "million",
-                format!("{}k switches x 5 min: one compaction's export in the store thread", n / 1000),
+                format!("{}k switches x 5 min: one compaction's export (persist thread)", n / 1000),
                 seconds,
                 "s",
             )
             .note(format!(
-                "the last of {} (slowest {slowest:.2} s): block file {} MB, checkpoint {} MB, images in memory until written",
-                exports.len(),
-                sealed / 1_000_000,
-                checkpoint / 1_000_000
+                "the last of {}; longest hold of the store lock {:.0} ms; checkpoints {} MB each on average",
+                on_disk.exports.len(),
+                longest_hold * 1e3,
+                counters.checkpoint_bytes_written / counters.checkpoints_written.max(1) / 1_000_000
             ));
     }
+    let med = |v: &Vec<f64>| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            median(v.clone())
+        }
+    };
+    let (during, otherwise) = (
+        med(&on_disk.poll_seconds_during_export),
+        med(&on_disk.poll_seconds_otherwise),
+    );
+    let slowest = on_disk
+        .poll_seconds_during_export
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    report
+        .add(
+            "million",
+            format!("{}k switches x 5 min: store thread per poll while an export runs", n / 1000),
+            during,
+            "s",
+        )
+        .baseline(otherwise)
+        .note(format!(
+            "median of {} polls (slowest {slowest:.2} s); baseline = median of the {} other polls (store the rows + expire)",
+            on_disk.poll_seconds_during_export.len(),
+            on_disk.poll_seconds_otherwise.len()
+        ));
     println!(
         "  million  wrote {ticks} s of {n} switches into {} in {:.0} s",
         dir.display(),

@@ -168,14 +168,13 @@ fn apply_batch(handle: &StoreHandle, batch: IngestBatch, stats: &IngestStats, ou
     }
 }
 
-/// Exports the blocks sealed since the last compaction to the persist thread (at most what
-/// its cap on block files waiting for the disk still allows), with a checkpoint of every
-/// other block, after which the WAL before the export can go. Whether it did: when the persist thread cannot take blocks now, nothing
-/// is exported, and the blocks wait in memory (their rows in the WAL) for a later try.
+/// Asks the persist thread to compact: export the blocks sealed since the last compaction
+/// (at most what its cap on block files waiting for the disk still allows) with a
+/// checkpoint of every other block, write them, and trim the WAL before them. Whether it
+/// was asked: when the persist thread cannot take blocks now, nothing is exported, and the
+/// blocks wait in memory (their rows in the WAL) for a later try. The export itself runs in
+/// the persist thread, a chunk of switches per hold of the store's lock, so this thread
+/// goes on storing polls meanwhile.
 pub(crate) fn compact(handle: &StoreHandle, disk: &Disk, now: Micros) -> bool {
-    if !disk.can_take_blocks() {
-        return false;
-    }
-    disk.write_export(handle.export_within(now, disk.block_budget()));
-    true
+    disk.can_take_blocks() && disk.compact(handle, now)
 }

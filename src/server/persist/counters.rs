@@ -36,6 +36,12 @@ pub struct StorageCounters {
     /// Checkpoints (every block not yet in a block file, so the WAL can be trimmed) written.
     pub checkpoints_written: u64,
     pub checkpoint_bytes_written: u64,
+    /// Compactions that exported from the store (in the persist thread), how long the last
+    /// one took, and the longest it held the store's lock at a time (ingest and queries wait
+    /// that long at most).
+    pub exports: u64,
+    pub last_export_ms: u64,
+    pub last_export_longest_hold_ms: u64,
 }
 
 #[derive(Debug, Default)]

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::dir::{numbered, sync_dir, DataDir, TrackedFile, CHECKPOINT_EXT};
 use super::{test_knob, wal, FsyncPolicy, PersistConfig, StorageCounters, StorageStats};
-use crate::server::store::Export;
+use crate::server::store::{Export, StoreHandle};
 use crate::shared::feed::FeedBatch;
 use crate::shared::logging::LogThrottle;
 use crate::shared::timestamp::{self, Micros};
@@ -30,6 +30,16 @@ pub(super) enum DiskJob {
         export: Box<Export>,
         /// What the block file and the checkpoint added to `block_bytes_pending`.
         counted: (u64, u64),
+    },
+    /// A compaction: export from the store here, off the store thread, then write.
+    Compact { store: StoreHandle, now: Micros },
+    /// Tests: a compaction that runs `between` after each chunk of the export, before the
+    /// WAL rows that arrived meanwhile are written.
+    #[cfg(test)]
+    CompactWith {
+        store: StoreHandle,
+        now: Micros,
+        between: Box<dyn FnMut() + Send>,
     },
     /// Tests: answered once every job sent before it has been handled.
     #[cfg(test)]
@@ -102,14 +112,21 @@ impl Disk {
         below_cap
     }
 
-    /// How many more bytes of block images may wait for the disk: the size to which a
-    /// compaction limits its block file.
-    pub fn block_budget(&self) -> usize {
-        let pending = self.stats.update(|c| c.block_bytes_pending);
-        usize::try_from(self.max_pending_block_bytes.saturating_sub(pending)).unwrap_or(usize::MAX)
+    /// Queues a compaction: the persist thread cuts the WAL, exports from `store` (sealed
+    /// blocks for a block file, the rest for a checkpoint) a chunk of switches per lock
+    /// hold, and writes both; once they are durable, the WAL before the cut goes. Whether it
+    /// was queued. The store thread only asks: the export's seconds at a million switches are
+    /// the persist thread's.
+    pub fn compact(&self, store: &StoreHandle, now: Micros) -> bool {
+        self.jobs
+            .try_send(DiskJob::Compact {
+                store: store.clone(),
+                now,
+            })
+            .is_ok()
     }
 
-    /// Queues an export: its sealed blocks for a block file, then its checkpoint; once both
+    /// Queues an export made elsewhere (tests): its sealed blocks for a block file, then its checkpoint; once both
     /// are durable, the WAL before them goes (see [`crate::server::store::Export`]).
     pub fn write_export(&self, export: Export) {
         let size = |w: &crate::server::store::file::BlockFileWriter| {
@@ -159,6 +176,8 @@ pub(super) fn spawn_with_cap(
     let on_disk = dir.disk_bytes();
     stats.update(|c| c.disk_bytes = on_disk);
     let writer = DiskWriter {
+        deferred: None,
+        max_pending_block_bytes,
         dir,
         fsync: config.fsync,
         retention: crate::shared::timestamp::duration_micros(config.retention),
@@ -214,6 +233,10 @@ struct PendingCheckpoint {
 }
 
 struct DiskWriter {
+    /// A job taken from the queue while an export let WAL rows in, to handle next (jobs
+    /// after it wait: its place in the order matters).
+    deferred: Option<DiskJob>,
+    max_pending_block_bytes: u64,
     dir: DataDir,
     fsync: FsyncPolicy,
     retention: Micros,
@@ -237,14 +260,28 @@ impl DiskWriter {
         };
         loop {
             crate::shared::watch::injected_panic_point();
-            match jobs.recv_timeout(tick) {
+            let job = match self.deferred.take() {
+                Some(job) => Ok(job),
+                None => jobs.recv_timeout(tick),
+            };
+            match job {
                 Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
                 Ok(DiskJob::PollDone) => {
                     if self.fsync == FsyncPolicy::EveryBatch {
                         self.sync_segment();
                     }
                 }
-                Ok(DiskJob::Export { export, counted }) => self.compact(export, counted),
+                Ok(DiskJob::Export { export, counted }) => {
+                    let wal_cut = self.cut();
+                    self.take_export(export, counted, wal_cut);
+                }
+                Ok(DiskJob::Compact { store, now }) => self.compact(&store, now, &jobs, &mut || {}),
+                #[cfg(test)]
+                Ok(DiskJob::CompactWith {
+                    store,
+                    now,
+                    mut between,
+                }) => self.compact(&store, now, &jobs, &mut *between),
                 #[cfg(test)]
                 Ok(DiskJob::Barrier(done)) => {
                     let _ = done.send(());
@@ -393,12 +430,72 @@ impl DiskWriter {
         }
     }
 
-    fn compact(&mut self, export: Box<Export>, counted: (u64, u64)) {
-        // The cut: rows logged from now on go to a new segment. Jobs arrive in the order the
-        // store thread sent them, so the segments before the cut hold exactly the rows
-        // stored before this export.
+    /// The cut: rows logged from now on go to a new segment; the sequence number the
+    /// segments before the cut are below. Jobs arrive in the order the store thread sent
+    /// them, and it logs rows after storing them, so every row in those segments is in the
+    /// store before an export that starts after the cut.
+    fn cut(&mut self) -> u64 {
         self.close_segment();
-        let wal_cut = self.dir.next_seq;
+        self.dir.next_seq
+    }
+
+    /// Cuts the WAL, exports from `store` (writing the WAL rows that arrive between chunks:
+    /// they follow the cut), and takes the export.
+    fn compact(
+        &mut self,
+        store: &StoreHandle,
+        now: Micros,
+        jobs: &Receiver<DiskJob>,
+        between: &mut dyn FnMut(),
+    ) {
+        let wal_cut = self.cut();
+        let pending = self.stats.update(|c| c.block_bytes_pending);
+        let budget = usize::try_from(self.max_pending_block_bytes.saturating_sub(pending))
+            .unwrap_or(usize::MAX);
+        let (export, timing) = store.export_within(now, budget, &mut || {
+            between();
+            self.take_rows(jobs);
+        });
+        let size = |w: &crate::server::store::file::BlockFileWriter| {
+            if w.is_empty() {
+                0
+            } else {
+                w.max_image_bytes() as u64
+            }
+        };
+        let counted = (size(&export.sealed), size(&export.checkpoint));
+        self.stats.update(|c| {
+            c.block_bytes_pending += counted.0 + counted.1;
+            c.exports += 1;
+            c.last_export_ms = timing.total.as_millis() as u64;
+            c.last_export_longest_hold_ms = timing.longest_hold.as_millis() as u64;
+        });
+        self.take_export(Box::new(export), counted, wal_cut);
+    }
+
+    /// Writes the WAL rows waiting in the queue, up to the first job of another kind (kept
+    /// for next: a job's place in the order matters).
+    fn take_rows(&mut self, jobs: &Receiver<DiskJob>) {
+        while self.deferred.is_none() {
+            match jobs.try_recv() {
+                Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
+                Ok(DiskJob::PollDone) => {
+                    if self.fsync == FsyncPolicy::EveryBatch {
+                        self.sync_segment();
+                    }
+                }
+                Ok(other) => self.deferred = Some(other),
+                Err(_) => break,
+            }
+        }
+        if let FsyncPolicy::Interval(every) = self.fsync {
+            if self.last_sync.elapsed() >= every {
+                self.sync_segment();
+            }
+        }
+    }
+
+    fn take_export(&mut self, export: Box<Export>, counted: (u64, u64), wal_cut: u64) {
         let Export { sealed, checkpoint } = *export;
         if !sealed.is_empty() {
             // Never dropped, however long the disk fails: the store stops exporting at the

@@ -4,7 +4,7 @@
 
 use super::block::{Block, BlockView};
 use super::file::{BlockFile, BlockFileWriter};
-use super::{Store, StoreHandle, SwitchSeries, EVICT_CHUNK_SWITCHES};
+use super::{Store, StoreHandle, SwitchSeries};
 use crate::shared::feed::FeedBatch;
 use crate::shared::metric::MetricKind;
 use crate::shared::timestamp::Micros;
@@ -269,25 +269,64 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
     }
 }
 
+/// Switches exported per write-lock hold: small, because the store thread (and every query)
+/// waits for each hold, and an export at a million switches takes seconds in all.
+const EXPORT_CHUNK_SWITCHES: usize = 4096;
+
+/// How an export went, besides what it exported.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportTiming {
+    pub total: std::time::Duration,
+    /// The longest single hold of the store's write lock.
+    pub longest_hold: std::time::Duration,
+}
+
 impl StoreHandle {
     /// Exports every block sealed since the last call (sealing open blocks whose span has
     /// passed) and checkpoints the open ones, a chunk of switches per write-lock hold.
     pub fn export(&self, now: Micros) -> Export {
-        self.export_within(now, usize::MAX)
+        self.export_within(now, usize::MAX, &mut || {}).0
     }
 
     /// [`export`](Self::export), but stops adding sealed blocks once the block file holds
-    /// `max_bytes` (the blocks of the others wait for the next export, in the checkpoint).
-    pub fn export_within(&self, now: Micros, max_bytes: usize) -> Export {
-        let n = self.read().n_switches();
+    /// `max_bytes` (the blocks of the others wait for the next export, in the checkpoint),
+    /// and calls `between` after each chunk of switches, with the lock released (the persist
+    /// thread writes the WAL rows that arrived meanwhile).
+    ///
+    /// Meant to run beside the store thread: switches that appear meanwhile are not
+    /// exported (every row of theirs came after the export began), and series are not
+    /// forgotten (which would renumber them under the export) until it ends.
+    pub fn export_within(
+        &self,
+        now: Micros,
+        max_bytes: usize,
+        between: &mut dyn FnMut(),
+    ) -> (Export, ExportTiming) {
+        let started = std::time::Instant::now();
+        let n = {
+            let mut store = self.write();
+            store.exporting = true;
+            store.n_switches()
+        };
         let mut out = Export::default();
+        let mut longest_hold = std::time::Duration::ZERO;
         let mut start = 0;
         while start < n {
-            let end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            self.write()
-                .export_range(now, start..end, &mut out, max_bytes);
+            let end = (start + EXPORT_CHUNK_SWITCHES).min(n);
+            {
+                let mut store = self.write();
+                let held = std::time::Instant::now();
+                store.export_range(now, start..end, &mut out, max_bytes);
+                longest_hold = longest_hold.max(held.elapsed());
+            }
+            between();
             start = end;
         }
-        out
+        self.write().exporting = false;
+        let timing = ExportTiming {
+            total: started.elapsed(),
+            longest_hold,
+        };
+        (out, timing)
     }
 }

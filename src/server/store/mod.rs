@@ -35,7 +35,7 @@ use rustc_hash::FxHashMap;
 
 use block::{Block, BlockView, OpenBlock, OpenTimes, TimeStream};
 pub use block::{CounterAgg, MetricAgg};
-pub use export::{CheckpointOutcome, Export, ImportOutcome};
+pub use export::{CheckpointOutcome, Export, ExportTiming, ImportOutcome};
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::shared::metric::{self, Exposed, ExposedNames, MetricKind, Value};
@@ -493,6 +493,9 @@ pub struct Store {
     times: TimeStreams,
     /// Timestamps of open blocks, shared where they are the same.
     open_times: OpenTimes,
+    /// An export is going through the switches chunk by chunk: they must keep their numbers
+    /// (series are not forgotten meanwhile).
+    exporting: bool,
 }
 
 /// The time streams of sealed blocks, by content: switches polled together seal blocks with
@@ -561,6 +564,7 @@ impl Store {
             dead: 0,
             times: TimeStreams::default(),
             open_times: OpenTimes::default(),
+            exporting: false,
         }
     }
 
@@ -1016,7 +1020,8 @@ impl StoreHandle {
         // Forgetting rebuilds the index under the write lock: batched, once many series died
         // (their history is already freed; only ids and empty slots wait).
         let n = store.n_switches();
-        if store.dead > 0 && (store.dead >= 4096 || store.dead * 64 >= n) {
+        let many_dead = store.dead >= 4096 || store.dead * 64 >= n;
+        if store.dead > 0 && many_dead && !store.exporting {
             store.forget_dead();
             self.changed();
         }

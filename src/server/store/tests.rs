@@ -914,3 +914,38 @@ fn blocks_hold_128_rows_at_short_retentions_and_stay_retention_over_8_at_long_on
         "{long:?}"
     );
 }
+
+#[test]
+fn series_are_not_renumbered_under_an_export() {
+    // 5000 switches (two chunks of the export), the first 100 of which stopped reporting
+    // long ago: expiry empties them during the export, and forgetting them then would move
+    // every later switch down under the export, which would skip some.
+    let mut store = Store::new(BlockLimits::fixed(4096, 10 * S));
+    let stopped = (0..100).map(|i| format!("gone{i}"));
+    let live: Vec<String> = (0..4900).map(|i| format!("live{i}")).collect();
+    let mut old = FeedBatch::with_metrics(&["bandwidth"]);
+    for id in stopped {
+        old.push_row(&id, S, &[1.0]);
+    }
+    // Their rows are exported with the first chunk, before they expire.
+    let mut rows = store.ingest(&old).accepted;
+    for t in 0..3 {
+        let mut batch = FeedBatch::with_metrics(&["bandwidth"]);
+        for id in &live {
+            batch.push_row(id, 1000 * S + t * S, &[t as f64]);
+        }
+        rows += store.ingest(&batch).accepted;
+    }
+    let handle = StoreHandle::new(store);
+    let mut expired = false;
+    let (export, _) = handle.export_within(1003 * S, usize::MAX, &mut || {
+        if !expired {
+            expired = handle.expire(500 * S) > 0;
+        }
+    });
+    assert!(expired, "the stopped switches expired during the export");
+    assert_eq!(export.sealed.samples() + export.checkpoint.samples(), rows);
+    // Emptied, and forgotten by an expiry scan after the export.
+    assert_eq!(handle.read().dead_series(), 100);
+    assert_eq!(handle.read().n_switches(), 5000);
+}
