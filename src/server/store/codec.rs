@@ -34,8 +34,9 @@ pub struct BitWriter {
     bytes: Vec<u8>,
     bit_len: u64,
     /// Bytes to add when full (0: let `Vec` double). Growing by a fraction of the expected
-    /// size bounds both the unused tail and the number of reallocations.
-    growth_step: usize,
+    /// size bounds both the unused tail and the number of reallocations. (A `u32`: every
+    /// open block holds a writer.)
+    growth_step: u32,
 }
 
 impl BitWriter {
@@ -45,7 +46,7 @@ impl BitWriter {
         BitWriter {
             bytes: Vec::with_capacity(step),
             bit_len: 0,
-            growth_step: step,
+            growth_step: u32::try_from(step).unwrap_or(u32::MAX),
         }
     }
 
@@ -75,7 +76,8 @@ impl BitWriter {
         }
         let n_bytes = (used + n).div_ceil(8) as usize;
         if self.growth_step > 0 && self.bytes.len() + n_bytes > self.bytes.capacity() {
-            self.bytes.reserve_exact(self.growth_step.max(n_bytes));
+            self.bytes
+                .reserve_exact((self.growth_step as usize).max(n_bytes));
         }
         self.bytes
             .extend_from_slice(&register.to_be_bytes()[..n_bytes]);
@@ -105,12 +107,7 @@ impl BitWriter {
     pub fn reset(&mut self, expected_bytes: usize) {
         self.bytes.clear();
         self.bit_len = 0;
-        self.growth_step = expected_bytes / 4;
-    }
-
-    /// The finished stream, trimmed to its length.
-    pub fn into_bytes(self) -> Box<[u8]> {
-        self.bytes.into_boxed_slice()
+        self.growth_step = u32::try_from(expected_bytes / 4).unwrap_or(u32::MAX);
     }
 }
 

@@ -305,11 +305,7 @@ impl SwitchSeries {
             .positions
             .get(position)
             .map_or(MetricAgg::EMPTY, |p| p.sealed_agg);
-        if let Some(open_agg) = self
-            .open
-            .as_ref()
-            .and_then(|o| o.aggs().get(position).copied())
-        {
+        if let Some(open_agg) = self.open.as_ref().and_then(|o| o.aggs().get(position)) {
             agg.merge(&open_agg);
         }
         agg.nonempty()
@@ -330,7 +326,7 @@ impl SwitchSeries {
             if block.first_ts >= cutoff {
                 for (agg, pos) in out.iter_mut().zip(positions) {
                     if let Some(block_agg) = pos.and_then(|p| block.aggs.get(p)) {
-                        agg.merge(block_agg);
+                        agg.merge(&block_agg);
                     }
                 }
                 continue;
@@ -449,9 +445,9 @@ impl SwitchSeries {
 
 /// Merges a sealed block's aggregates (one per position, a prefix of them) into the
 /// positions' aggregates of sealed blocks.
-fn merge_aggs(positions: &mut [Position], aggs: &[MetricAgg]) {
-    for (position, agg) in positions.iter_mut().zip(aggs) {
-        position.sealed_agg.merge(agg);
+fn merge_aggs(positions: &mut [Position], aggs: block::Aggs<'_>) {
+    for (position, agg) in positions.iter_mut().zip(aggs.iter()) {
+        position.sealed_agg.merge(&agg);
     }
 }
 
