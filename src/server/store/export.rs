@@ -150,7 +150,6 @@ impl Store {
                     continue;
                 }
                 self.times.intern(&mut block);
-                super::merge_aggs(&mut series.positions, block.view().aggs);
                 // Its blocks were staggered when it first appeared; the next one is whole.
                 series.first_block_stagger = 0;
                 series.newest = Some(block.last_ts);
@@ -216,12 +215,14 @@ impl Store {
     /// (the WAL replay that follows goes through ordinary ingest and updates both).
     pub fn finish_import(&mut self) {
         for series in &mut self.switches {
-            for position in &mut series.positions {
-                position.latest = None;
-                position.total = match self.metrics.kind(position.metric_id()) {
-                    MetricKind::Count => position.sealed_agg.sum,
+            for pos in 0..series.positions.len() {
+                let total = match self.metrics.kind(series.positions[pos].metric_id()) {
+                    MetricKind::Count => series.sealed_agg(pos).sum,
                     _ => 0.0,
                 };
+                let position = &mut series.positions[pos];
+                position.latest = None;
+                position.total = total;
             }
             fill_latest_from_blocks(series);
         }

@@ -165,8 +165,6 @@ struct Position {
     total: f64,
     /// Newest sample; survives expiry.
     latest: Option<Sample>,
-    /// Merged aggregates of the sealed blocks.
-    sealed_agg: MetricAgg,
 }
 
 impl Position {
@@ -175,7 +173,6 @@ impl Position {
             metric_id: u32::try_from(metric_id).unwrap_or(u32::MAX),
             total: 0.0,
             latest: None,
-            sealed_agg: MetricAgg::EMPTY,
         }
     }
 
@@ -224,7 +221,6 @@ impl SwitchSeries {
         };
         {
             let block = open.seal(times);
-            merge_aggs(&mut self.positions, block.view().aggs);
             // A switch holds about retention / span blocks at a time; grow by two slots
             // rather than doubling (which leaves up to half the slots empty, per switch).
             if self.sealed.len() == self.sealed.capacity() {
@@ -275,14 +271,6 @@ impl SwitchSeries {
         while self.sealed.front().is_some_and(|b| b.last_ts < cutoff) {
             dropped += self.sealed.pop_front().map_or(0, |b| u64::from(b.rows));
         }
-        if dropped > 0 {
-            for position in &mut self.positions {
-                position.sealed_agg = MetricAgg::EMPTY;
-            }
-            for block in &self.sealed {
-                merge_aggs(&mut self.positions, block.view().aggs);
-            }
-        }
         if self.open.as_ref().is_some_and(|open| open.last_ts < cutoff) {
             if let Some(open) = self.open.take() {
                 dropped += u64::from(open.rows);
@@ -300,15 +288,26 @@ impl SwitchSeries {
             .or_else(|| self.open.as_ref().map(|o| o.last_ts))
     }
 
+    /// The aggregate of every retained sample at `position`: merged from the blocks' own
+    /// (a few numbers per block; not kept merged, which would cost a million switches 32
+    /// bytes per metric).
     fn retained_agg(&self, position: usize) -> Option<MetricAgg> {
-        let mut agg = self
-            .positions
-            .get(position)
-            .map_or(MetricAgg::EMPTY, |p| p.sealed_agg);
+        let mut agg = self.sealed_agg(position);
         if let Some(open_agg) = self.open.as_ref().and_then(|o| o.aggs().get(position)) {
             agg.merge(&open_agg);
         }
         agg.nonempty()
+    }
+
+    /// The aggregate of the sealed blocks at `position`.
+    fn sealed_agg(&self, position: usize) -> MetricAgg {
+        let mut agg = MetricAgg::EMPTY;
+        for block in &self.sealed {
+            if let Some(block_agg) = block.view().aggs.get(position) {
+                agg.merge(&block_agg);
+            }
+        }
+        agg
     }
 
     /// Aggregates of the rows at or after `cutoff`, for each of `positions`.
@@ -443,13 +442,6 @@ impl SwitchSeries {
     }
 }
 
-/// Merges a sealed block's aggregates (one per position, a prefix of them) into the
-/// positions' aggregates of sealed blocks.
-fn merge_aggs(positions: &mut [Position], aggs: block::Aggs<'_>) {
-    for (position, agg) in positions.iter_mut().zip(aggs.iter()) {
-        position.sealed_agg.merge(&agg);
-    }
-}
 
 /// What one batch did to the store.
 #[derive(Debug, Clone, Default, PartialEq)]
