@@ -178,6 +178,7 @@ pub(super) fn spawn_with_cap(
     let writer = DiskWriter {
         deferred: None,
         max_pending_block_bytes,
+        last_export_bytes: (0, 0),
         dir,
         fsync: config.fsync,
         retention: crate::shared::timestamp::duration_micros(config.retention),
@@ -237,6 +238,8 @@ struct DiskWriter {
     /// after it wait: its place in the order matters).
     deferred: Option<DiskJob>,
     max_pending_block_bytes: u64,
+    /// Image sizes of the last export (the room the next one starts with).
+    last_export_bytes: (usize, usize),
     dir: DataDir,
     fsync: FsyncPolicy,
     retention: Micros,
@@ -452,10 +455,19 @@ impl DiskWriter {
         let pending = self.stats.update(|c| c.block_bytes_pending);
         let budget = usize::try_from(self.max_pending_block_bytes.saturating_sub(pending))
             .unwrap_or(usize::MAX);
-        let (export, timing) = store.export_within(now, budget, &mut || {
+        let (sealed_room, checkpoint_room) = self.last_export_bytes;
+        let room = Export::with_room(
+            sealed_room + sealed_room / 8,
+            checkpoint_room + checkpoint_room / 16,
+        );
+        let (export, timing) = store.export_within(now, budget, room, &mut || {
             between();
             self.take_rows(jobs);
         });
+        self.last_export_bytes = (
+            export.sealed.max_image_bytes(),
+            export.checkpoint.max_image_bytes(),
+        );
         let size = |w: &crate::server::store::file::BlockFileWriter| {
             if w.is_empty() {
                 0

@@ -94,11 +94,16 @@ impl BlockFileWriter {
         wire::put_bytes(&mut self.switches, switch_id.as_bytes());
         wire::put_varint(&mut self.switches, metrics.len() as u64);
         for &(name, kind) in metrics {
-            let next = self.metric_names.len() as u64;
-            let index = *self.metric_index.entry(name.to_string()).or_insert(next);
-            if index == next {
-                self.metric_names.push((name.to_string(), kind));
-            }
+            // Looked up by `&str` first: a million switches name the same few metrics.
+            let index = match self.metric_index.get(name) {
+                Some(&index) => index,
+                None => {
+                    let index = self.metric_names.len() as u64;
+                    self.metric_index.insert(name.to_string(), index);
+                    self.metric_names.push((name.to_string(), kind));
+                    index
+                }
+            };
             wire::put_varint(&mut self.switches, index);
         }
         wire::put_varint(&mut self.switches, blocks.len() as u64);
@@ -161,22 +166,38 @@ impl BlockFileWriter {
 
     /// The complete file image.
     pub fn finish(self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.switches.len() + 64 * self.metric_names.len() + 16);
-        wire::put_varint(&mut body, self.metric_names.len() as u64);
+        // Everything before the switches is small; the switches are the image (hundreds of
+        // MB at a million switches), so they are not copied into a second buffer: the rest
+        // goes in front of them, in place.
+        let mut body_head =
+            Vec::with_capacity(64 * self.metric_names.len() + self.times.len() + 32);
+        wire::put_varint(&mut body_head, self.metric_names.len() as u64);
         for (name, kind) in &self.metric_names {
-            wire::put_bytes(&mut body, name.as_bytes());
-            body.push(kind.to_byte());
+            wire::put_bytes(&mut body_head, name.as_bytes());
+            body_head.push(kind.to_byte());
         }
-        wire::put_varint(&mut body, self.time_index.len() as u64);
-        body.extend_from_slice(&self.times);
-        wire::put_varint(&mut body, self.n_switches);
-        body.extend_from_slice(&self.switches);
-        let mut file = Vec::with_capacity(HEADER_BYTES + body.len());
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        file.extend_from_slice(&body);
+        wire::put_varint(&mut body_head, self.time_index.len() as u64);
+        body_head.extend_from_slice(&self.times);
+        wire::put_varint(&mut body_head, self.n_switches);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body_head);
+        crc.update(&self.switches);
+        let body_len = body_head.len() + self.switches.len();
+        let mut front = Vec::with_capacity(HEADER_BYTES + body_head.len());
+        front.extend_from_slice(MAGIC);
+        front.extend_from_slice(&crc.finalize().to_le_bytes());
+        front.extend_from_slice(&(body_len as u64).to_le_bytes());
+        front.extend_from_slice(&body_head);
+        let mut file = self.switches;
+        file.reserve_exact(front.len());
+        file.splice(0..0, front);
         file
+    }
+
+    /// Room for about `bytes` of switches, so adding them does not reallocate (and copy)
+    /// the image while the store's lock is held.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.switches.reserve_exact(bytes);
     }
 }
 

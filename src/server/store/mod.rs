@@ -442,7 +442,6 @@ impl SwitchSeries {
     }
 }
 
-
 /// What one batch did to the store.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {

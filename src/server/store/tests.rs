@@ -938,7 +938,7 @@ fn series_are_not_renumbered_under_an_export() {
     }
     let handle = StoreHandle::new(store);
     let mut expired = false;
-    let (export, _) = handle.export_within(1003 * S, usize::MAX, &mut || {
+    let (export, _) = handle.export_within(1003 * S, usize::MAX, Export::default(), &mut || {
         if !expired {
             expired = handle.expire(500 * S) > 0;
         }
