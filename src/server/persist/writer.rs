@@ -456,10 +456,8 @@ impl DiskWriter {
         let budget = usize::try_from(self.max_pending_block_bytes.saturating_sub(pending))
             .unwrap_or(usize::MAX);
         let (sealed_room, checkpoint_room) = self.last_export_bytes;
-        let room = Export::with_room(
-            sealed_room + sealed_room / 8,
-            checkpoint_room + checkpoint_room / 16,
-        );
+        // Generous: pages of the room never written are never touched, so cost no memory.
+        let room = Export::with_room(sealed_room * 3 / 2, checkpoint_room * 5 / 4);
         let (export, timing) = store.export_within(now, budget, room, &mut || {
             between();
             self.take_rows(jobs);
