@@ -407,6 +407,8 @@ fn rows_logged_after_a_waiting_export_are_not_trimmed_with_it() {
     // Exports a's sealed blocks; the WAL must keep rows from a's open block on. The file
     // cannot be written yet.
     assert!(rig.compact(base + 129 * S));
+    // One compaction at a time: the next is taken once this one's export is done.
+    rig.barrier();
     // A switch that starts late, with rows older than that horizon, logged after the cut.
     let late = fleet("c", 1, base, 3);
     for batch in &late {
@@ -430,19 +432,26 @@ fn rows_logged_after_a_waiting_export_are_not_trimmed_with_it() {
 
 #[test]
 fn rows_stored_during_an_export_stay_in_the_wal_or_the_checkpoint() {
-    // An export of three chunks; after its first chunk, a poll of every switch is stored and
-    // logged (as the store thread would, not waiting for the compaction). The rows of the
-    // switches already exported are in no checkpoint: the WAL must keep them.
+    // An export of 36 chunks (256 switches each); after its first chunk, a poll of every
+    // switch is stored and logged (as the store thread would, not waiting for the
+    // compaction). The rows of the switches already exported are in no checkpoint: the WAL
+    // must keep them. Then, over the next chunks, 120 more small polls: more than the
+    // persist thread's queue holds, with a job of another kind (a barrier) queued in front
+    // of them, so they must be written between chunks or be dropped from the WAL.
     let dir = Scratch::new("beside");
-    let base = timestamp::now_micros() - 100 * S;
+    let base = timestamp::now_micros() - 300 * S;
     let batches = fleet("s", 9_000, base, 6);
     let (before, during) = batches.split_at(5);
+    let trickle = fleet("t", 1, base + 10 * S, 120);
     let rig = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
     for batch in before {
         rig.poll(batch);
     }
     let (handle, disk) = (rig.handle.clone(), rig.disk.clone());
-    let mut late = Some(during[0].clone());
+    let mut late: Vec<FeedBatch> = during.to_vec();
+    late.extend(trickle.iter().cloned());
+    let mut late = late.into_iter();
+    let mut calls = 0;
     rig.wait_for_room();
     rig.disk
         .jobs
@@ -450,27 +459,25 @@ fn rows_stored_during_an_export_stay_in_the_wal_or_the_checkpoint() {
             store: rig.handle.clone(),
             now: before[4].timestamp(0),
             between: Box::new(move || {
-                if let Some(batch) = late.take() {
+                calls += 1;
+                // The whole poll after the first chunk, then 40 small ones per chunk.
+                let n = if calls == 1 { 1 } else { 40 };
+                for batch in late.by_ref().take(n) {
                     let outcome = handle.apply(&batch);
                     disk.log_rows(Arc::new(batch), outcome.accepted_rows);
                 }
             }),
         })
         .expect("persist thread");
-    // No other job until the export is done: one queued behind it would stop the persist
-    // thread from taking the late rows between chunks (they must keep their place after it).
-    let waiting = std::time::Instant::now();
-    while rig.stats.counters().exports == 0 {
-        assert!(waiting.elapsed() < Duration::from_secs(60), "no export");
-        std::thread::sleep(Duration::from_millis(5));
-    }
     rig.barrier();
     let report = rig.finish();
     assert_eq!(report.counters.rows_not_logged, 0, "{report:?}");
     assert_eq!(report.counters.exports, 1, "{report:?}");
     assert!(report.counters.wal_segments_deleted >= 1, "{report:?}");
     let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
-    assert_holds_every_row(&again.handle.read(), &batches);
+    let mut all = batches.clone();
+    all.extend(trickle);
+    assert_holds_every_row(&again.handle.read(), &all);
     again.finish();
 }
 
@@ -483,16 +490,21 @@ fn compactions_beside_ingest_lose_no_row() {
     let base = timestamp::now_micros() - 100 * S;
     let batches = fleet("s", 9_000, base, 24);
     let rig = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
+    let mut due = false;
     for (i, batch) in batches.iter().enumerate() {
         rig.poll(batch);
-        if i % 4 == 3 {
-            assert!(rig.compact(batch.timestamp(0)));
+        // As the store thread: due every 4 polls, asked until one is taken (one at a time).
+        due |= i % 4 == 3;
+        if due && rig.compact(batch.timestamp(0)) {
+            due = false;
         }
     }
     let report = rig.finish();
     assert_eq!(report.counters.rows_not_logged, 0, "{report:?}");
-    assert!(report.counters.exports >= 5, "{report:?}");
-    assert!(report.counters.wal_segments_deleted >= 4, "{report:?}");
+    // How many exports fit depends on the machine (one at a time; a debug build exports
+    // 9k switches in ~0.4 s): what matters is that they ran beside the polls and lost nothing.
+    assert!(report.counters.exports >= 1, "{report:?}");
+    assert!(report.counters.wal_segments_deleted >= 1, "{report:?}");
     let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
     assert_holds_every_row(&again.handle.read(), &batches);
     again.finish();

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,11 +27,6 @@ pub(super) enum DiskJob {
     },
     /// A poll's rows have all been sent.
     PollDone,
-    Export {
-        export: Box<Export>,
-        /// What the block file and the checkpoint added to `block_bytes_pending`.
-        counted: (u64, u64),
-    },
     /// A compaction: export from the store here, off the store thread, then write.
     Compact { store: StoreHandle, now: Micros },
     /// Tests: a compaction that runs `between` after each chunk of the export, before the
@@ -58,6 +54,8 @@ pub const MAX_PENDING_BLOCK_BYTES: u64 = 512 << 20;
 #[derive(Clone)]
 pub struct Disk {
     pub(super) jobs: Sender<DiskJob>,
+    /// A compaction is queued or running.
+    compacting: Arc<AtomicBool>,
     pub stats: Arc<StorageStats>,
     /// [`MAX_PENDING_BLOCK_BYTES`] but in tests.
     pub(super) max_pending_block_bytes: u64,
@@ -117,39 +115,21 @@ impl Disk {
     /// hold, and writes both; once they are durable, the WAL before the cut goes. Whether it
     /// was queued. The store thread only asks: the export's seconds at a million switches are
     /// the persist thread's.
+    /// No second compaction is queued while one runs (it would be asked for twice, and its
+    /// budget would not count the running one's images): the store thread asks again later.
     pub fn compact(&self, store: &StoreHandle, now: Micros) -> bool {
-        self.jobs
-            .try_send(DiskJob::Compact {
-                store: store.clone(),
-                now,
-            })
-            .is_ok()
-    }
-
-    /// Queues an export made elsewhere (tests): its sealed blocks for a block file, then its checkpoint; once both
-    /// are durable, the WAL before them goes (see [`crate::server::store::Export`]).
-    pub fn write_export(&self, export: Export) {
-        let size = |w: &crate::server::store::file::BlockFileWriter| {
-            if w.is_empty() {
-                0
-            } else {
-                w.max_image_bytes() as u64
-            }
-        };
-        let counted = (size(&export.sealed), size(&export.checkpoint));
-        let total = counted.0 + counted.1;
-        // Counted before sending: the persist thread may write the files and take the count
-        // back off before `try_send` returns.
-        self.stats.update(|c| c.block_bytes_pending += total);
-        let export = Box::new(export);
-        if self
-            .jobs
-            .try_send(DiskJob::Export { export, counted })
-            .is_err()
-        {
-            self.stats
-                .update(|c| c.block_bytes_pending = c.block_bytes_pending.saturating_sub(total));
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        let job = DiskJob::Compact {
+            store: store.clone(),
+            now,
+        };
+        let queued = self.jobs.try_send(job).is_ok();
+        if !queued {
+            self.compacting.store(false, Ordering::Release);
+        }
+        queued
     }
 }
 
@@ -173,10 +153,12 @@ pub(super) fn spawn_with_cap(
     watch: &Arc<crate::shared::watch::Watch>,
 ) -> io::Result<(Disk, JoinHandle<()>)> {
     let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
+    let compacting = Arc::new(AtomicBool::new(false));
     let on_disk = dir.disk_bytes();
     stats.update(|c| c.disk_bytes = on_disk);
     let writer = DiskWriter {
-        deferred: None,
+        deferred: VecDeque::new(),
+        compacting: Arc::clone(&compacting),
         max_pending_block_bytes,
         last_export_bytes: (0, 0),
         dir,
@@ -197,6 +179,7 @@ pub(super) fn spawn_with_cap(
     Ok((
         Disk {
             jobs,
+            compacting,
             stats,
             max_pending_block_bytes,
         },
@@ -234,9 +217,11 @@ struct PendingCheckpoint {
 }
 
 struct DiskWriter {
-    /// A job taken from the queue while an export let WAL rows in, to handle next (jobs
-    /// after it wait: its place in the order matters).
-    deferred: Option<DiskJob>,
+    /// Jobs taken from the queue while an export let WAL rows in, handled once it is done.
+    /// (Only rows must keep their order; no other job that can arrive meanwhile cares.)
+    deferred: VecDeque<DiskJob>,
+    /// Set by [`Disk::compact`], cleared once the export is taken: one compaction at a time.
+    compacting: Arc<AtomicBool>,
     max_pending_block_bytes: u64,
     /// Image sizes of the last export (the room the next one starts with).
     last_export_bytes: (usize, usize),
@@ -263,7 +248,7 @@ impl DiskWriter {
         };
         loop {
             crate::shared::watch::injected_panic_point();
-            let job = match self.deferred.take() {
+            let job = match self.deferred.pop_front() {
                 Some(job) => Ok(job),
                 None => jobs.recv_timeout(tick),
             };
@@ -273,10 +258,6 @@ impl DiskWriter {
                     if self.fsync == FsyncPolicy::EveryBatch {
                         self.sync_segment();
                     }
-                }
-                Ok(DiskJob::Export { export, counted }) => {
-                    let wal_cut = self.cut();
-                    self.take_export(export, counted, wal_cut);
                 }
                 Ok(DiskJob::Compact { store, now }) => self.compact(&store, now, &jobs, &mut || {}),
                 #[cfg(test)]
@@ -480,22 +461,30 @@ impl DiskWriter {
             c.last_export_ms = timing.total.as_millis() as u64;
             c.last_export_longest_hold_ms = timing.longest_hold.as_millis() as u64;
         });
+        // Counted in `block_bytes_pending` now: the store thread may ask for the next one.
+        self.compacting.store(false, Ordering::Release);
         self.take_export(Box::new(export), counted, wal_cut);
     }
 
-    /// Writes the WAL rows waiting in the queue, up to the first job of another kind (kept
-    /// for next: a job's place in the order matters).
+    /// Writes the WAL rows waiting in the queue (they follow the cut); other jobs wait in
+    /// `deferred` for the export to end. Never stops at one: rows arriving during a long
+    /// export must not fill the queue (the store thread would drop them from the WAL).
     fn take_rows(&mut self, jobs: &Receiver<DiskJob>) {
-        while self.deferred.is_none() {
-            match jobs.try_recv() {
-                Ok(DiskJob::Rows { feed, rows }) => self.append(&feed, &rows),
-                Ok(DiskJob::PollDone) => {
+        while let Ok(job) = jobs.try_recv() {
+            match job {
+                DiskJob::Rows { feed, rows } => self.append(&feed, &rows),
+                DiskJob::PollDone => {
                     if self.fsync == FsyncPolicy::EveryBatch {
                         self.sync_segment();
                     }
                 }
-                Ok(other) => self.deferred = Some(other),
-                Err(_) => break,
+                // `Disk::compact` sends none while one runs; one sent anyway asks for what
+                // this export is doing, and the next interval's gets the rest.
+                DiskJob::Compact { .. } => {}
+                #[cfg(test)]
+                DiskJob::CompactWith { .. } => {}
+                #[cfg(test)]
+                job @ DiskJob::Barrier(_) => self.deferred.push_back(job),
             }
         }
         if let FsyncPolicy::Interval(every) = self.fsync {
