@@ -115,6 +115,7 @@ impl Disk {
     /// hold, and writes both; once they are durable, the WAL before the cut goes. Whether it
     /// was queued. The store thread only asks: the export's seconds at a million switches are
     /// the persist thread's.
+    ///
     /// No second compaction is queued while one runs (it would be asked for twice, and its
     /// budget would not count the running one's images): the store thread asks again later.
     pub fn compact(&self, store: &StoreHandle, now: Micros) -> bool {
@@ -437,7 +438,8 @@ impl DiskWriter {
         let budget = usize::try_from(self.max_pending_block_bytes.saturating_sub(pending))
             .unwrap_or(usize::MAX);
         let (sealed_room, checkpoint_room) = self.last_export_bytes;
-        // Generous: pages of the room never written are never touched, so cost no memory.
+        // Generous: an image this large is mapped on its own, and pages of it never written
+        // are never touched, so the spare room costs address space, not memory.
         let room = Export::with_room(sealed_room * 3 / 2, checkpoint_room * 5 / 4);
         let (export, timing) = store.export_within(now, budget, room, &mut || {
             between();
@@ -463,7 +465,7 @@ impl DiskWriter {
         });
         // Counted in `block_bytes_pending` now: the store thread may ask for the next one.
         self.compacting.store(false, Ordering::Release);
-        self.take_export(Box::new(export), counted, wal_cut);
+        self.take_export(export, counted, wal_cut);
     }
 
     /// Writes the WAL rows waiting in the queue (they follow the cut); other jobs wait in
@@ -494,8 +496,8 @@ impl DiskWriter {
         }
     }
 
-    fn take_export(&mut self, export: Box<Export>, counted: (u64, u64), wal_cut: u64) {
-        let Export { sealed, checkpoint } = *export;
+    fn take_export(&mut self, export: Export, counted: (u64, u64), wal_cut: u64) {
+        let Export { sealed, checkpoint } = export;
         if !sealed.is_empty() {
             // Never dropped, however long the disk fails: the store stops exporting at the
             // cap instead (`Disk::can_take_blocks`), so block files stay a gapless prefix of

@@ -232,7 +232,7 @@ impl SwitchSeries {
         true
     }
 
-    /// Appends a row whose values are given per position (`row.len() == metric_ids.len()`);
+    /// Appends a row whose values are given per position (`row.len() == positions.len()`);
     /// whether a block was sealed to make room.
     fn append(
         &mut self,
@@ -895,7 +895,11 @@ impl Store {
             self.open_times.heap_bytes(),
             self.open_times.allocations(),
         );
-        add("  logs held", self.open_times.live(), 0);
+        add(
+            "  logs held (a count, not bytes)",
+            self.open_times.live(),
+            0,
+        );
         add(
             "open blocks: codecs and aggregates",
             open_state.0,
