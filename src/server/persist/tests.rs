@@ -509,3 +509,23 @@ fn compactions_beside_ingest_lose_no_row() {
     assert_holds_every_row(&again.handle.read(), &batches);
     again.finish();
 }
+
+#[test]
+fn one_compaction_at_a_time() {
+    let dir = Scratch::new("one-at-a-time");
+    let base = timestamp::now_micros() - 100 * S;
+    let rig = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
+    for batch in &fleet("s", 3, base, 5) {
+        rig.poll(batch);
+    }
+    // Readers hold the store meanwhile, so the export cannot start (and end) in between.
+    let reading = rig.handle.read();
+    assert!(rig.compact(base + 5 * S));
+    // Queued or running: a second is refused (the store thread asks again later).
+    assert!(!rig.compact(base + 5 * S));
+    drop(reading);
+    rig.barrier();
+    assert!(rig.compact(base + 6 * S), "taken once the first is done");
+    rig.barrier();
+    assert_eq!(rig.finish().counters.exports, 2);
+}
