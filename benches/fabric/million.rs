@@ -3,7 +3,9 @@
 //! sealing and expiry (6 simulated minutes): RSS growth and history heap per retained sample,
 //! and per sample of the configured retention (what an operator sizes a host by). Then the
 //! same again into a data directory, and a real `metrics-server` restarted on it: its peak
-//! RSS during recovery against its RSS once recovered.
+//! RSS during recovery against its RSS once recovered. It prints where the memory goes, part
+//! by part (`Store::memory_parts`); `FABRIC_BENCH_SKIP_RESTART=1` stops after the in-memory
+//! part (a minute at `--quick`), for trying a change to the store's layout.
 
 use std::time::{Duration, Instant};
 
