@@ -140,10 +140,9 @@ pub fn simulate_on_disk(
     }
 }
 
-/// Time from starting `metrics-server` on `dir` until `/telemetry/aggregate` answers 200
-/// with `n` switches; the server (polling a dead feed) is returned for more questions.
-fn restart_on(dir: &std::path::Path, n: usize, extra: &[&str]) -> (f64, util::Proc) {
-    let started = Instant::now();
+/// A `metrics-server` on the data directory `dir`, polling a dead feed (so it holds only what
+/// it recovered), with `extra` flags; `within`: how long it may take to start listening.
+pub fn server_on(dir: &std::path::Path, extra: &[&str], within: Duration) -> util::Proc {
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -151,11 +150,18 @@ fn restart_on(dir: &std::path::Path, n: usize, extra: &[&str]) -> (f64, util::Pr
         "http://127.0.0.1:9/dead",
         "--data-dir",
         dir.to_str().expect("utf-8"),
-        "--log-level",
-        "info",
     ];
     args.extend_from_slice(extra);
-    let server = util::Proc::start(util::server_bin(), &args);
+    util::Proc::start_within(util::server_bin(), &args, within)
+}
+
+/// Time from starting `metrics-server` on `dir` until `/telemetry/aggregate` answers 200
+/// with `n` switches; the server (polling a dead feed) is returned for more questions.
+fn restart_on(dir: &std::path::Path, n: usize, extra: &[&str]) -> (f64, util::Proc) {
+    let started = Instant::now();
+    let mut args = vec!["--log-level", "info"];
+    args.extend_from_slice(extra);
+    let server = server_on(dir, &args, Duration::from_secs(120));
     let agent = util::client();
     util::wait_for(
         "the restarted server to serve",

@@ -212,20 +212,8 @@ fn restart(report: &mut Report, n: usize) {
         started.elapsed().as_secs_f64()
     );
     // A long retention at restart, so the minutes this took expire nothing.
-    let server = util::Proc::start_within(
-        util::server_bin(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            "http://127.0.0.1:9/dead",
-            "--data-dir",
-            dir.to_str().expect("utf-8"),
-            "--retention",
-            "1h",
-        ],
-        Duration::from_secs(600),
-    );
+    let server =
+        crate::durability::server_on(&dir, &["--retention", "1h"], Duration::from_secs(600));
     let recovered = util::wait_for("the restarted server", Duration::from_secs(600), || {
         let stats = util::stats(&server);
         let rows = stats["ingest"]["retained_rows"].as_u64()?;

@@ -299,6 +299,13 @@ fn fleet(prefix: &str, switches: usize, start: Micros, seconds: i64) -> Vec<Feed
         .collect()
 }
 
+/// A restart on `dir` (as a server's) holds every row of `batches`.
+fn restart_holds_every_row(dir: &Path, batches: &[FeedBatch]) {
+    let again = Rig::start(dir, MAX_PENDING_BLOCK_BYTES);
+    assert_holds_every_row(&again.handle.read(), batches);
+    again.finish();
+}
+
 /// Every row of `batches`, per switch and metric, as `store` must hold them.
 fn assert_holds_every_row(store: &Store, batches: &[FeedBatch]) {
     type Bits = (bool, u64);
@@ -423,11 +430,7 @@ fn rows_logged_after_a_waiting_export_are_not_trimmed_with_it() {
     let report = rig.finish();
     assert_eq!(report.counters.block_files_pending, 0, "{report:?}");
 
-    let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
-    let mut all = early.clone();
-    all.extend(late);
-    assert_holds_every_row(&again.handle.read(), &all);
-    again.finish();
+    restart_holds_every_row(&dir.0, &[early, late].concat());
 }
 
 #[test]
@@ -474,11 +477,7 @@ fn rows_stored_during_an_export_stay_in_the_wal_or_the_checkpoint() {
     assert_eq!(report.counters.rows_not_logged, 0, "{report:?}");
     assert_eq!(report.counters.exports, 1, "{report:?}");
     assert!(report.counters.wal_segments_deleted >= 1, "{report:?}");
-    let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
-    let mut all = batches.clone();
-    all.extend(trickle);
-    assert_holds_every_row(&again.handle.read(), &all);
-    again.finish();
+    restart_holds_every_row(&dir.0, &[batches, trickle].concat());
 }
 
 #[test]
@@ -505,9 +504,7 @@ fn compactions_beside_ingest_lose_no_row() {
     // 9k switches in ~0.4 s): what matters is that they ran beside the polls and lost nothing.
     assert!(report.counters.exports >= 1, "{report:?}");
     assert!(report.counters.wal_segments_deleted >= 1, "{report:?}");
-    let again = Rig::start(&dir.0, MAX_PENDING_BLOCK_BYTES);
-    assert_holds_every_row(&again.handle.read(), &batches);
-    again.finish();
+    restart_holds_every_row(&dir.0, &batches);
 }
 
 #[test]

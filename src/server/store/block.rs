@@ -222,11 +222,6 @@ pub struct BlockView<'a> {
 }
 
 impl BlockView<'_> {
-    /// Bytes of the value stream.
-    pub fn bits_len(&self) -> usize {
-        self.bits.len()
-    }
-
     /// Values present (rows × metrics, absent cells excluded).
     pub fn samples(&self) -> u64 {
         self.aggs.iter().map(|a| a.count).sum()
@@ -380,12 +375,13 @@ impl Block {
     /// Heap bytes this block holds, with its share of a shared time stream (the store's
     /// interner holds one more reference than the blocks do).
     pub fn heap_bytes(&self) -> usize {
-        self.body.len()
+        let ((values, _), (aggs, _)) = self.heap_parts();
+        values
+            + aggs
             + self
                 .times
                 .as_ref()
                 .map_or(0, |t| t.bits.len() / (Arc::strong_count(t) - 1).max(1))
-            + self.counter_bytes()
     }
 
     /// (value stream bytes, its allocations), (aggregate bytes, their own allocations).
@@ -603,9 +599,13 @@ impl OpenBlock {
     /// Heap bytes this block holds (capacity, as the allocator sees it); its timestamps are
     /// counted with [`OpenTimes`].
     pub fn heap_bytes(&self) -> usize {
-        self.bits.capacity()
-            + self.metrics.len() * std::mem::size_of::<OpenMetric>()
-            + self.counters.len() * std::mem::size_of::<CounterAgg>()
+        let (buffer, (state, _)) = self.heap_parts();
+        buffer + state
+    }
+
+    /// Bytes of the value buffer in use (the rest of its capacity is room to grow).
+    pub fn value_bytes(&self) -> usize {
+        self.bits.bytes().len()
     }
 
     /// Value buffer bytes, and (bytes, allocations) of the rest.
@@ -674,6 +674,14 @@ struct TimeLog {
     sealed: Option<(u32, Arc<TimeStream>)>,
 }
 
+impl TimeLog {
+    fn push(&mut self, ts: Micros) {
+        self.codec.encode(&mut self.bits, ts);
+        self.last_ts = ts;
+        self.rows += 1;
+    }
+}
+
 impl OpenTimes {
     /// A log for a block beginning at `ts`: the one other blocks beginning then hold, or a
     /// new one sized for `expected_bytes`.
@@ -714,9 +722,7 @@ impl OpenTimes {
     pub fn append(&mut self, i: u32, held: u32, ts: Micros) -> u32 {
         let log = &mut self.logs[i as usize];
         if held == log.rows {
-            log.codec.encode(&mut log.bits, ts);
-            log.last_ts = ts;
-            log.rows += 1;
+            log.push(ts);
             return i;
         }
         if held + 1 == log.rows && log.last_ts == ts {
@@ -725,10 +731,7 @@ impl OpenTimes {
         // Parted: a log of its own, with the block's prefix.
         let own = self.copy_prefix(i, held);
         self.release(i);
-        let log = &mut self.logs[own as usize];
-        log.codec.encode(&mut log.bits, ts);
-        log.last_ts = ts;
-        log.rows += 1;
+        self.logs[own as usize].push(ts);
         own
     }
 
@@ -754,9 +757,7 @@ impl OpenTimes {
             let Some(ts) = decoder.decode(&mut reader) else {
                 break;
             };
-            dst.codec.encode(&mut dst.bits, ts);
-            dst.last_ts = ts;
-            dst.rows += 1;
+            dst.push(ts);
         }
         own
     }

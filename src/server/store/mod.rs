@@ -852,13 +852,12 @@ impl Store {
         use std::mem::size_of;
         let mut parts = Vec::new();
         let mut add = |what, bytes, allocs| parts.push((what, bytes, allocs));
-        let (mut values, mut aggs, mut headers, mut deques) = ((0, 0), (0, 0), 0, (0, 0));
+        let (mut values, mut aggs, mut deques) = ((0, 0), (0, 0), (0, 0));
         let (mut open_bufs, mut open_state, mut positions) = ((0, 0), (0, 0), (0, 0));
-        let mut open_used = (0, 0);
+        let mut open_used = 0;
         for s in &self.switches {
             deques.0 += s.sealed.capacity() * size_of::<Block>();
             deques.1 += usize::from(s.sealed.capacity() > 0);
-            headers += s.sealed.len();
             for b in &s.sealed {
                 let (value_part, agg_part) = b.heap_parts();
                 values.0 += value_part.0;
@@ -870,9 +869,7 @@ impl Store {
                 let (bufs, state) = open.heap_parts();
                 open_bufs.0 += bufs;
                 open_bufs.1 += 1;
-                let view = open.view(&self.open_times);
-                open_used.0 += view.bits_len();
-
+                open_used += open.value_bytes();
                 open_state.0 += state.0;
                 open_state.1 += state.1;
             }
@@ -889,7 +886,7 @@ impl Store {
             2 * self.times.set.len(),
         );
         add("open blocks: value buffers", open_bufs.0, open_bufs.1);
-        add("  of which in use", open_used.0, 0);
+        add("  of which in use", open_used, 0);
         add(
             "open blocks: shared timestamp logs",
             self.open_times.heap_bytes(),
@@ -919,7 +916,6 @@ impl Store {
                 + self.index.capacity() * (size_of::<(Arc<str>, usize)>() + 1),
             self.ids.len() + 2,
         );
-        let _ = headers;
         parts
     }
 }
