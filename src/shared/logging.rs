@@ -71,7 +71,11 @@ pub fn init(settings: LogSettings) {
                 .set_target_level(LevelFilter::Error)
                 .set_thread_level(LevelFilter::Off)
                 .build();
-            let _ = simplelog::WriteLogger::init(settings.level, config, std::io::stderr());
+            let _ = simplelog::WriteLogger::init(
+                settings.level,
+                config,
+                OneWritePerLine::new(std::io::stderr()),
+            );
         }
         LogFormat::Json => {
             if log::set_boxed_logger(Box::new(JsonLogger {
@@ -82,6 +86,61 @@ pub fn init(settings: LogSettings) {
                 log::set_max_level(settings.level);
             }
         }
+    }
+}
+
+/// Hands its writer each complete line in one `write_all`.
+///
+/// Why: simplelog writes a record in pieces (time, level, target, message, newline), and
+/// stderr is unbuffered, so each piece was its own `write(2)`. Another writer of the same
+/// stderr (the default panic hook, which does not go through the logger) could then land in
+/// the middle of a line: CI once saw `listening on http://127.` + a panic message +
+/// `.0.1:39163`, and the address was lost. A line of up to `PIPE_BUF` (4 KiB) written at once
+/// reaches a pipe or journald whole. (`std::io::LineWriter` does not do this: it writes what it
+/// buffered and the part up to the newline separately.)
+struct OneWritePerLine<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+}
+
+/// A "line" longer than this is written as it is (a record never gets near it: feed text is
+/// cut by [`escape`] and [`quote`]).
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+impl<W: Write> OneWritePerLine<W> {
+    fn new(inner: W) -> OneWritePerLine<W> {
+        OneWritePerLine {
+            inner,
+            line: Vec::new(),
+        }
+    }
+
+    /// Writes `self.line[..end]` in one call and keeps the rest; drops it if the write fails,
+    /// so a broken stderr cannot make the buffer grow.
+    fn write_through(&mut self, end: usize) -> std::io::Result<()> {
+        let written = self.inner.write_all(&self.line[..end]);
+        self.line.drain(..end);
+        written
+    }
+}
+
+impl<W: Write> Write for OneWritePerLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        if let Some(newline) = self.line.iter().rposition(|&b| b == b'\n') {
+            self.write_through(newline + 1)?;
+        }
+        if self.line.len() > MAX_LINE_BYTES {
+            self.write_through(self.line.len())?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            self.write_through(self.line.len())?;
+        }
+        self.inner.flush()
     }
 }
 
@@ -306,6 +365,74 @@ impl LogThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records each `write` call it receives.
+    #[derive(Clone, Default)]
+    struct Calls(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("calls").push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_text_record_reaches_stderr_in_one_write() {
+        let calls = Calls::default();
+        let config = simplelog::ConfigBuilder::new()
+            .set_time_format_rfc3339()
+            .set_target_level(LevelFilter::Error)
+            .build();
+        let logger = simplelog::WriteLogger::new(
+            LevelFilter::Info,
+            config,
+            OneWritePerLine::new(calls.clone()),
+        );
+        let addr = "127.0.0.1:39163";
+        for message in [
+            format_args!("listening on http://{addr} polling {}", 2),
+            format_args!("second"),
+        ] {
+            log::Log::log(
+                &*logger,
+                &log::Record::builder()
+                    .args(message)
+                    .level(log::Level::Info)
+                    .target("metrics_server")
+                    .build(),
+            );
+        }
+        let calls = calls.0.lock().expect("calls");
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let first = String::from_utf8_lossy(&calls[0]);
+        assert!(
+            first.ends_with("listening on http://127.0.0.1:39163 polling 2\n"),
+            "{first}"
+        );
+        assert!(first.contains("[INFO]"), "{first}");
+        assert!(calls[1].ends_with(b"second\n"));
+        assert_eq!(calls.iter().flatten().filter(|&&b| b == b'\n').count(), 2);
+    }
+
+    #[test]
+    fn lines_without_an_end_are_bounded_and_flushed() {
+        let calls = Calls::default();
+        let mut writer = OneWritePerLine::new(calls.clone());
+        writer.write_all(b"a\nb\nc").expect("write");
+        assert_eq!(*calls.0.lock().expect("calls"), vec![b"a\nb\n".to_vec()]);
+        writer
+            .write_all(&vec![b'x'; MAX_LINE_BYTES])
+            .expect("write");
+        assert_eq!(calls.0.lock().expect("calls")[1].len(), MAX_LINE_BYTES + 1);
+        writer.write_all(b"tail").expect("write");
+        writer.flush().expect("flush");
+        assert_eq!(calls.0.lock().expect("calls")[2], b"tail");
+        assert!(writer.line.is_empty());
+    }
 
     #[test]
     fn lets_one_through_per_interval() {
