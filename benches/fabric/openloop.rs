@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::report::Report;
-use crate::system::{system, wait_for_rows};
+use crate::system::{cpu_seconds, system, wait_for_rows};
 use crate::util;
 use crate::wrk::{random_get_script, wrk};
 
@@ -175,7 +175,23 @@ impl Nginx {
         util::wait_for("nginx to listen", Duration::from_secs(10), || {
             TcpStream::connect(&nginx.addr).ok()
         });
+        // Its worker, forked after the listening socket opens, must be counted too.
+        util::wait_for("nginx's worker", Duration::from_secs(10), || {
+            (nginx.pids().len() > 1).then_some(())
+        });
         Some(nginx)
+    }
+}
+
+impl Nginx {
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
     }
 }
 
@@ -187,17 +203,52 @@ impl Drop for Nginx {
     }
 }
 
-/// The latencies of one arm of the interleaved comparison, pooled over its slices.
+/// CPU seconds and context switches (voluntary + involuntary) of every thread of `pids`.
+fn cost_of(pids: &[u32]) -> (f64, u64) {
+    let mut switches = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (pids.iter().map(|&pid| cpu_seconds(pid)).sum(), switches)
+}
+
+/// The latencies of one arm of the interleaved comparison, pooled over its slices, and what
+/// serving them cost the processes answering.
 #[derive(Default)]
 struct Arm {
     latencies: Vec<u64>,
     failures: u64,
+    cpu_seconds: f64,
+    switches: u64,
 }
 
 impl Arm {
-    fn take(&mut self, (latencies, failures): (Vec<u64>, u64)) {
+    /// Runs one slice of `rate` requests per second against `addr`, answered by `pids`.
+    fn slice(&mut self, addr: &str, rate: f64, seconds: u64, pids: &[u32]) {
+        let (cpu_before, switches_before) = cost_of(pids);
+        let (latencies, failures) = scheduled(addr, rate, seconds);
+        let (cpu_after, switches_after) = cost_of(pids);
+        self.cpu_seconds += cpu_after - cpu_before;
+        self.switches += switches_after - switches_before;
         self.latencies.extend(latencies);
         self.failures += failures;
+    }
+
+    /// CPU microseconds and context switches per request (warm-up requests are few enough
+    /// not to matter: 250 ms of 3 s).
+    fn cost_per_request(&self) -> (f64, f64) {
+        let n = self.latencies.len().max(1) as f64;
+        (self.cpu_seconds * 1e6 / n, self.switches as f64 / n)
     }
 
     fn report(mut self, report: &mut Report, name: &str, how: &str, baseline: Option<f64>) -> f64 {
@@ -268,23 +319,48 @@ pub fn run(report: &mut Report, quick: bool) {
     // flight waiting: nothing is ingested, nothing fails).
     let body = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")).body;
     let nginx = Nginx::start(body.trim_end());
+    let nginx_pids: Vec<u32> = nginx.as_ref().map_or(Vec::new(), |n| n.pids());
     let rate = maximum * 0.5;
     let slice = 3;
     let rounds = if quick { 4 } else { 10 };
     let (mut ingesting, mut baseline, mut paused) =
         (Arm::default(), Arm::default(), Arm::default());
     for _ in 0..rounds {
-        ingesting.take(scheduled(&addr, rate, slice));
+        ingesting.slice(&addr, rate, slice, &[server.pid()]);
         if let Some(nginx) = &nginx {
-            baseline.take(scheduled(&nginx.addr, rate, slice));
+            baseline.slice(&nginx.addr, rate, slice, &nginx_pids);
         }
         util::signal(&generator, libc::SIGSTOP);
         std::thread::sleep(Duration::from_millis(300));
-        paused.take(scheduled(&addr, rate, slice));
+        paused.slice(&addr, rate, slice, &[server.pid()]);
         util::signal(&generator, libc::SIGCONT);
         std::thread::sleep(Duration::from_millis(1200));
     }
     let how = format!("{rate:.0} req/s on a fixed schedule, {CONNECTIONS} connections, {rounds} interleaved {slice} s slices");
+    // What a request costs the process answering it, with nothing else in it running: the
+    // figure the noise hardly moves, and the reason for most of the tail (a request wakes our
+    // connection thread, a worker, then the connection thread again; nginx's one worker once).
+    let (ours_cpu, ours_switches) = paused.cost_per_request();
+    let ours_cpu_figure = report.add(
+        "openloop",
+        "ours, feed paused: CPU per /get request",
+        ours_cpu,
+        "us",
+    );
+    if nginx.is_some() {
+        ours_cpu_figure.baseline(baseline.cost_per_request().0);
+    }
+    ours_cpu_figure.note("utime + stime of the server during the paused slices / requests answered; baseline: nginx's worker the same way");
+    let ours_switches_figure = report.add(
+        "openloop",
+        "ours, feed paused: context switches per /get request",
+        ours_switches,
+        "",
+    );
+    if nginx.is_some() {
+        ours_switches_figure.baseline(baseline.cost_per_request().1);
+    }
+    ours_switches_figure.note("voluntary + involuntary, all threads; baseline: nginx's");
     let nginx_p99 = nginx.is_some().then(|| {
         baseline.report(
             report,
