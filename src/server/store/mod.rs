@@ -13,8 +13,9 @@
 //! counted, which is what keeps a poll that sees the same tick twice from counting twice.
 //!
 //! Concurrency: one writer (the store thread, `crate::server::ingest`). Readers share the [`Store`]
-//! through a [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of
-//! [`WRITE_CHUNK_ROWS`], so a reader never waits for more than one chunk, and bumps the
+//! through a [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of at most
+//! [`WRITE_CHUNK_ROWS`] rows and about [`WRITE_HOLD`], so a reader never waits for more than
+//! one chunk, and bumps the
 //! handle's generation after each change so readers can cache answers per generation.
 //!
 //! Layering: this module is the in-memory engine only. It knows nothing of disks, threads,
@@ -29,7 +30,7 @@ pub mod file;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -451,6 +452,8 @@ pub struct IngestOutcome {
     pub accepted_rows: Vec<u32>,
     /// The store metric of each column of the batch.
     pub columns: Vec<usize>,
+    /// Times the write lock was taken to store the rows.
+    pub write_holds: u64,
 }
 
 /// All retained telemetry.
@@ -920,8 +923,17 @@ impl Store {
     }
 }
 
-/// Rows applied per write-lock hold.
+/// Most rows applied per write-lock hold.
 pub const WRITE_CHUNK_ROWS: usize = 4096;
+/// A write-lock hold for ingest ends after the step of rows that passes this. Why: 4,096
+/// rows took 0.5–1 ms (10k switches × 3 metrics, release build), and every `/get` that came
+/// meanwhile queued behind it, then behind each other for the workers: at 20k req/s the
+/// holds of one poll a second were most of the open-loop p99's gap to a paused feed
+/// (`cargo bench --bench fabric -- openloop`). Releasing costs a lock round trip per
+/// ~1,000 rows.
+pub const WRITE_HOLD: Duration = Duration::from_micros(200);
+/// Rows applied between looks at the clock during a hold.
+const WRITE_STEP_ROWS: usize = 128;
 /// Switches expired per write-lock hold.
 const EVICT_CHUNK_SWITCHES: usize = 65_536;
 
@@ -963,17 +975,30 @@ impl StoreHandle {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Applies a batch chunk by chunk, releasing the lock between chunks.
+    /// Applies a batch chunk by chunk, releasing the lock between chunks: see [`WRITE_HOLD`].
     pub fn apply(&self, batch: &FeedBatch) -> IngestOutcome {
+        self.apply_holding(batch, WRITE_HOLD)
+    }
+
+    /// [`StoreHandle::apply`], each hold ending after the step of rows that passes `hold`.
+    fn apply_holding(&self, batch: &FeedBatch, hold: Duration) -> IngestOutcome {
         let mut outcome = IngestOutcome::default();
         let columns = self.write().register_metrics(batch);
         outcome.columns.clone_from(&columns);
         let mut start = 0;
         while start < batch.len() {
-            let end = (start + WRITE_CHUNK_ROWS).min(batch.len());
-            self.write()
-                .ingest_rows(batch, start..end, &columns, &mut outcome);
-            start = end;
+            let mut store = self.write();
+            outcome.write_holds += 1;
+            let held = Instant::now();
+            let chunk_end = (start + WRITE_CHUNK_ROWS).min(batch.len());
+            while start < chunk_end {
+                let end = (start + WRITE_STEP_ROWS).min(chunk_end);
+                store.ingest_rows(batch, start..end, &columns, &mut outcome);
+                start = end;
+                if held.elapsed() >= hold {
+                    break;
+                }
+            }
         }
         if outcome.accepted > 0 {
             self.changed();

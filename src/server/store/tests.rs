@@ -270,6 +270,31 @@ fn history_ranges_are_exact() {
 }
 
 #[test]
+fn a_batch_is_stored_in_holds_bounded_by_time_and_rows() {
+    let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for i in 0..10_000 {
+        b.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
+    }
+    // No time at all: one step of rows per hold.
+    let handle = StoreHandle::new(Store::new(LIMITS));
+    let outcome = handle.apply_holding(&b, Duration::ZERO);
+    assert_eq!(outcome.accepted, 10_000);
+    assert_eq!(
+        outcome.write_holds,
+        10_000_u64.div_ceil(WRITE_STEP_ROWS as u64)
+    );
+    // All the time in the world: the row cap still ends each hold.
+    let handle = StoreHandle::new(Store::new(LIMITS));
+    let outcome = handle.apply_holding(&b, Duration::from_secs(3600));
+    assert_eq!(outcome.accepted, 10_000);
+    assert_eq!(
+        outcome.write_holds,
+        10_000_u64.div_ceil(WRITE_CHUNK_ROWS as u64)
+    );
+    assert_eq!(handle.read().retained_rows(), 10_000);
+}
+
+#[test]
 fn many_switches_through_the_handle() {
     let handle = StoreHandle::new(Store::new(LIMITS));
     let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
