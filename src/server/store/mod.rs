@@ -934,8 +934,10 @@ pub const WRITE_CHUNK_ROWS: usize = 4096;
 pub const WRITE_HOLD: Duration = Duration::from_micros(200);
 /// Rows applied between looks at the clock during a hold.
 const WRITE_STEP_ROWS: usize = 128;
-/// Switches expired per write-lock hold.
+/// Most switches expired per write-lock hold (a hold also ends after [`WRITE_HOLD`]).
 const EVICT_CHUNK_SWITCHES: usize = 65_536;
+/// Switches expired between looks at the clock during a hold.
+const EVICT_STEP_SWITCHES: usize = 1024;
 
 /// The store shared between its writer thread and readers, plus a generation counter that
 /// changes after every change readers could see.
@@ -1020,11 +1022,19 @@ impl StoreHandle {
         let mut next_expiry = i64::MAX;
         let mut start = 0;
         while start < n {
-            let end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            let (chunk_dropped, chunk_next) = self.write().evict_range(cutoff, start..end);
-            dropped += chunk_dropped;
-            next_expiry = next_expiry.min(chunk_next);
-            start = end;
+            let mut store = self.write();
+            let held = Instant::now();
+            let chunk_end = (start + EVICT_CHUNK_SWITCHES).min(n);
+            while start < chunk_end {
+                let end = (start + EVICT_STEP_SWITCHES).min(chunk_end);
+                let (step_dropped, step_next) = store.evict_range(cutoff, start..end);
+                dropped += step_dropped;
+                next_expiry = next_expiry.min(step_next);
+                start = end;
+                if held.elapsed() >= WRITE_HOLD {
+                    break;
+                }
+            }
         }
         // Switches added during the scan have only new blocks: the bound still holds.
         let mut store = self.write();
