@@ -134,16 +134,6 @@ fn have(tool: &str, probe: &[&str]) -> bool {
     false
 }
 
-/// Kills the nginx it holds when dropped.
-struct Nginx(std::process::Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
@@ -225,24 +215,10 @@ fn the_shipped_nginx_config_terminates_tls_in_front_of_the_server() {
         site = site.replace(&from, &to);
     }
     std::fs::write(dir.join("fabric.conf"), site).expect("site");
-    let d = dir.display();
-    let main = format!(
-        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
-         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/fabric.conf;\n}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), main).expect("nginx.conf");
-    let nginx = Nginx(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nginx"),
+    let nginx = util::Nginx::start(
+        &dir,
+        "",
+        &format!("  include {}/fabric.conf;", dir.display()),
     );
     let https = format!("https://127.0.0.1:{port}");
     let (body, code) = util::wait_for("nginx to answer over TLS", Duration::from_secs(15), || {

@@ -569,3 +569,54 @@ impl Drop for Victoria {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An nginx in the foreground on its own prefix directory, killed when dropped.
+pub struct Nginx {
+    child: Child,
+}
+
+impl Nginx {
+    /// Writes `dir/nginx.conf`: the settings every test nginx needs (runs as root, pid, logs
+    /// and temp files under `dir`, no access log, `extra_main` such as `worker_processes 1;`)
+    /// around the `http` block's own lines `http`, then starts nginx on it.
+    pub fn start(dir: &std::path::Path, extra_main: &str, http: &str) -> Nginx {
+        let d = dir.display();
+        let config = format!(
+            "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n{extra_main}\n\
+             events {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+             scgi_temp_path {d}/scgi;\n{http}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        Nginx { child }
+    }
+
+    /// The master and its workers (forked once it has opened its sockets).
+    #[allow(dead_code)]
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -126,7 +126,7 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 /// nginx answering every request with `body`, from memory; `None` (said, or a failure under
 /// `FABRIC_REQUIRE_TOOLS`) when nginx is not installed.
 struct Nginx {
-    child: std::process::Child,
+    nginx: util::Nginx,
     addr: String,
     dir: std::path::PathBuf,
 }
@@ -150,55 +150,28 @@ impl Nginx {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let d = dir.display();
-        let config = format!(
-            "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
-             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-             keepalive_requests 1000000;\n  server {{\n    listen 127.0.0.1:{port};\n    \
-             location / {{ default_type application/json; return 200 '{body}'; }}\n  }}\n}}\n"
+        let server = format!(
+            "  keepalive_requests 1000000;\n  server {{\n    listen 127.0.0.1:{port};\n    \
+             location / {{ default_type application/json; return 200 '{body}'; }}\n  }}"
         );
-        std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
-        let child = std::process::Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let addr = format!("127.0.0.1:{port}");
-        let nginx = Nginx { child, addr, dir };
+        let nginx = Nginx {
+            nginx: util::Nginx::start(&dir, "worker_processes 1;", &server),
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+        };
         util::wait_for("nginx to listen", Duration::from_secs(10), || {
             TcpStream::connect(&nginx.addr).ok()
         });
         // Its worker, forked after the listening socket opens, must be counted too.
         util::wait_for("nginx's worker", Duration::from_secs(10), || {
-            (nginx.pids().len() > 1).then_some(())
+            (nginx.nginx.pids().len() > 1).then_some(())
         });
         Some(nginx)
     }
 }
 
-impl Nginx {
-    /// The master and its workers.
-    fn pids(&self) -> Vec<u32> {
-        let master = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .unwrap_or_default();
-        std::iter::once(master)
-            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
-            .collect()
-    }
-}
-
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -319,7 +292,7 @@ pub fn run(report: &mut Report, quick: bool) {
     // flight waiting: nothing is ingested, nothing fails).
     let body = util::get(&server.url("/telemetry/get?switch_id=switch1&metric=bandwidth")).body;
     let nginx = Nginx::start(body.trim_end());
-    let nginx_pids: Vec<u32> = nginx.as_ref().map_or(Vec::new(), |n| n.pids());
+    let nginx_pids: Vec<u32> = nginx.as_ref().map_or(Vec::new(), |n| n.nginx.pids());
     let rate = maximum * 0.5;
     let slice = 3;
     let rounds = if quick { 4 } else { 10 };
@@ -340,27 +313,32 @@ pub fn run(report: &mut Report, quick: bool) {
     // What a request costs the process answering it, with nothing else in it running: the
     // figure the noise hardly moves, and the reason for most of the tail (a request wakes our
     // connection thread, a worker, then the connection thread again; nginx's one worker once).
-    let (ours_cpu, ours_switches) = paused.cost_per_request();
-    let ours_cpu_figure = report.add(
-        "openloop",
-        "ours, feed paused: CPU per /get request",
-        ours_cpu,
-        "us",
+    let (ours, theirs) = (
+        paused.cost_per_request(),
+        nginx.is_some().then(|| baseline.cost_per_request()),
     );
-    if nginx.is_some() {
-        ours_cpu_figure.baseline(baseline.cost_per_request().0);
+    for (name, value, unit, baseline, note) in [
+        (
+            "CPU per /get request",
+            ours.0,
+            "us",
+            theirs.map(|t| t.0),
+            "utime + stime of the server during the paused slices / requests answered; baseline: nginx's worker the same way",
+        ),
+        (
+            "context switches per /get request",
+            ours.1,
+            "",
+            theirs.map(|t| t.1),
+            "voluntary + involuntary, all threads; baseline: nginx's",
+        ),
+    ] {
+        let figure = report.add("openloop", format!("ours, feed paused: {name}"), value, unit);
+        if let Some(baseline) = baseline {
+            figure.baseline(baseline);
+        }
+        figure.note(note);
     }
-    ours_cpu_figure.note("utime + stime of the server during the paused slices / requests answered; baseline: nginx's worker the same way");
-    let ours_switches_figure = report.add(
-        "openloop",
-        "ours, feed paused: context switches per /get request",
-        ours_switches,
-        "",
-    );
-    if nginx.is_some() {
-        ours_switches_figure.baseline(baseline.cost_per_request().1);
-    }
-    ours_switches_figure.note("voluntary + involuntary, all threads; baseline: nginx's");
     let nginx_p99 = nginx.is_some().then(|| {
         baseline.report(
             report,
