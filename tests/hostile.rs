@@ -236,6 +236,77 @@ fn clients_that_never_read_their_answers_hold_no_server_worker() {
 }
 
 #[test]
+fn clients_that_never_read_small_answers_hold_no_server_worker() {
+    // ~50 KiB per /list answer: small enough for a worker to try writing it itself, which
+    // must stop at a full socket and leave the rest to the connection thread.
+    let (_feed, server) = server_with_feed(600, &["--workers", "2", "--request-timeout", "2s"]);
+    let size = util::get(&server.url("/telemetry/list?metric=bandwidth"))
+        .body
+        .len();
+    assert!((20_000..64 * 1024).contains(&size), "{size} bytes");
+    answers_never_read(&server, "/telemetry/list?metric=bandwidth");
+    let stats = util::stats(&server);
+    assert!(
+        stats["http"]["write_timeouts"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        stats["http"]
+    );
+}
+
+/// Requests sent back to back on one connection (pipelined) are answered in their order,
+/// whether a worker or the connection thread writes each answer.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (_feed, server) = server_with_feed(400, &["--workers", "4"]);
+    let mut stream = connect(server.addr);
+    let mut requests = String::new();
+    let wanted: Vec<usize> = (0..60).map(|i| (i * 37) % 400 + 1).collect();
+    for (i, n) in wanted.iter().enumerate() {
+        // Every fifth one a large answer (the connection thread writes those).
+        if i % 5 == 4 {
+            requests.push_str("GET /telemetry/list?metric=bandwidth HTTP/1.1\r\nHost: x\r\n\r\n");
+        } else {
+            requests.push_str(&format!(
+                "GET /telemetry/get?switch_id=switch{n}&metric=bandwidth HTTP/1.1\r\nHost: x\r\n\r\n"
+            ));
+        }
+    }
+    requests.push_str("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(requests.as_bytes()).expect("send");
+    let (answers, closed) = read_until_closed(&mut stream, Duration::from_secs(10));
+    assert!(closed);
+    let mut at = 0;
+    for (i, n) in wanted.iter().enumerate() {
+        let start = answers[at..].find("HTTP/1.1 200").map(|p| at + p);
+        let start = start.unwrap_or_else(|| panic!("answer {i} missing"));
+        let body_at = start + answers[start..].find("\r\n\r\n").expect("head end") + 4;
+        let length: usize = answers[start..body_at]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().expect("length"))
+            })
+            .expect("content-length");
+        let body = &answers[body_at..body_at + length];
+        if i % 5 == 4 {
+            assert!(body.contains("\"switch400\""), "answer {i}: {body:.80}");
+        } else {
+            assert!(
+                body.contains(&format!("\"switch{n}\"")),
+                "answer {i} is not switch{n}'s: {body}"
+            );
+        }
+        at = body_at + length;
+    }
+    assert!(
+        answers[at..].starts_with("HTTP/1.1 200"),
+        "{:?}",
+        &answers[at..]
+    );
+}
+
+#[test]
 fn clients_that_never_read_their_answers_hold_no_generator_worker() {
     let generator = util::generator(&[
         "--workers",

@@ -23,9 +23,10 @@ use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::answer::{AnswerSlot, Outcome};
 use crate::common::{HTTPVersion, Method};
 use crate::connection::Connection;
 use crate::request::{new_request, DeclaredBody, Reply};
@@ -256,13 +257,34 @@ pub(crate) fn serve_connection(
     counters: &Counters,
     messages: &MessagesQueue<Message>,
 ) {
+    let conn = Arc::new(conn);
+    let slot = match AnswerSlot::new(Arc::clone(&conn)) {
+        Ok(slot) => Arc::new(slot),
+        // No descriptor for the eventfd: the server is out of them; say so and close.
+        Err(_) => {
+            answer_error(&conn, limits, 503);
+            return;
+        }
+    };
+    serve_requests(&slot, remote_addr, accepted, limits, counters, messages);
+    // A worker still holding a request writes nothing more to this connection.
+    slot.close();
+}
+
+/// The request loop of [`serve_connection`].
+fn serve_requests(
+    slot: &Arc<AnswerSlot>,
+    remote_addr: Option<SocketAddr>,
+    accepted: Instant,
+    limits: &ConnectionLimits,
+    counters: &Counters,
+    messages: &MessagesQueue<Message>,
+) {
+    let conn = slot.conn();
     let mut reader = BufReader::with_capacity(
         4096,
-        Deadlined::new(&conn, accepted + limits.request_timeout),
+        Deadlined::new(conn, accepted + limits.request_timeout),
     );
-    // One answer slot for the connection's life: one request is in flight at a time, and a
-    // connection whose answer did not come is closed, so a late answer is never mistaken.
-    let (reply_to, reply) = mpsc::sync_channel(1);
     let mut first = true;
     loop {
         // Wait for the first byte of the next request: a new connection's head must be
@@ -340,43 +362,74 @@ pub(crate) fn serve_connection(
         let request_headers = head.headers.clone();
         let do_not_send_body = head.method == Method::Head;
 
+        // Unless the connection closes after this answer, a worker may write it itself; this
+        // thread then waits for the next request at once (`crate::answer`), but only if no
+        // byte of a later request is buffered already (those wait for this answer).
+        let direct = !close;
+        let watch_socket = direct && reader.buffer().is_empty();
+        slot.begin();
+        let handed = Instant::now();
         messages.push(Message::NewRequest(new_request(
             head.method,
             head.path,
             head.version,
             head.headers,
             remote_addr,
-            reply_to.clone(),
+            Arc::clone(slot),
+            direct,
         )));
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
-        let mut response: ResponseBox = match reply.recv_timeout(ANSWER_WAIT_MAX) {
-            Ok(Reply::Answer(response)) => {
-                counters.writing.fetch_add(1, Relaxed);
-                response
-            }
-            Ok(Reply::Stream(stream)) => {
-                write_stream(&conn, stream, &version, do_not_send_body, counters);
-                break;
-            }
-            Ok(Reply::Dropped) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                counters.writing.fetch_add(1, Relaxed);
-                Response::empty(500).boxed()
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                counters.unanswered.fetch_add(1, Relaxed);
-                answer_error(&conn, limits, 503);
-                linger(&conn);
-                break;
-            }
-        };
+        let mut response: ResponseBox =
+            match slot.wait(handed, ANSWER_WAIT_MAX, watch_socket, limits.idle_timeout) {
+                Outcome::Written => continue,
+                Outcome::Idle => {
+                    counters.idle_closed.fetch_add(1, Relaxed);
+                    break;
+                }
+                Outcome::Failed => break,
+                Outcome::Rest(bytes) => {
+                    counters.writing.fetch_add(1, Relaxed);
+                    let mut writer =
+                        Deadlined::new(conn, Instant::now() + limits.request_timeout);
+                    let written = writer.write_all(&bytes);
+                    counters.writing.fetch_sub(1, Relaxed);
+                    match written {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            if e.kind() == ErrorKind::TimedOut {
+                                counters.write_timeouts.fetch_add(1, Relaxed);
+                            }
+                            break;
+                        }
+                    }
+                }
+                Outcome::Reply(Reply::Answer(response)) => {
+                    counters.writing.fetch_add(1, Relaxed);
+                    response
+                }
+                Outcome::Reply(Reply::Stream(stream)) => {
+                    write_stream(conn, stream, &version, do_not_send_body, counters);
+                    break;
+                }
+                Outcome::Reply(Reply::Dropped) => {
+                    counters.writing.fetch_add(1, Relaxed);
+                    Response::empty(500).boxed()
+                }
+                Outcome::Unanswered => {
+                    counters.unanswered.fetch_add(1, Relaxed);
+                    answer_error(conn, limits, 503);
+                    linger(conn);
+                    break;
+                }
+            };
         if close {
             response.close_connection();
         }
         // Large enough that a big answer goes out in few system calls.
         let mut writer = BufWriter::with_capacity(
             64 * 1024,
-            Deadlined::new(&conn, Instant::now() + limits.request_timeout),
+            Deadlined::new(conn, Instant::now() + limits.request_timeout),
         );
         let written = response
             .raw_print(

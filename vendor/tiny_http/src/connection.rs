@@ -101,6 +101,18 @@ impl std::io::Write for Connection {
         }
     }
 }
+/// fabric-telemetry patch: a worker writes a small answer itself, and the connection thread
+/// polls the socket (`crate::answer`).
+impl std::os::fd::AsFd for Connection {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Tcp(s) => s.as_fd(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
     pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {

@@ -120,6 +120,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{DeclaredBody, Request, Stream};
 pub use response::{Response, ResponseBox};
 
+mod answer;
 mod client;
 mod common;
 mod connection;

@@ -2,16 +2,19 @@ use std::io::{self, Read};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
+use crate::answer::{AnswerSlot, Outcome};
 use crate::{HTTPVersion, Header, Method, Response, ResponseBox};
 
 /// Represents an HTTP request made by a client.
 ///
 /// fabric-telemetry patch: a `Request` is only the request head. Its connection thread reads
-/// it, hands it over, and waits for the answer: `respond` passes the response back to that
-/// thread, which writes it under the connection's deadlines. Whoever answers requests never
-/// touches the socket, so a slow or stalled client costs only its own connection thread.
+/// it, hands it over, and waits for what becomes of it: `respond` writes a small answer
+/// without blocking when the socket takes it whole, and passes anything else back to that
+/// thread, which writes it under the connection's deadlines (`crate::answer`). Whoever
+/// answers requests never waits on the socket, so a slow or stalled client costs only its
+/// own connection thread.
 /// Request bodies are never read: `declared_body` says what the head declared, and a
 /// connection whose request declared one is closed after its answer.
 ///
@@ -25,7 +28,10 @@ pub struct Request {
     headers: Vec<Header>,
     declared_body: DeclaredBody,
     // Where the answer goes: the connection thread waits on the other end.
-    reply: Option<SyncSender<Reply>>,
+    reply: Option<Arc<AnswerSlot>>,
+    // Whether `respond` may write a small answer itself (not when the connection closes
+    // after it: the connection thread does that).
+    direct: bool,
     empty: io::Empty,
     received: std::time::Instant,
 }
@@ -104,7 +110,8 @@ pub(crate) fn new_request(
     version: HTTPVersion,
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
-    reply: SyncSender<Reply>,
+    reply: Arc<AnswerSlot>,
+    direct: bool,
 ) -> Request {
     let declared_body = DeclaredBody::of(&headers);
     Request {
@@ -115,6 +122,7 @@ pub(crate) fn new_request(
         headers,
         declared_body,
         reply: Some(reply),
+        direct,
         empty: io::empty(),
         received: std::time::Instant::now(),
     }
@@ -189,23 +197,26 @@ impl Request {
     /// piece by piece and then closes the connection; never blocks.
     pub fn respond_stream(mut self, stream: Stream) -> Result<(), io::Error> {
         match self.reply.take() {
-            Some(reply) => reply
-                .try_send(Reply::Stream(stream))
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")),
+            Some(reply) => reply.hand(Outcome::Reply(Reply::Stream(stream))),
             None => Ok(()),
         }
     }
 
-    /// Hands the response to the connection thread, which writes it; never blocks. An error
-    /// means the connection is already gone.
+    /// Writes a small answer now if the socket takes it whole, else hands it to the
+    /// connection thread, which writes it; never blocks. An error means the connection is
+    /// already gone.
     pub fn respond<R>(mut self, response: Response<R>) -> Result<(), io::Error>
     where
         R: Read + Send + 'static,
     {
         match self.reply.take() {
-            Some(reply) => reply
-                .try_send(Reply::Answer(response.boxed()))
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")),
+            Some(reply) => {
+                let head_only = self.method == Method::Head;
+                let direct = self
+                    .direct
+                    .then_some((&self.http_version, &self.headers[..], head_only));
+                reply.answer(response.boxed(), direct)
+            }
             None => Ok(()),
         }
     }
@@ -225,7 +236,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
             // The connection may be gone already; nothing else to tell.
-            let _ = reply.try_send(Reply::Dropped);
+            let _ = reply.hand(Outcome::Reply(Reply::Dropped));
         }
     }
 }
