@@ -1,5 +1,5 @@
-//! fabric-telemetry patch: one thread per connection reads request heads and writes answers,
-//! one request at a time, under deadlines; nobody else touches the socket.
+//! fabric-telemetry patch: one thread per connection reads request heads and sees their
+//! answers written, one request at a time, under deadlines.
 //!
 //! Upstream read the next request while earlier ones were still being answered (pipelining
 //! without a bound), let whoever answered a request write to the socket without a timeout,
@@ -7,9 +7,11 @@
 //! - a new connection must send a whole request head within `request_timeout`; a kept-alive
 //!   one gets `idle_timeout` to start its next request and then `request_timeout` to finish
 //!   its head, else 408 (when a head was begun) and close;
-//! - the head is handed to the workers and the thread waits for their answer, then writes it,
-//!   which must finish within `request_timeout`;
-//!   only then is the next head read, so a connection holds one request and one answer;
+//! - the head is handed to the workers; a worker writes a small answer itself only if the
+//!   socket takes it whole without blocking, and anything else comes back to this thread,
+//!   which writes it within `request_timeout` (`crate::answer`);
+//!   the next head is handed over only once the answer before it is out, so a connection
+//!   holds one request and one answer;
 //! - bodies are never read: a request that declares one is answered (by the workers, who see
 //!   `declared_body`) and its connection closed, lingering at most `LINGER` to let the answer
 //!   reach a client that is still sending.
