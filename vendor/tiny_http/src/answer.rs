@@ -195,11 +195,13 @@ impl AnswerSlot {
                         *state = State::Idle;
                         return Outcome::Written;
                     }
-                    State::Handed(_) => match std::mem::replace(&mut *state, State::Idle) {
-                        State::Handed(outcome) => return outcome,
-                        _ => unreachable!("matched above"),
-                    },
-                    State::Idle | State::Closed => return Outcome::Failed,
+                    State::Handed(_) | State::Idle | State::Closed => {
+                        return match std::mem::replace(&mut *state, State::Idle) {
+                            State::Handed(outcome) => outcome,
+                            // No request in flight: nothing to wait for.
+                            _ => Outcome::Failed,
+                        };
+                    }
                 }
             };
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -233,7 +235,10 @@ impl AnswerSlot {
                 }
                 Ok(Readable { wake: true, .. }) => self.wake.clear(),
                 Ok(_) => {}
-                Err(_) => next_request = false,
+                // `poll` failing on our own descriptors: stop watching the socket, and give
+                // the connection up if even the eventfd cannot be waited on.
+                Err(_) if next_request => next_request = false,
+                Err(_) => return Outcome::Failed,
             }
         }
     }
