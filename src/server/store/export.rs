@@ -282,11 +282,13 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
     }
 }
 
-/// Switches exported per write-lock hold: few, because the store thread (and every query)
-/// waits for each hold. The store thread takes the lock once per 4,096 rows it stores and the
-/// lock alternates between waiting writers, so each of its holds can wait for one of these:
-/// at 4,096 switches per hold, a poll stored during an export waited for nearly all of it.
+/// Switches exported per write-lock hold: few, because every query waits for each hold (and
+/// at 4,096 switches per hold, a poll stored during an export waited for nearly all of it).
 const EXPORT_CHUNK_SWITCHES: usize = 256;
+/// The longest an export waits, before each chunk, for a batch being stored to finish: it
+/// gives way to polls (whose freshness operators see) but is not starved by a store thread
+/// that never rests.
+const GIVE_WAY_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How an export went, besides what it exported.
 #[derive(Debug, Clone, Copy, Default)]
@@ -330,6 +332,7 @@ impl StoreHandle {
         let mut start = 0;
         while start < n {
             let end = (start + EXPORT_CHUNK_SWITCHES).min(n);
+            self.storing.wait(GIVE_WAY_MAX);
             {
                 let mut store = self.write();
                 let held = std::time::Instant::now();

@@ -941,6 +941,27 @@ fn blocks_hold_128_rows_at_short_retentions_and_stay_retention_over_8_at_long_on
 }
 
 #[test]
+fn an_export_gives_way_to_a_batch_being_stored() {
+    // Three chunks of switches; a batch is "being stored" the whole time, so each chunk
+    // waits the longest it may (`GIVE_WAY_MAX`) before taking the lock, and still runs.
+    let mut store = Store::new(LIMITS);
+    let mut batch = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for i in 0..700 {
+        batch.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
+    }
+    let rows = store.ingest(&batch).accepted;
+    let handle = StoreHandle::new(store);
+    handle.storing.set(true);
+    let started = std::time::Instant::now();
+    let (export, _) = handle.export_within(2 * S, usize::MAX, Export::default(), &mut || {});
+    let waited = started.elapsed();
+    handle.storing.set(false);
+    assert_eq!(export.sealed.samples() + export.checkpoint.samples(), 3 * rows);
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(waited >= Duration::from_millis(300), "the export waited {waited:?}");
+}
+
+#[test]
 fn series_are_not_renumbered_under_an_export() {
     // 5000 switches (two chunks of the export), the first 100 of which stopped reporting
     // long ago: expiry empties them during the export, and forgetting them then would move
