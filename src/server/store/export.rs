@@ -282,9 +282,13 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
     }
 }
 
-/// Switches exported per write-lock hold: few, because every query waits for each hold (and
-/// at 4,096 switches per hold, a poll stored during an export waited for nearly all of it).
-const EXPORT_CHUNK_SWITCHES: usize = 256;
+/// Most switches exported per write-lock hold: few, because every query waits for each hold
+/// (and at 4,096 switches per hold, a poll stored during an export waited for nearly all of
+/// it). A hold also ends after the step that passes [`super::WRITE_HOLD`]: at 1M switches
+/// 256 of them took up to 9–11 ms.
+pub(super) const EXPORT_CHUNK_SWITCHES: usize = 256;
+/// Switches exported between looks at the clock during a hold.
+pub(super) const EXPORT_STEP_SWITCHES: usize = 32;
 /// The longest an export waits, before each chunk, for a batch being stored to finish: it
 /// gives way to polls (whose freshness operators see) but is not starved by a store thread
 /// that never rests.
@@ -296,6 +300,8 @@ pub struct ExportTiming {
     pub total: std::time::Duration,
     /// The longest single hold of the store's write lock.
     pub longest_hold: std::time::Duration,
+    /// How many times the lock was taken for switches' blocks.
+    pub holds: u64,
 }
 
 impl StoreHandle {
@@ -319,8 +325,21 @@ impl StoreHandle {
         &self,
         now: Micros,
         max_bytes: usize,
+        out: Export,
+        between: &mut dyn FnMut(),
+    ) -> (Export, ExportTiming) {
+        self.export_holding(now, max_bytes, out, between, super::WRITE_HOLD)
+    }
+
+    /// [`export_within`](Self::export_within), each hold ending after the step of switches
+    /// that passes `hold`.
+    pub(super) fn export_holding(
+        &self,
+        now: Micros,
+        max_bytes: usize,
         mut out: Export,
         between: &mut dyn FnMut(),
+        hold: std::time::Duration,
     ) -> (Export, ExportTiming) {
         let started = std::time::Instant::now();
         let n = {
@@ -329,23 +348,32 @@ impl StoreHandle {
             store.n_switches()
         };
         let mut longest_hold = std::time::Duration::ZERO;
+        let mut holds = 0;
         let mut start = 0;
         while start < n {
-            let end = (start + EXPORT_CHUNK_SWITCHES).min(n);
+            let chunk_end = (start + EXPORT_CHUNK_SWITCHES).min(n);
             self.storing.wait(GIVE_WAY_MAX);
             {
                 let mut store = self.write();
+                holds += 1;
                 let held = std::time::Instant::now();
-                store.export_range(now, start..end, &mut out, max_bytes);
+                while start < chunk_end {
+                    let end = (start + EXPORT_STEP_SWITCHES).min(chunk_end);
+                    store.export_range(now, start..end, &mut out, max_bytes);
+                    start = end;
+                    if held.elapsed() >= hold {
+                        break;
+                    }
+                }
                 longest_hold = longest_hold.max(held.elapsed());
             }
             between();
-            start = end;
         }
         self.write().exporting = false;
         let timing = ExportTiming {
             total: started.elapsed(),
             longest_hold,
+            holds,
         };
         (out, timing)
     }

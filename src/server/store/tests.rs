@@ -941,6 +941,31 @@ fn blocks_hold_128_rows_at_short_retentions_and_stay_retention_over_8_at_long_on
 }
 
 #[test]
+fn an_export_holds_the_lock_bounded_by_time_and_switches() {
+    let mut store = Store::new(LIMITS);
+    let mut batch = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for i in 0..1000 {
+        batch.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
+    }
+    store.ingest(&batch);
+    let handle = StoreHandle::new(store);
+    let export =
+        |hold| handle.export_holding(2 * S, usize::MAX, Export::default(), &mut || {}, hold);
+    // No time at all: one step of switches per hold.
+    let (_, timing) = export(Duration::ZERO);
+    assert_eq!(
+        timing.holds,
+        1000_u64.div_ceil(export::EXPORT_STEP_SWITCHES as u64)
+    );
+    // All the time in the world: the cap on switches still ends each hold.
+    let (_, timing) = export(Duration::from_secs(3600));
+    assert_eq!(
+        timing.holds,
+        1000_u64.div_ceil(export::EXPORT_CHUNK_SWITCHES as u64)
+    );
+}
+
+#[test]
 fn an_export_gives_way_to_a_batch_being_stored() {
     // Three chunks of switches; a batch is "being stored" the whole time, so each chunk
     // waits the longest it may (`GIVE_WAY_MAX`) before taking the lock, and still runs.
@@ -956,9 +981,15 @@ fn an_export_gives_way_to_a_batch_being_stored() {
     let (export, _) = handle.export_within(2 * S, usize::MAX, Export::default(), &mut || {});
     let waited = started.elapsed();
     handle.storing.set(false);
-    assert_eq!(export.sealed.samples() + export.checkpoint.samples(), 3 * rows);
+    assert_eq!(
+        export.sealed.samples() + export.checkpoint.samples(),
+        3 * rows
+    );
     // A lower bound only: a slow machine makes it longer, never shorter.
-    assert!(waited >= Duration::from_millis(300), "the export waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the export waited {waited:?}"
+    );
 }
 
 #[test]
@@ -984,11 +1015,20 @@ fn series_are_not_renumbered_under_an_export() {
     }
     let handle = StoreHandle::new(store);
     let mut expired = false;
-    let (export, _) = handle.export_within(1003 * S, usize::MAX, Export::default(), &mut || {
+    // Whole chunks of 256 switches, whatever the time: the stopped ones in the first.
+    let whole_chunks = Duration::from_secs(3600);
+    let mut expire_once = || {
         if !expired {
             expired = handle.expire(500 * S) > 0;
         }
-    });
+    };
+    let (export, _) = handle.export_holding(
+        1003 * S,
+        usize::MAX,
+        Export::default(),
+        &mut expire_once,
+        whole_chunks,
+    );
     assert!(expired, "the stopped switches expired during the export");
     assert_eq!(export.sealed.samples() + export.checkpoint.samples(), rows);
     // Emptied, and forgotten by an expiry scan after the export.
