@@ -287,6 +287,8 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
 /// it). A hold also ends after the step that passes [`super::WRITE_HOLD`]: at 1M switches
 /// 256 of them took up to 9–11 ms.
 pub(super) const EXPORT_CHUNK_SWITCHES: usize = 256;
+/// Room each export image keeps before a hold: more than one hold's switches add.
+const EXPORT_SPARE_BYTES: usize = 8 << 20;
 /// Switches exported between looks at the clock during a hold.
 pub(super) const EXPORT_STEP_SWITCHES: usize = 32;
 /// The longest an export waits, before each chunk, for a batch being stored to finish: it
@@ -352,6 +354,10 @@ impl StoreHandle {
         let mut start = 0;
         while start < n {
             let chunk_end = (start + EXPORT_CHUNK_SWITCHES).min(n);
+            // Grown here, not under the lock: a doubling copies the whole image (at 200k
+            // switches a 54 MB checkpoint outgrowing its room held the lock 4 ms).
+            out.sealed.keep_spare(EXPORT_SPARE_BYTES);
+            out.checkpoint.keep_spare(EXPORT_SPARE_BYTES);
             self.storing.wait(GIVE_WAY_MAX);
             {
                 let mut store = self.write();

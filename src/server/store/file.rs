@@ -199,6 +199,14 @@ impl BlockFileWriter {
     pub fn reserve(&mut self, bytes: usize) {
         self.switches.reserve_exact(bytes);
     }
+
+    /// At least `bytes` of room left, doubling the image when short (call it without the
+    /// store's lock held: the doubling copies the image).
+    pub fn keep_spare(&mut self, bytes: usize) {
+        if self.switches.capacity() - self.switches.len() < bytes {
+            self.switches.reserve(bytes.max(self.switches.len()));
+        }
+    }
 }
 
 /// One switch's blocks from a file, oldest first.
