@@ -15,8 +15,8 @@
 //! Concurrency: one writer (the store thread, `crate::server::ingest`). Readers share the [`Store`]
 //! through a [`StoreHandle`] (an `RwLock`); the writer applies a batch in chunks of at most
 //! [`WRITE_CHUNK_ROWS`] rows and about [`WRITE_HOLD`], so a reader never waits for more than
-//! one chunk, and bumps the
-//! handle's generation after each change so readers can cache answers per generation.
+//! one chunk, and bumps the handle's generation after each change so readers can cache
+//! answers per generation.
 //!
 //! Layering: this module is the in-memory engine only. It knows nothing of disks, threads,
 //! channels, statistics or HTTP (`tests::the_store_imports_nothing_above_it` checks); block
@@ -1012,10 +1012,16 @@ impl StoreHandle {
 
     /// [`StoreHandle::apply`], each hold ending after the step of rows that passes `hold`.
     fn apply_holding(&self, batch: &FeedBatch, hold: Duration) -> IngestOutcome {
+        /// Says the batch is done however storing it ends (a panic included).
+        struct Done<'a>(&'a Storing);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
         self.storing.set(true);
-        let outcome = self.store_batch(batch, hold);
-        self.storing.set(false);
-        outcome
+        let _done = Done(&self.storing);
+        self.store_batch(batch, hold)
     }
 
     fn store_batch(&self, batch: &FeedBatch, hold: Duration) -> IngestOutcome {
