@@ -363,14 +363,10 @@ impl StoreHandle {
                 let mut store = self.write();
                 holds += 1;
                 let held = std::time::Instant::now();
-                while start < chunk_end {
-                    let end = (start + EXPORT_STEP_SWITCHES).min(chunk_end);
-                    store.export_range(now, start..end, &mut out, max_bytes);
-                    start = end;
-                    if held.elapsed() >= hold {
-                        break;
-                    }
-                }
+                start =
+                    super::within_hold(start..chunk_end, EXPORT_STEP_SWITCHES, hold, |switches| {
+                        store.export_range(now, switches, &mut out, max_bytes);
+                    });
                 longest_hold = longest_hold.max(held.elapsed());
             }
             between();

@@ -939,6 +939,27 @@ const EVICT_CHUNK_SWITCHES: usize = 65_536;
 /// Switches expired between looks at the clock during a hold.
 const EVICT_STEP_SWITCHES: usize = 1024;
 
+/// Runs `step` over `range` in steps of `step_len` (rows or switches) during one hold of the
+/// write lock, which ends after the step that passes `hold`; returns where it stopped.
+fn within_hold(
+    range: std::ops::Range<usize>,
+    step_len: usize,
+    hold: Duration,
+    mut step: impl FnMut(std::ops::Range<usize>),
+) -> usize {
+    let held = Instant::now();
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + step_len).min(range.end);
+        step(start..end);
+        start = end;
+        if held.elapsed() >= hold {
+            break;
+        }
+    }
+    start
+}
+
 /// The store shared between its writer thread and readers, plus a generation counter that
 /// changes after every change readers could see.
 #[derive(Clone)]
@@ -1032,16 +1053,10 @@ impl StoreHandle {
         while start < batch.len() {
             let mut store = self.write();
             outcome.write_holds += 1;
-            let held = Instant::now();
-            let chunk_end = (start + WRITE_CHUNK_ROWS).min(batch.len());
-            while start < chunk_end {
-                let end = (start + WRITE_STEP_ROWS).min(chunk_end);
-                store.ingest_rows(batch, start..end, &columns, &mut outcome);
-                start = end;
-                if held.elapsed() >= hold {
-                    break;
-                }
-            }
+            let chunk = start..(start + WRITE_CHUNK_ROWS).min(batch.len());
+            start = within_hold(chunk, WRITE_STEP_ROWS, hold, |rows| {
+                store.ingest_rows(batch, rows, &columns, &mut outcome);
+            });
         }
         if outcome.accepted > 0 {
             self.changed();
@@ -1064,18 +1079,12 @@ impl StoreHandle {
         let mut start = 0;
         while start < n {
             let mut store = self.write();
-            let held = Instant::now();
-            let chunk_end = (start + EVICT_CHUNK_SWITCHES).min(n);
-            while start < chunk_end {
-                let end = (start + EVICT_STEP_SWITCHES).min(chunk_end);
-                let (step_dropped, step_next) = store.evict_range(cutoff, start..end);
+            let chunk = start..(start + EVICT_CHUNK_SWITCHES).min(n);
+            start = within_hold(chunk, EVICT_STEP_SWITCHES, WRITE_HOLD, |switches| {
+                let (step_dropped, step_next) = store.evict_range(cutoff, switches);
                 dropped += step_dropped;
                 next_expiry = next_expiry.min(step_next);
-                start = end;
-                if held.elapsed() >= WRITE_HOLD {
-                    break;
-                }
-            }
+            });
         }
         // Switches added during the scan have only new blocks: the bound still holds.
         let mut store = self.write();
