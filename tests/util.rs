@@ -615,8 +615,22 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master stops its workers: killing the master outright (as this did)
+    /// left each worker running, orphaned, with the listening socket open.
     fn drop(&mut self) {
+        let workers = self.pids();
+        // SAFETY: signals to nginx processes this test started (the master) and its workers.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in workers.into_iter().skip(1) {
+            // SAFETY: as above; a worker that already exited makes this fail harmlessly.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
     }
 }
