@@ -269,12 +269,18 @@ fn history_ranges_are_exact() {
     assert_eq!(n, 10);
 }
 
+/// One row for each of `n` switches (`switch0`…), at 1 s, built-in metrics.
+fn one_poll(n: usize) -> FeedBatch {
+    let mut batch = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
+    for i in 0..n {
+        batch.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
+    }
+    batch
+}
+
 #[test]
 fn a_batch_is_stored_in_holds_bounded_by_time_and_rows() {
-    let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
-    for i in 0..10_000 {
-        b.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
-    }
+    let b = one_poll(10_000);
     // No time at all: one step of rows per hold.
     let handle = StoreHandle::new(Store::new(LIMITS));
     let outcome = handle.apply_holding(&b, Duration::ZERO);
@@ -297,10 +303,7 @@ fn a_batch_is_stored_in_holds_bounded_by_time_and_rows() {
 #[test]
 fn many_switches_through_the_handle() {
     let handle = StoreHandle::new(Store::new(LIMITS));
-    let mut b = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
-    for i in 0..10_000 {
-        b.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
-    }
+    let b = one_poll(10_000);
     let generation = handle.generation();
     let outcome = handle.apply(&b);
     assert_eq!(outcome.accepted, 10_000);
@@ -943,10 +946,7 @@ fn blocks_hold_128_rows_at_short_retentions_and_stay_retention_over_8_at_long_on
 #[test]
 fn an_export_holds_the_lock_bounded_by_time_and_switches() {
     let mut store = Store::new(LIMITS);
-    let mut batch = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
-    for i in 0..1000 {
-        batch.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
-    }
+    let batch = one_poll(1000);
     store.ingest(&batch);
     let handle = StoreHandle::new(store);
     let export =
@@ -970,10 +970,7 @@ fn an_export_gives_way_to_a_batch_being_stored() {
     // Three chunks of switches; a batch is "being stored" the whole time, so each chunk
     // waits the longest it may (`GIVE_WAY_MAX`) before taking the lock, and still runs.
     let mut store = Store::new(LIMITS);
-    let mut batch = FeedBatch::with_metrics(&metric::BUILTIN_METRICS);
-    for i in 0..700 {
-        batch.push_row(&format!("switch{i}"), S, &[1.0, 0.5, 1.0]);
-    }
+    let batch = one_poll(700);
     let rows = store.ingest(&batch).accepted;
     let handle = StoreHandle::new(store);
     handle.storing.set(true);
