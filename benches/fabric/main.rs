@@ -277,6 +277,9 @@ fn options() -> Options {
 
 fn main() {
     let options = options();
+    // The in-process memory figures (`memory`, `million`) are for the allocator as the
+    // server sets it up.
+    fabric_telemetry::shared::process::limit_allocator_retention();
     let mut report = Report::default();
     println!(
         "fabric-telemetry benchmark: sections {:?}{}",
