@@ -21,7 +21,7 @@ const ESC_ABSOLUTE: u64 = 2;
 const ESC_RAW: u64 = 3;
 
 /// Most decimals a scaled value may use (10^12 × |v| must stay below 2^53).
-const MAX_SCALE: u32 = 12;
+pub(super) const MAX_SCALE: u32 = 12;
 const POW10: [f64; 13] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
 ];
@@ -313,7 +313,7 @@ impl TimestampCodec {
 }
 
 /// `v` as an integer at `scale` decimals, if that round-trips exactly.
-fn scaled(v: f64, scale: u32) -> Option<i64> {
+pub(super) fn scaled(v: f64, scale: u32) -> Option<i64> {
     let p = POW10[scale as usize];
     let s = (v * p).round();
     if s.abs() >= EXACT_LIMIT {
@@ -324,7 +324,7 @@ fn scaled(v: f64, scale: u32) -> Option<i64> {
     (unscaled(s, scale).to_bits() == v.to_bits()).then_some(s)
 }
 
-fn unscaled(s: i64, scale: u32) -> f64 {
+pub(super) fn unscaled(s: i64, scale: u32) -> f64 {
     s as f64 / POW10[scale as usize]
 }
 
