@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::codec::{self, BitReader, BitWriter, TimestampCodec, ValueCodec};
 use crate::shared::metric::Value;
-use crate::shared::timestamp::Micros;
+use crate::shared::timestamp::{self, Micros};
 use crate::shared::wire::{self, Reader};
 
 /// What a rate needs of one counter's samples in a run of rows: the first and last sample and
@@ -426,9 +426,7 @@ impl Block {
     }
 
     fn counter_bytes(&self) -> usize {
-        self.counters.as_ref().map_or(0, |c| {
-            std::mem::size_of::<Box<[CounterAgg]>>() + c.len() * std::mem::size_of::<CounterAgg>()
-        })
+        counter_heap_bytes(&self.counters)
     }
 
     /// Heap bytes this block holds, with its share of a shared time stream (the store's
@@ -516,7 +514,10 @@ impl Block {
             }
         }
         let bits = input.bytes().map_err(|_| Corrupt)?;
+        // Within the times a feed can carry (so no block holds `NEVER_STORED`'s value).
         let consistent = rows >= 1
+            && timestamp::CANONICAL_MIN <= first_ts
+            && last_ts <= timestamp::CANONICAL_MAX
             && first_ts <= last_ts
             && (rows > 1 || first_ts == last_ts)
             && bits.len() as u64 == u64::from(bit_len).div_ceil(8);
@@ -550,6 +551,13 @@ fn decode_counter(input: &mut Reader<'_>) -> Result<CounterAgg, wire::Truncated>
     })
 }
 
+/// Heap bytes of a block's counter aggregates behind their thin pointer.
+fn counter_heap_bytes(counters: &Option<Box<Box<[CounterAgg]>>>) -> usize {
+    counters.as_ref().map_or(0, |c| {
+        std::mem::size_of::<Box<[CounterAgg]>>() + c.len() * std::mem::size_of::<CounterAgg>()
+    })
+}
+
 /// The block rows are appended to. Its timestamps are in a log of [`OpenTimes`], shared with
 /// the other open blocks that received the same ones.
 #[derive(Debug)]
@@ -563,8 +571,9 @@ pub struct OpenBlock {
     times: u32,
     /// Per position: one allocation for the encoders and the aggregates.
     metrics: Box<[OpenMetric]>,
-    /// Empty until the first counter sample, then one per position.
-    counters: Box<[CounterAgg]>,
+    /// `None` until the first counter sample, then one per position (a thin pointer: every
+    /// open block holds one, few hold counters).
+    counters: Option<Box<Box<[CounterAgg]>>>,
 }
 
 /// What an open block keeps per position.
@@ -600,7 +609,7 @@ impl OpenBlock {
                 values.len()
             ]
             .into_boxed_slice(),
-            counters: Box::default(),
+            counters: None,
         };
         block.write_values(ts, values);
         block.rows = 1;
@@ -627,10 +636,12 @@ impl OpenBlock {
                 metric.agg.add(v.as_f64());
             }
             if let Some(Value::Int(v)) = v {
-                if self.counters.is_empty() {
-                    self.counters = vec![CounterAgg::default(); values.len()].into_boxed_slice();
+                let counters = self.counters.get_or_insert_with(|| {
+                    Box::new(vec![CounterAgg::default(); values.len()].into_boxed_slice())
+                });
+                if let Some(counter) = counters.get_mut(pos) {
+                    counter.add(ts, v);
                 }
-                self.counters[pos].add(ts, v);
             }
         }
     }
@@ -648,7 +659,7 @@ impl OpenBlock {
             rows: self.rows,
             n_metrics: self.metrics.len(),
             aggs: Aggs::Open(&self.metrics),
-            counters: &self.counters,
+            counters: self.counters.as_deref().map_or(&[], |c| &c[..]),
             times: Times::Split(time_bits, time_bit_len),
             bits: self.bits.bytes(),
             bit_len: self.bits.bit_len(),
@@ -673,8 +684,8 @@ impl OpenBlock {
             self.bits.capacity(),
             (
                 self.metrics.len() * std::mem::size_of::<OpenMetric>()
-                    + self.counters.len() * std::mem::size_of::<CounterAgg>(),
-                1 + usize::from(!self.counters.is_empty()),
+                    + counter_heap_bytes(&self.counters),
+                1 + 2 * usize::from(self.counters.is_some()),
             ),
         )
     }
@@ -686,7 +697,7 @@ impl OpenBlock {
             u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
             Some(times.seal(self.times, self.rows)),
             Aggs::Open(&self.metrics),
-            self.counters,
+            self.counters.map_or_else(Box::default, |c| *c),
         )
     }
 

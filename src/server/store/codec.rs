@@ -32,7 +32,9 @@ const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
 #[derive(Debug, Default, Clone)]
 pub struct BitWriter {
     bytes: Vec<u8>,
-    bit_len: u64,
+    /// Bits used in the last byte (0: it is full): the length in bits without a `u64`, as
+    /// every open block holds a writer.
+    tail_bits: u8,
     /// Bytes to add when full (0: let `Vec` double). Growing by a fraction of the expected
     /// size bounds both the unused tail and the number of reallocations. (A `u32`: every
     /// open block holds a writer.)
@@ -45,7 +47,7 @@ impl BitWriter {
         let step = expected_bytes / 4;
         BitWriter {
             bytes: Vec::with_capacity(step),
-            bit_len: 0,
+            tail_bits: 0,
             growth_step: u32::try_from(step).unwrap_or(u32::MAX),
         }
     }
@@ -65,7 +67,7 @@ impl BitWriter {
             self.write(value & 0xffff_ffff, 32);
             return;
         }
-        let used = (self.bit_len % 8) as u32;
+        let used = u32::from(self.tail_bits);
         let value = value & ((1u64 << n) - 1);
         // The partial last byte's bits, then the new ones, left-aligned in one register.
         let mut register = value << (64 - used - n);
@@ -81,7 +83,7 @@ impl BitWriter {
         }
         self.bytes
             .extend_from_slice(&register.to_be_bytes()[..n_bytes]);
-        self.bit_len += u64::from(n);
+        self.tail_bits = ((used + n) % 8) as u8;
     }
 
     /// `count` one-bits then a zero.
@@ -99,14 +101,19 @@ impl BitWriter {
     }
 
     pub fn bit_len(&self) -> u64 {
-        self.bit_len
+        let unused = if self.tail_bits == 0 {
+            0
+        } else {
+            8 - u64::from(self.tail_bits)
+        };
+        self.bytes.len() as u64 * 8 - unused
     }
 
     /// Empties the stream, keeping its buffer; `expected_bytes` as in
     /// [`with_expected_size`](Self::with_expected_size).
     pub fn reset(&mut self, expected_bytes: usize) {
         self.bytes.clear();
-        self.bit_len = 0;
+        self.tail_bits = 0;
         self.growth_step = u32::try_from(expected_bytes / 4).unwrap_or(u32::MAX);
     }
 }

@@ -157,14 +157,17 @@ impl Store {
                     outcome.expired_blocks += 1;
                     continue;
                 }
-                if series.newest.is_some_and(|newest| block.first_ts <= newest) {
+                if series
+                    .newest()
+                    .is_some_and(|newest| block.first_ts <= newest)
+                {
                     outcome.conflicting_blocks += 1;
                     continue;
                 }
                 self.times.intern(&mut block);
                 // Its blocks were staggered when it first appeared; the next one is whole.
                 series.first_block_stagger = 0;
-                series.newest = Some(block.last_ts);
+                series.newest = block.last_ts;
                 self.newest = Some(self.newest.map_or(block.last_ts, |n| n.max(block.last_ts)));
                 self.next_expiry = self.next_expiry.min(block.last_ts);
                 self.retained_rows += u64::from(block.rows);
@@ -233,7 +236,7 @@ impl Store {
                     _ => 0.0,
                 };
                 let position = &mut series.positions[pos];
-                position.latest = None;
+                position.set_latest(None);
                 position.total = total;
             }
             fill_latest_from_blocks(series);
@@ -246,7 +249,7 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
     let mut missing = series
         .positions
         .iter()
-        .filter(|p| p.latest.is_none())
+        .filter(|p| p.latest().is_none())
         .count();
     for block in series.sealed.iter().rev() {
         if missing == 0 {
@@ -274,8 +277,8 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
             continue;
         }
         for (position, found) in series.positions.iter_mut().zip(newest_in_block) {
-            if position.latest.is_none() && found.is_some() {
-                position.latest = found;
+            if position.latest().is_none() && found.is_some() {
+                position.set_latest(found);
                 missing -= 1;
             }
         }
