@@ -234,6 +234,76 @@ fn unpack_agg(input: &mut Reader<'_>) -> Option<MetricAgg> {
     })
 }
 
+/// A block's counter aggregates, one per position (none when the block holds no counter
+/// sample): as an open block or a file holds them, or packed into a sealed block's single
+/// allocation after its aggregates ([`pack_counters`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Counters<'a> {
+    Held(&'a [CounterAgg]),
+    /// The packed aggregates, then the packed counters.
+    Packed(&'a [u8]),
+}
+
+impl<'a> Counters<'a> {
+    /// The packed counters, past the aggregates before them; `None` only on a bug.
+    fn packed_section(bytes: &'a [u8]) -> Option<(usize, Reader<'a>)> {
+        let mut input = Reader::new(bytes);
+        let aggs = input.varint().ok()?;
+        for _ in 0..aggs {
+            unpack_agg(&mut input)?;
+        }
+        let len = usize::try_from(input.varint().ok()?).ok()?;
+        Some((len, input))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Counters::Held(counters) => counters.len(),
+            Counters::Packed(bytes) => Counters::packed_section(bytes).map_or(0, |(len, _)| len),
+        }
+    }
+
+    pub fn get(&self, position: usize) -> Option<CounterAgg> {
+        self.iter().nth(position)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = CounterAgg> + 'a {
+        let (held, packed) = match self {
+            Counters::Held(counters) => (counters, None),
+            Counters::Packed(bytes) => (&[][..], Counters::packed_section(bytes)),
+        };
+        let (len, mut input) = packed.unwrap_or((0, Reader::new(&[])));
+        held.iter()
+            .copied()
+            .chain((0..len).map_while(move |_| decode_counter(&mut input).ok()))
+    }
+}
+
+/// Appends `counters` (none, or one per position) as a block file holds them.
+fn pack_counters(counters: Counters<'_>, out: &mut Vec<u8>) {
+    wire::put_varint(out, counters.len() as u64);
+    for counter in counters.iter() {
+        put_counter(out, &counter);
+    }
+}
+
+/// One counter aggregate: a presence byte, then first and last as timestamp + value, the
+/// increase and the resets.
+fn put_counter(out: &mut Vec<u8>, counter: &CounterAgg) {
+    match (counter.first, counter.last) {
+        (Some((first_ts, first)), Some((last_ts, last))) => {
+            out.push(1);
+            wire::put_i64(out, first_ts);
+            wire::put_varint(out, first);
+            wire::put_i64(out, last_ts);
+            wire::put_varint(out, last);
+            wire::put_varint(out, counter.increase);
+            wire::put_varint(out, u64::from(counter.resets));
+        }
+        _ => out.push(0),
+    }
+}
+
 /// Marks an `f64` stored as its 8 bytes.
 const RAW_F64: u8 = 0xFF;
 
@@ -273,7 +343,7 @@ pub struct BlockView<'a> {
     pub n_metrics: usize,
     pub aggs: Aggs<'a>,
     /// Per position, for blocks holding any counter sample; empty otherwise.
-    pub counters: &'a [CounterAgg],
+    pub counters: Counters<'a>,
     pub times: Times<'a>,
     bits: &'a [u8],
     bit_len: u64,
@@ -305,21 +375,7 @@ impl BlockView<'_> {
             wire::put_f64(out, agg.sum);
             wire::put_varint(out, agg.count);
         }
-        wire::put_varint(out, self.counters.len() as u64);
-        for counter in self.counters.iter() {
-            match (counter.first, counter.last) {
-                (Some((first_ts, first)), Some((last_ts, last))) => {
-                    out.push(1);
-                    wire::put_i64(out, first_ts);
-                    wire::put_varint(out, first);
-                    wire::put_i64(out, last_ts);
-                    wire::put_varint(out, last);
-                    wire::put_varint(out, counter.increase);
-                    wire::put_varint(out, u64::from(counter.resets));
-                }
-                _ => out.push(0),
-            }
-        }
+        pack_counters(self.counters, out);
         wire::put_bytes(out, self.bits);
     }
 
@@ -362,14 +418,12 @@ pub struct Block {
     pub last_ts: Micros,
     pub rows: u32,
     bit_len: u32,
-    /// The packed aggregates, then the value stream: one allocation per block (a million
-    /// switches hold a few million blocks).
+    /// The packed aggregates, the packed counter aggregates, then the value stream: one
+    /// allocation per block (a million switches hold a few million blocks), and 48 bytes
+    /// beside it.
     body: Box<[u8]>,
     /// `None`: interleaved in the value stream (a block from a file before version 3).
     times: Option<Arc<TimeStream>>,
-    /// `None` unless the block holds a counter sample (most metrics of most feeds are not
-    /// counters): a thin pointer, as a block's fixed size is what a million series pay for.
-    counters: Option<Box<Box<[CounterAgg]>>>,
 }
 
 impl Block {
@@ -380,10 +434,11 @@ impl Block {
         bit_len: u32,
         times: Option<Arc<TimeStream>>,
         aggs: Aggs<'_>,
-        counters: Box<[CounterAgg]>,
+        counters: Counters<'_>,
     ) -> Block {
-        let mut body = Vec::with_capacity(1 + aggs.len() * 10 + bits.len());
+        let mut body = Vec::with_capacity(2 + aggs.len() * 10 + bits.len());
         pack_aggs(aggs, &mut body);
+        pack_counters(counters, &mut body);
         body.extend_from_slice(bits);
         Block {
             first_ts,
@@ -392,7 +447,6 @@ impl Block {
             bit_len,
             body: body.into_boxed_slice(),
             times,
-            counters: (!counters.is_empty()).then(|| Box::new(counters)),
         }
     }
 
@@ -404,9 +458,9 @@ impl Block {
     }
 
     pub fn view(&self) -> BlockView<'_> {
-        let (aggs, bits) = self.body.split_at(self.values_at());
+        let (aggs_and_counters, bits) = self.body.split_at(self.values_at());
         // `assemble` wrote them; only a bug can make them unreadable.
-        let aggs = Aggs::packed(aggs);
+        let aggs = Aggs::packed(aggs_and_counters);
         debug_assert!(aggs.is_some(), "a sealed block's aggregates are unreadable");
         let aggs = aggs.unwrap_or(Aggs::Held(&[]));
         BlockView {
@@ -415,7 +469,7 @@ impl Block {
             rows: self.rows,
             n_metrics: aggs.len(),
             aggs,
-            counters: self.counters.as_deref().map_or(&[], |c| &c[..]),
+            counters: Counters::Packed(aggs_and_counters),
             times: match &self.times {
                 Some(t) => Times::Split(&t.bits, u64::from(t.bit_len)),
                 None => Times::Interleaved,
@@ -423,10 +477,6 @@ impl Block {
             bits,
             bit_len: u64::from(self.bit_len),
         }
-    }
-
-    fn counter_bytes(&self) -> usize {
-        counter_heap_bytes(&self.counters)
     }
 
     /// Heap bytes this block holds, with its share of a shared time stream (the store's
@@ -444,13 +494,7 @@ impl Block {
     /// (value stream bytes, its allocations), (aggregate bytes, their own allocations).
     pub fn heap_parts(&self) -> ((usize, usize), (usize, usize)) {
         let values_at = self.values_at();
-        (
-            (self.body.len() - values_at, 1),
-            (
-                values_at + self.counter_bytes(),
-                2 * usize::from(self.counters.is_some()),
-            ),
-        )
+        ((self.body.len() - values_at, 1), (values_at, 0))
     }
 
     /// Sizes of the value stream and of the time stream.
@@ -530,7 +574,7 @@ impl Block {
             bit_len,
             times,
             Aggs::Held(&aggs),
-            counters.into_boxed_slice(),
+            Counters::Held(&counters),
         ))
     }
 }
@@ -659,7 +703,7 @@ impl OpenBlock {
             rows: self.rows,
             n_metrics: self.metrics.len(),
             aggs: Aggs::Open(&self.metrics),
-            counters: self.counters.as_deref().map_or(&[], |c| &c[..]),
+            counters: Counters::Held(self.counters.as_deref().map_or(&[], |c| &c[..])),
             times: Times::Split(time_bits, time_bit_len),
             bits: self.bits.bytes(),
             bit_len: self.bits.bit_len(),
@@ -697,7 +741,7 @@ impl OpenBlock {
             u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
             Some(times.seal(self.times, self.rows)),
             Aggs::Open(&self.metrics),
-            self.counters.map_or_else(Box::default, |c| *c),
+            Counters::Held(self.counters.as_deref().map_or(&[], |c| &c[..])),
         )
     }
 
@@ -1052,6 +1096,8 @@ mod tests {
             &mut times,
         );
         open.push(30, &[Some(Value::Int(9)), None], &mut times);
+        let counters = |view: BlockView<'_>| view.counters.iter().collect::<Vec<_>>();
+        let held = counters(open.view(&times));
         let sealed = open.seal(&mut times);
         let mut bytes = Vec::new();
         sealed.view().encode(&mut bytes, 1);
@@ -1069,9 +1115,13 @@ mod tests {
         };
         assert_eq!(rows(&back), rows(&sealed));
         assert_eq!(rows(&back)[2].0, 30);
-        assert_eq!(back.view().counters, sealed.view().counters);
-        assert_eq!(back.view().counters[0].increase, 9);
-        assert_eq!(back.view().counters[1], CounterAgg::default());
+        // Packed into the sealed block, and through a block file, the counters stay whole.
+        assert_eq!(counters(sealed.view()), held);
+        assert_eq!(counters(back.view()), held);
+        assert_eq!(held.len(), 2);
+        assert_eq!(sealed.view().counters.get(0).map(|c| c.increase), Some(9));
+        assert_eq!(sealed.view().counters.get(1), Some(CounterAgg::default()));
+        assert_eq!(sealed.view().counters.get(2), None);
     }
 
     /// The timestamps a view decodes.
@@ -1149,7 +1199,7 @@ mod tests {
                     rows,
                     n_metrics,
                     aggs: Aggs::Held(&aggs),
-                    counters: &[],
+                    counters: Counters::Held(&[]),
                     times,
                     bits: &bits,
                     bit_len: bits.len() as u64 * 8,

@@ -430,7 +430,7 @@ impl SwitchSeries {
             }
             if block.first_ts >= cutoff || !exact {
                 if let Some(counter) = block.counters.get(position) {
-                    agg.merge(counter);
+                    agg.merge(&counter);
                 }
                 continue;
             }
