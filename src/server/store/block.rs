@@ -127,6 +127,11 @@ impl TimeStream {
         self.bits.len() + std::mem::size_of::<TimeStream>() + 16
     }
 
+    /// Its bytes and its length in bits.
+    pub fn bytes(&self) -> (&[u8], u64) {
+        (&self.bits, u64::from(self.bit_len))
+    }
+
     /// `None` when `bits` does not hold exactly `bit_len` bits.
     pub fn new(bits: Box<[u8]>, bit_len: u32) -> Option<TimeStream> {
         (bits.len() as u64 == u64::from(bit_len).div_ceil(8))
@@ -349,6 +354,41 @@ pub struct BlockView<'a> {
     bit_len: u64,
 }
 
+impl<'a> BlockView<'a> {
+    /// A sealed block's view: `body` holds its packed aggregates, packed counters, then
+    /// `bit_len` bits of values ([`Block::assemble`] wrote it); `times`: its own time stream,
+    /// or `None` for timestamps interleaved with the values.
+    pub fn sealed(
+        (first_ts, last_ts, rows): (Micros, Micros, u32),
+        bit_len: u32,
+        body: &'a [u8],
+        times: Option<&'a TimeStream>,
+    ) -> BlockView<'a> {
+        let values_at = body
+            .len()
+            .saturating_sub(u64::from(bit_len).div_ceil(8) as usize);
+        let (aggs_and_counters, bits) = body.split_at(values_at);
+        // `assemble` wrote them; only a bug can make them unreadable.
+        let aggs = Aggs::packed(aggs_and_counters);
+        debug_assert!(aggs.is_some(), "a sealed block's aggregates are unreadable");
+        let aggs = aggs.unwrap_or(Aggs::Held(&[]));
+        BlockView {
+            first_ts,
+            last_ts,
+            rows,
+            n_metrics: aggs.len(),
+            aggs,
+            counters: Counters::Packed(aggs_and_counters),
+            times: match times {
+                Some(t) => Times::Split(&t.bits, u64::from(t.bit_len)),
+                None => Times::Interleaved,
+            },
+            bits,
+            bit_len: u64::from(bit_len),
+        }
+    }
+}
+
 impl BlockView<'_> {
     /// Values present (rows × metrics, absent cells excluded).
     pub fn samples(&self) -> u64 {
@@ -450,64 +490,28 @@ impl Block {
         }
     }
 
-    /// Where the value stream starts in `body`.
-    fn values_at(&self) -> usize {
-        self.body
-            .len()
-            .saturating_sub(u64::from(self.bit_len).div_ceil(8) as usize)
-    }
-
     pub fn view(&self) -> BlockView<'_> {
-        let (aggs_and_counters, bits) = self.body.split_at(self.values_at());
-        // `assemble` wrote them; only a bug can make them unreadable.
-        let aggs = Aggs::packed(aggs_and_counters);
-        debug_assert!(aggs.is_some(), "a sealed block's aggregates are unreadable");
-        let aggs = aggs.unwrap_or(Aggs::Held(&[]));
-        BlockView {
-            first_ts: self.first_ts,
-            last_ts: self.last_ts,
-            rows: self.rows,
-            n_metrics: aggs.len(),
-            aggs,
-            counters: Counters::Packed(aggs_and_counters),
-            times: match &self.times {
-                Some(t) => Times::Split(&t.bits, u64::from(t.bit_len)),
-                None => Times::Interleaved,
-            },
-            bits,
-            bit_len: u64::from(self.bit_len),
-        }
-    }
-
-    /// Heap bytes this block holds, with its share of a shared time stream (the store's
-    /// interner holds one more reference than the blocks do).
-    pub fn heap_bytes(&self) -> usize {
-        let ((values, _), (aggs, _)) = self.heap_parts();
-        values
-            + aggs
-            + self
-                .times
-                .as_ref()
-                .map_or(0, |t| t.bits.len() / (Arc::strong_count(t) - 1).max(1))
-    }
-
-    /// (value stream bytes, its allocations), (aggregate bytes, their own allocations).
-    pub fn heap_parts(&self) -> ((usize, usize), (usize, usize)) {
-        let values_at = self.values_at();
-        ((self.body.len() - values_at, 1), (values_at, 0))
-    }
-
-    /// Sizes of the value stream and of the time stream.
-    pub fn stream_bytes(&self) -> (usize, usize) {
-        (
-            self.body.len() - self.values_at(),
-            self.times.as_ref().map_or(0, |t| t.bits.len()),
+        BlockView::sealed(
+            (self.first_ts, self.last_ts, self.rows),
+            self.bit_len,
+            &self.body,
+            self.times.as_deref(),
         )
     }
 
-    /// The time stream, to share it with equal ones.
-    pub fn times_mut(&mut self) -> Option<&mut Arc<TimeStream>> {
-        self.times.as_mut()
+    /// Its time stream (`None`: interleaved with the values).
+    pub fn time_stream(&self) -> Option<&Arc<TimeStream>> {
+        self.times.as_ref()
+    }
+
+    /// The packed aggregates, the packed counters and the value stream, as one.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Length of the value stream in bits.
+    pub fn bit_len(&self) -> u32 {
+        self.bit_len
     }
 
     /// Reads what [`BlockView::encode`] wrote, checking that the header is consistent with

@@ -2,8 +2,9 @@
 //! rebuilding series from block files at start. The data directory itself (WAL, files, lock,
 //! the disk thread) is `crate::server::persist`; this module only touches the in-memory structures.
 
-use super::block::{Block, BlockView};
+use super::block::BlockView;
 use super::file::{BlockFile, BlockFileWriter};
+use super::sealed::TimeStreams;
 use super::{Store, StoreHandle, SwitchSeries};
 use crate::shared::feed::FeedBatch;
 use crate::shared::metric::MetricKind;
@@ -28,7 +29,7 @@ impl SwitchSeries {
         &mut self,
         now: Micros,
         limits: super::BlockLimits,
-        times: &mut super::OpenTimes,
+        times: &mut super::TimeTables,
     ) -> bool {
         let stagger = self.first_block_stagger;
         self.open
@@ -92,11 +93,7 @@ impl Store {
         let start = range.start.min(end);
         for idx in start..end {
             let series = &mut self.switches[idx];
-            if series.seal_if_overdue(now, limits, &mut self.open_times) {
-                if let Some(block) = series.sealed.back_mut() {
-                    self.times.intern(block);
-                }
-            }
+            series.seal_if_overdue(now, limits, &mut self.times);
             let names: Vec<(&str, MetricKind)> = series
                 .positions
                 .iter()
@@ -112,16 +109,17 @@ impl Store {
             let sealed = &mut out.sealed;
             if unpersisted > 0 && (sealed.is_empty() || sealed.max_image_bytes() < max_bytes) {
                 let first = series.sealed.len() - unpersisted;
-                let views: Vec<BlockView> = series.sealed.range(first..).map(Block::view).collect();
+                let views: Vec<BlockView> =
+                    series.sealed.iter(&self.times.sealed).skip(first).collect();
                 sealed.add_switch(&self.ids[idx], &names, &views);
                 series.unpersisted = 0;
             }
             let left = (series.unpersisted as usize).min(series.sealed.len());
             let views: Vec<BlockView> = series
                 .sealed
-                .range(series.sealed.len() - left..)
-                .map(Block::view)
-                .chain(series.open.as_ref().map(|open| open.view(&self.open_times)))
+                .iter(&self.times.sealed)
+                .skip(series.sealed.len() - left)
+                .chain(series.open.as_ref().map(|open| open.view(&self.times.open)))
                 .collect();
             out.checkpoint.add_switch(&self.ids[idx], &names, &views);
         }
@@ -152,7 +150,7 @@ impl Store {
                     .positions
                     .extend(new.iter().map(|&id| super::Position::new(id)));
             }
-            for mut block in switch.blocks {
+            for block in switch.blocks {
                 if block.last_ts < cutoff {
                     outcome.expired_blocks += 1;
                     continue;
@@ -164,7 +162,6 @@ impl Store {
                     outcome.conflicting_blocks += 1;
                     continue;
                 }
-                self.times.intern(&mut block);
                 // Its blocks were staggered when it first appeared; the next one is whole.
                 series.first_block_stagger = 0;
                 series.newest = block.last_ts;
@@ -173,7 +170,7 @@ impl Store {
                 self.retained_rows += u64::from(block.rows);
                 outcome.rows += u64::from(block.rows);
                 outcome.blocks += 1;
-                series.sealed.push_back(block);
+                series.sealed.push(&block, &mut self.times.sealed);
             }
         }
         outcome
@@ -232,30 +229,31 @@ impl Store {
         for series in &mut self.switches {
             for pos in 0..series.positions.len() {
                 let total = match self.metrics.kind(series.positions[pos].metric_id()) {
-                    MetricKind::Count => series.sealed_agg(pos).sum,
+                    MetricKind::Count => series.sealed_agg(pos, &self.times.sealed).sum,
                     _ => 0.0,
                 };
                 let position = &mut series.positions[pos];
                 position.set_latest(None);
                 position.total = total;
             }
-            fill_latest_from_blocks(series);
+            fill_latest_from_blocks(series, &self.times.sealed);
         }
     }
 }
 
 /// Decodes blocks newest first until every position has its newest present value.
-fn fill_latest_from_blocks(series: &mut SwitchSeries) {
+fn fill_latest_from_blocks(series: &mut SwitchSeries, streams: &TimeStreams) {
     let mut missing = series
         .positions
         .iter()
         .filter(|p| p.latest().is_none())
         .count();
-    for block in series.sealed.iter().rev() {
+    // Newest first needs the records' starts; a switch holds a handful of blocks.
+    let blocks: Vec<BlockView> = series.sealed.iter(streams).collect();
+    for view in blocks.into_iter().rev() {
         if missing == 0 {
             break;
         }
-        let view = block.view();
         let mut newest_in_block = vec![None; view.n_metrics];
         let decoded = view.for_each_row(|ts, row| {
             for (slot, &value) in newest_in_block.iter_mut().zip(row) {
@@ -271,8 +269,8 @@ fn fill_latest_from_blocks(series: &mut SwitchSeries) {
         if decoded.is_err() {
             log::error!(
                 "corrupt block [{}, {}] while finding the newest values",
-                block.first_ts,
-                block.last_ts
+                view.first_ts,
+                view.last_ts
             );
             continue;
         }

@@ -26,17 +26,19 @@ mod block;
 mod codec;
 mod export;
 pub mod file;
+mod sealed;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use block::{Block, BlockView, OpenBlock, OpenTimes, TimeStream};
+use block::{BlockView, OpenBlock, OpenTimes};
 pub use block::{CounterAgg, MetricAgg};
 pub use export::{CheckpointOutcome, Export, ExportTiming, ImportOutcome};
+use sealed::{SealedBlocks, TimeStreams};
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
 use crate::shared::metric::{self, Exposed, ExposedNames, MetricKind, Value};
@@ -225,7 +227,7 @@ struct SwitchSeries {
     /// Per metric, in first-seen order (the order of the values in this switch's rows). One
     /// vector, sized exactly: a million switches pay for every allocation and spare slot.
     positions: Vec<Position>,
-    sealed: VecDeque<Block>,
+    sealed: SealedBlocks,
     open: Option<OpenBlock>,
     /// Newest timestamp ever stored (dedupe survives expiry too); [`NEVER_STORED`] before the
     /// first (an `Option` would take 16 bytes, every switch).
@@ -246,7 +248,7 @@ impl Default for SwitchSeries {
     fn default() -> SwitchSeries {
         SwitchSeries {
             positions: Vec::new(),
-            sealed: VecDeque::new(),
+            sealed: SealedBlocks::default(),
             open: None,
             newest: NEVER_STORED,
             first_block_stagger: 0,
@@ -267,29 +269,21 @@ impl SwitchSeries {
             .position(|p| p.metric_id() == metric_id)
     }
 
-    fn blocks<'a>(&'a self, times: &'a OpenTimes) -> impl Iterator<Item = BlockView<'a>> {
+    fn blocks<'a>(&'a self, times: &'a TimeTables) -> impl Iterator<Item = BlockView<'a>> {
         self.sealed
-            .iter()
-            .map(Block::view)
-            .chain(self.open.as_ref().map(|open| open.view(times)))
+            .iter(&times.sealed)
+            .chain(self.open.as_ref().map(|open| open.view(&times.open)))
     }
 
-    /// Seals the open block, if any; whether it did (the caller interns its time stream).
-    fn seal_open(&mut self, times: &mut OpenTimes) -> bool {
+    /// Seals the open block, if any; whether it did.
+    fn seal_open(&mut self, times: &mut TimeTables) -> bool {
         self.first_block_stagger = 0;
         let Some(open) = self.open.take() else {
             return false;
         };
-        {
-            let block = open.seal(times);
-            // A switch holds about retention / span blocks at a time; grow by two slots
-            // rather than doubling (which leaves up to half the slots empty, per switch).
-            if self.sealed.len() == self.sealed.capacity() {
-                self.sealed.reserve_exact(2);
-            }
-            self.sealed.push_back(block);
-            self.unpersisted = self.unpersisted.saturating_add(1);
-        }
+        let block = open.seal(&mut times.open);
+        self.sealed.push(&block, &mut times.sealed);
+        self.unpersisted = self.unpersisted.saturating_add(1);
         true
     }
 
@@ -300,7 +294,7 @@ impl SwitchSeries {
         ts: Micros,
         row: &[Option<Value>],
         limits: BlockLimits,
-        times: &mut OpenTimes,
+        times: &mut TimeTables,
     ) -> bool {
         let stagger = self.first_block_stagger;
         let full = self.open.as_ref().is_some_and(|open| {
@@ -308,10 +302,13 @@ impl SwitchSeries {
         });
         let sealed = full && self.seal_open(times);
         match &mut self.open {
-            Some(open) => open.push(ts, row, times),
+            Some(open) => open.push(ts, row, &mut times.open),
             None => {
-                let expected = self.sealed.back().map_or((0, 0), Block::stream_bytes);
-                self.open = Some(OpenBlock::start(ts, row, expected, times));
+                let expected = self
+                    .sealed
+                    .newest_stream_bytes(&times.sealed)
+                    .unwrap_or((0, 0));
+                self.open = Some(OpenBlock::start(ts, row, expected, &mut times.open));
             }
         }
         for (position, &value) in self.positions.iter_mut().zip(row) {
@@ -327,15 +324,22 @@ impl SwitchSeries {
     }
 
     /// Drops blocks whose last row is older than `cutoff`; returns the rows dropped.
-    fn evict_before(&mut self, cutoff: Micros, times: &mut OpenTimes) -> u64 {
+    fn evict_before(&mut self, cutoff: Micros, times: &mut TimeTables) -> u64 {
         let mut dropped = 0;
-        while self.sealed.front().is_some_and(|b| b.last_ts < cutoff) {
-            dropped += self.sealed.pop_front().map_or(0, |b| u64::from(b.rows));
+        while self
+            .sealed
+            .front_last_ts()
+            .is_some_and(|last| last < cutoff)
+        {
+            dropped += self
+                .sealed
+                .pop_front(&mut times.sealed)
+                .map_or(0, u64::from);
         }
         if self.open.as_ref().is_some_and(|open| open.last_ts < cutoff) {
             if let Some(open) = self.open.take() {
                 dropped += u64::from(open.rows);
-                open.discard(times);
+                open.discard(&mut times.open);
             }
         }
         dropped
@@ -344,16 +348,15 @@ impl SwitchSeries {
     /// When this switch's oldest block ends (the first moment it can expire).
     fn oldest_block_end(&self) -> Option<Micros> {
         self.sealed
-            .front()
-            .map(|b| b.last_ts)
+            .front_last_ts()
             .or_else(|| self.open.as_ref().map(|o| o.last_ts))
     }
 
     /// The aggregate of every retained sample at `position`: merged from the blocks' own
     /// (a few numbers per block; not kept merged, which would cost a million switches 32
     /// bytes per metric).
-    fn retained_agg(&self, position: usize) -> Option<MetricAgg> {
-        let mut agg = self.sealed_agg(position);
+    fn retained_agg(&self, position: usize, streams: &TimeStreams) -> Option<MetricAgg> {
+        let mut agg = self.sealed_agg(position, streams);
         if let Some(open_agg) = self.open.as_ref().and_then(|o| o.aggs().get(position)) {
             agg.merge(&open_agg);
         }
@@ -361,10 +364,10 @@ impl SwitchSeries {
     }
 
     /// The aggregate of the sealed blocks at `position`.
-    fn sealed_agg(&self, position: usize) -> MetricAgg {
+    fn sealed_agg(&self, position: usize, streams: &TimeStreams) -> MetricAgg {
         let mut agg = MetricAgg::EMPTY;
-        for block in &self.sealed {
-            if let Some(block_agg) = block.view().aggs.get(position) {
+        for block in self.sealed.iter(streams) {
+            if let Some(block_agg) = block.aggs.get(position) {
                 agg.merge(&block_agg);
             }
         }
@@ -376,7 +379,7 @@ impl SwitchSeries {
         &self,
         cutoff: Micros,
         positions: &[Option<usize>],
-        times: &OpenTimes,
+        times: &TimeTables,
     ) -> Vec<MetricAgg> {
         let mut out = vec![MetricAgg::EMPTY; positions.len()];
         for block in self.blocks(times) {
@@ -421,7 +424,7 @@ impl SwitchSeries {
         position: usize,
         cutoff: Micros,
         exact: bool,
-        times: &OpenTimes,
+        times: &TimeTables,
     ) -> CounterAgg {
         let mut agg = CounterAgg::default();
         for block in self.blocks(times) {
@@ -461,7 +464,7 @@ impl SwitchSeries {
         from: Micros,
         to: Micros,
         visit: &mut dyn FnMut(Sample) -> bool,
-        times: &OpenTimes,
+        times: &TimeTables,
     ) {
         for block in self.blocks(times) {
             if block.last_ts < from || position >= block.n_metrics {
@@ -496,10 +499,9 @@ impl SwitchSeries {
         }
     }
 
+    /// Heap bytes of its blocks (their shared timestamps are the store's).
     fn heap_bytes(&self) -> usize {
-        self.sealed.iter().map(Block::heap_bytes).sum::<usize>()
-            + self.open.as_ref().map_or(0, OpenBlock::heap_bytes)
-            + self.sealed.capacity() * std::mem::size_of::<Block>()
+        self.sealed.heap_bytes() + self.open.as_ref().map_or(0, OpenBlock::heap_bytes)
     }
 }
 
@@ -539,58 +541,19 @@ pub struct Store {
     newest: Option<Micros>,
     /// Series emptied by expiry (no sample for a whole retention), awaiting `forget_dead`.
     dead: usize,
-    /// Time streams of sealed blocks, each kept once.
-    times: TimeStreams,
-    /// Timestamps of open blocks, shared where they are the same.
-    open_times: OpenTimes,
+    /// Timestamps of open and sealed blocks, each kept once.
+    times: TimeTables,
     /// An export is going through the switches chunk by chunk: they must keep their numbers
     /// (series are not forgotten meanwhile).
     exporting: bool,
 }
 
-/// The time streams of sealed blocks, by content: switches polled together seal blocks with
-/// the same timestamps, which are then held once for all of them.
+/// Where blocks' timestamps are held, shared between switches polled together: the logs of
+/// open blocks, and the streams of sealed ones.
 #[derive(Debug, Default)]
-pub(crate) struct TimeStreams {
-    set: rustc_hash::FxHashSet<Arc<TimeStream>>,
-    /// Size of the set after the last pruning: the next one comes when it has doubled.
-    pruned_at: usize,
-    /// Rows expired since the last pruning: a quarter of history turned over prunes too.
-    expired_rows: u64,
-}
-
-impl TimeStreams {
-    /// Makes `block` share an equal time stream if there is one, else remembers its own.
-    pub(crate) fn intern(&mut self, block: &mut Block) {
-        let Some(times) = block.times_mut() else {
-            return;
-        };
-        match self.set.get(&**times) {
-            Some(shared) => *times = Arc::clone(shared),
-            None => {
-                self.set.insert(Arc::clone(times));
-                if self.set.len() >= 2 * self.pruned_at.max(1024) {
-                    self.prune();
-                }
-            }
-        }
-    }
-
-    /// `rows` expired, `retained` are left: prunes once a quarter of history has turned over,
-    /// so streams of expired blocks are not held for long, at an amortised cost per row.
-    fn expired(&mut self, rows: u64, retained: u64) {
-        self.expired_rows += rows;
-        if self.expired_rows > 0 && self.expired_rows >= retained / 4 {
-            self.prune();
-        }
-    }
-
-    /// Forgets streams no block holds any more.
-    fn prune(&mut self) {
-        self.set.retain(|t| Arc::strong_count(t) > 1);
-        self.pruned_at = self.set.len();
-        self.expired_rows = 0;
-    }
+struct TimeTables {
+    open: OpenTimes,
+    sealed: TimeStreams,
 }
 
 impl Store {
@@ -612,8 +575,7 @@ impl Store {
             next_expiry: i64::MIN,
             newest: None,
             dead: 0,
-            times: TimeStreams::default(),
-            open_times: OpenTimes::default(),
+            times: TimeTables::default(),
             exporting: false,
         }
     }
@@ -691,11 +653,7 @@ impl Store {
                     row[pos] = value;
                 }
             }
-            if switch.append(ts, &row, limits, &mut self.open_times) {
-                if let Some(block) = switch.sealed.back_mut() {
-                    self.times.intern(block);
-                }
-            }
+            switch.append(ts, &row, limits, &mut self.times);
             for (position, &value) in switch.positions.iter_mut().zip(row.iter()) {
                 if let (Some(value), MetricKind::Count) =
                     (value, self.metrics.kind(position.metric_id()))
@@ -736,7 +694,7 @@ impl Store {
         let mut dropped = 0;
         let mut next_expiry = i64::MAX;
         for series in &mut self.switches[start..end] {
-            let rows = series.evict_before(cutoff, &mut self.open_times);
+            let rows = series.evict_before(cutoff, &mut self.times);
             dropped += rows;
             match series.oldest_block_end() {
                 Some(oldest_end) => next_expiry = next_expiry.min(oldest_end),
@@ -748,7 +706,6 @@ impl Store {
             }
         }
         self.retained_rows -= dropped;
-        self.times.expired(dropped, self.retained_rows);
         (dropped, next_expiry)
     }
 
@@ -833,7 +790,7 @@ impl Store {
     /// Aggregate of every retained sample of a series.
     pub fn retained_agg(&self, switch: usize, metric_id: usize) -> Option<MetricAgg> {
         let series = self.switches.get(switch)?;
-        series.retained_agg(series.position(metric_id)?)
+        series.retained_agg(series.position(metric_id)?, &self.times.sealed)
     }
 
     /// Aggregates of the samples at or after `cutoff`, one per metric in `metric_ids`.
@@ -851,7 +808,7 @@ impl Store {
             .map(|m| m.and_then(|m| series.position(m)))
             .collect();
         series
-            .window_aggs(cutoff, &positions, &self.open_times)
+            .window_aggs(cutoff, &positions, &self.times)
             .into_iter()
             .map(MetricAgg::nonempty)
             .collect()
@@ -867,8 +824,7 @@ impl Store {
         exact: bool,
     ) -> Option<CounterAgg> {
         let series = self.switches.get(switch)?;
-        let agg =
-            series.counter_window(series.position(metric_id)?, cutoff, exact, &self.open_times);
+        let agg = series.counter_window(series.position(metric_id)?, cutoff, exact, &self.times);
         agg.last.is_some().then_some(agg)
     }
 
@@ -884,7 +840,7 @@ impl Store {
     ) {
         if let Some(series) = self.switches.get(switch) {
             if let Some(position) = series.position(metric_id) {
-                series.history(position, from, to, visit, &self.open_times);
+                series.history(position, from, to, visit, &self.times);
             }
         }
     }
@@ -905,7 +861,8 @@ impl Store {
             .iter()
             .map(SwitchSeries::heap_bytes)
             .sum::<usize>()
-            + self.open_times.heap_bytes()
+            + self.times.open.heap_bytes()
+            + self.times.sealed.heap_bytes()
     }
 
     /// Where the store's memory goes, part by part: (what, bytes, allocations). Bytes are
@@ -915,19 +872,13 @@ impl Store {
         use std::mem::size_of;
         let mut parts = Vec::new();
         let mut add = |what, bytes, allocs| parts.push((what, bytes, allocs));
-        let (mut values, mut aggs, mut deques) = ((0, 0), (0, 0), (0, 0));
+        let (mut values, mut aggs, mut headers, mut room, mut arenas) = (0, 0, 0, 0, 0);
         let (mut open_bufs, mut open_state, mut positions) = ((0, 0), (0, 0), (0, 0));
         let mut open_used = 0;
         for s in &self.switches {
-            deques.0 += s.sealed.capacity() * size_of::<Block>();
-            deques.1 += usize::from(s.sealed.capacity() > 0);
-            for b in &s.sealed {
-                let (value_part, agg_part) = b.heap_parts();
-                values.0 += value_part.0;
-                values.1 += value_part.1;
-                aggs.0 += agg_part.0;
-                aggs.1 += agg_part.1;
-            }
+            let (h, a, v, r) = s.sealed.memory_parts();
+            (headers, aggs, values, room) = (headers + h, aggs + a, values + v, room + r);
+            arenas += s.sealed.allocations();
             if let Some(open) = &s.open {
                 let (bufs, state) = open.heap_parts();
                 open_bufs.0 += bufs;
@@ -939,25 +890,25 @@ impl Store {
             positions.0 += s.positions.capacity() * size_of::<Position>();
             positions.1 += usize::from(s.positions.capacity() > 0);
         }
-        add("sealed blocks: value streams", values.0, values.1);
-        add("sealed blocks: aggregates", aggs.0, aggs.1);
-        add("sealed blocks: headers (deque slots)", deques.0, deques.1);
-        let times: usize = self.times.set.iter().map(|t| t.heap_bytes()).sum();
+        add("sealed blocks: value streams", values, arenas);
+        add("sealed blocks: aggregates", aggs, 0);
+        add("sealed blocks: headers", headers, 0);
+        add("sealed blocks: room to grow", room, 0);
         add(
             "sealed blocks: shared time streams",
-            times,
-            2 * self.times.set.len(),
+            self.times.sealed.heap_bytes(),
+            2 * self.times.sealed.len(),
         );
         add("open blocks: value buffers", open_bufs.0, open_bufs.1);
         add("  of which in use", open_used, 0);
         add(
             "open blocks: shared timestamp logs",
-            self.open_times.heap_bytes(),
-            self.open_times.allocations(),
+            self.times.open.heap_bytes(),
+            self.times.open.allocations(),
         );
         add(
             "  logs held (a count, not bytes)",
-            self.open_times.live(),
+            self.times.open.live(),
             0,
         );
         add(

@@ -784,9 +784,9 @@ fn switches_polled_together_share_their_time_streams_in_memory_and_in_block_file
     // polls: at least 4 blocks per distinct stream.
     assert!(blocks >= 128 * 4, "{blocks} sealed blocks");
     assert!(
-        shared.times.set.len() * 4 <= blocks,
+        shared.times.sealed.len() * 4 <= blocks,
         "{} distinct time streams for {blocks} blocks",
-        shared.times.set.len()
+        shared.times.sealed.len()
     );
     // The same fabric with a timestamp per switch (nothing to share) takes more memory.
     let mut apart = Store::new(limits);
@@ -809,7 +809,7 @@ fn switches_polled_together_share_their_time_streams_in_memory_and_in_block_file
     let mut restored = Store::new(limits);
     restored.import(file, i64::MIN);
     restored.finish_import();
-    assert_eq!(restored.times.set.len(), shared.times.set.len());
+    assert_eq!(restored.times.sealed.len(), shared.times.sealed.len());
     for s in [0, 31, 127] {
         let id = format!("sw{s}");
         assert_eq!(
@@ -912,7 +912,7 @@ fn block_rows(limits: BlockLimits, interval: Micros, polls: i64) -> Vec<Vec<u32>
     store
         .switches
         .iter()
-        .map(|s| s.sealed.iter().map(|b| b.rows).collect())
+        .map(|s| s.sealed.iter(&store.times.sealed).map(|b| b.rows).collect())
         .collect()
 }
 
