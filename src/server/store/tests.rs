@@ -828,6 +828,45 @@ fn switches_polled_together_share_their_time_streams_in_memory_and_in_block_file
     );
 }
 
+/// Sealed blocks refer to their time streams by id; expiry gives each reference back, so the
+/// table holds the streams of retained blocks only, and none once every block has expired.
+#[test]
+fn time_streams_go_with_the_last_block_that_holds_them() {
+    let limits = BlockLimits::fixed(4096, 20 * S);
+    let mut store = Store::new(limits);
+    let streams_of_retained = |store: &Store| {
+        let mut ids: Vec<Vec<u8>> = store
+            .switches
+            .iter()
+            .flat_map(|s| s.sealed.iter(&store.times.sealed))
+            .filter_map(|view| match view.times {
+                block::Times::Split(bits, _) => Some(bits.to_vec()),
+                block::Times::Interleaved => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    let mut most = 0;
+    for (t, b) in jittered_polls(40, 400, false).iter().enumerate() {
+        store.ingest(b);
+        if t % 10 == 9 {
+            store.evict_before(b.timestamp(0) - 60 * S);
+            assert_eq!(
+                store.times.sealed.len(),
+                streams_of_retained(&store),
+                "poll {t}"
+            );
+            most = most.max(store.times.sealed.len());
+        }
+    }
+    // 400 polls in 20 s blocks, 60 s kept: a handful of streams at a time, not all ~320.
+    assert!((4..=40).contains(&most), "{most} streams held at most");
+    store.evict_before(i64::MAX);
+    assert_eq!(store.times.sealed.len(), 0);
+}
+
 /// A block file of version 2 (timestamps interleaved with the values in one stream), built
 /// here as the previous writer built it, still loads and decodes exactly.
 #[test]
