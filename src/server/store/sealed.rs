@@ -2,12 +2,14 @@
 //! the store's table of the time streams they share, by id ([`TimeStreams`]).
 //!
 //! Why one allocation: a million switches hold a few million sealed blocks. Each as its own
-//! allocation with a 48-byte header beside it (in a deque slot) cost ~170 bytes per switch in
-//! headers, allocator overhead and deque room, ~0.15 B per retained sample at 1M switches × 5
-//! min. Here a block is a record in the switch's byte vector: a header of ~16 bytes (varints)
-//! before the body the block had (packed aggregates, packed counters, values). Blocks are
-//! only ever added at the back (sealed) and removed at the front (expired), so the vector is
-//! a queue of records; readers walk it forward, parsing each header.
+//! allocation with a 48-byte header beside it (in a deque slot) cost ~150 bytes of headers
+//! and deque room per switch, and an allocation per block. Here a block is a record in the
+//! switch's byte vector: a header of ~17 bytes (varints) before the body the block had
+//! (packed aggregates, packed counters, values): ~44 bytes of headers per switch, one
+//! allocation (RSS at 200k switches × 5 min after 10 simulated minutes: 1.904 → 1.850 B per
+//! sample). Blocks are only ever added at the back (sealed) and removed at the front
+//! (expired), so the vector is a queue of records; readers walk it forward, parsing each
+//! header.
 //!
 //! Why ids for time streams: a record is bytes, so it cannot hold an `Arc`; it holds the id
 //! of its stream in [`TimeStreams`], which counts the records referring to each stream. A
@@ -146,8 +148,8 @@ impl SealedBlocks {
         };
         let mut head = Vec::with_capacity(40);
         wire::put_i64(&mut head, header.first_ts);
-        // Blocks span at most 15 minutes; the subtraction cannot overflow (first ≤ last,
-        // both within what a feed can carry).
+        // Cannot overflow: first ≤ last, both within the times a feed can carry (block files
+        // are checked for it on reading).
         wire::put_varint(&mut head, (header.last_ts - header.first_ts) as u64);
         wire::put_varint(&mut head, u64::from(header.rows));
         wire::put_varint(&mut head, u64::from(header.time_id));
