@@ -116,6 +116,20 @@ pub fn threads_and_fds(pid: u32) -> (u64, u64) {
     (threads, fds)
 }
 
+/// This process's heap as glibc's allocator sees it: (bytes in use, with each allocation's
+/// header and rounding; bytes free inside the heap, the holes between allocations that RSS
+/// still counts). `None` where the allocator is not glibc's.
+pub fn allocator_heap() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks as u64, info.fordblks as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(format!("target/bench-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
