@@ -374,4 +374,62 @@ mod tests {
         assert_eq!((a.len(), streams.len()), (0, 0));
         assert_eq!(a.front_last_ts(), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
+
+        /// Any sequence of blocks sealed (of any length, any values, some switches sharing
+        /// timestamps) and expired reads back as a queue of those blocks would, and leaves no
+        /// time stream behind.
+        #[test]
+        fn arbitrary_pushes_and_pops_read_back_as_a_queue(
+            ops in proptest::collection::vec(
+                (0usize..3, 0u8..4, 1i64..40, proptest::prelude::any::<f64>()),
+                1..80,
+            ),
+        ) {
+            let mut open_times = OpenTimes::default();
+            let mut streams = TimeStreams::default();
+            let mut sealed: Vec<SealedBlocks> = (0..3).map(|_| SealedBlocks::default()).collect();
+            let mut model: Vec<std::collections::VecDeque<Block>> =
+                (0..3).map(|_| std::collections::VecDeque::new()).collect();
+            let mut next_first = [0i64; 3];
+            for (switch, op, rows, seed) in ops {
+                if op == 0 {
+                    let popped = sealed[switch].pop_front(&mut streams);
+                    let want = model[switch].pop_front().map(|b| b.rows);
+                    proptest::prop_assert_eq!(popped, want);
+                } else {
+                    // Switches 0 and 1 seal on the same polls often (shared streams).
+                    let first = next_first[switch].max(next_first[0]) + 1_000_000;
+                    let block = block(first, rows, seed, &mut open_times);
+                    next_first[switch] = block.last_ts;
+                    sealed[switch].push(&block, &mut streams);
+                    model[switch].push_back(block);
+                }
+                for (blocks, want) in sealed.iter().zip(&model) {
+                    proptest::prop_assert_eq!(blocks.len(), want.len());
+                    proptest::prop_assert_eq!(
+                        blocks.front_last_ts(),
+                        want.front().map(|b| b.last_ts)
+                    );
+                    for (view, block) in blocks.iter(&streams).zip(want) {
+                        proptest::prop_assert_eq!(
+                            (view.first_ts, view.last_ts, view.rows),
+                            (block.first_ts, block.last_ts, block.rows)
+                        );
+                        let same = format!("{:?}", rows_of(view)) == format!("{:?}", rows_of(block.view()));
+                        proptest::prop_assert!(same);
+                    }
+                }
+            }
+            for (blocks, want) in sealed.iter_mut().zip(&mut model) {
+                while blocks.pop_front(&mut streams).is_some() {
+                    want.pop_front();
+                }
+                proptest::prop_assert!(want.is_empty());
+            }
+            proptest::prop_assert_eq!(streams.len(), 0);
+        }
+    }
 }
