@@ -41,14 +41,24 @@ pub struct BitWriter {
     growth_step: u32,
 }
 
+/// A stream expected to take `expected_bytes` grows by a sixteenth of that at a time. Why so
+/// small: at a million switches each open block's buffer is reallocated as it fills, and the
+/// smaller steps left fewer and smaller holes in the allocator as well as less unused tail
+/// (`million --quick`, 200k switches after 10 simulated minutes: 1.850 B per sample of RSS
+/// with quarters, 1.803 with eighths, 1.790 with sixteenths; allocating it whole at once:
+/// 2.066).
+fn growth_step(expected_bytes: usize) -> u32 {
+    u32::try_from(expected_bytes / 16).unwrap_or(u32::MAX)
+}
+
 impl BitWriter {
-    /// A writer expecting about `expected_bytes`, allocated a quarter at a time.
+    /// A writer expecting about `expected_bytes`, allocated [`growth_step`] at a time.
     pub fn with_expected_size(expected_bytes: usize) -> BitWriter {
-        let step = expected_bytes / 4;
+        let step = growth_step(expected_bytes);
         BitWriter {
-            bytes: Vec::with_capacity(step),
+            bytes: Vec::with_capacity(step as usize),
             tail_bits: 0,
-            growth_step: u32::try_from(step).unwrap_or(u32::MAX),
+            growth_step: step,
         }
     }
 
@@ -114,7 +124,7 @@ impl BitWriter {
     pub fn reset(&mut self, expected_bytes: usize) {
         self.bytes.clear();
         self.tail_bits = 0;
-        self.growth_step = u32::try_from(expected_bytes / 4).unwrap_or(u32::MAX);
+        self.growth_step = growth_step(expected_bytes);
     }
 }
 
