@@ -4,7 +4,7 @@
 
 use super::block::BlockView;
 use super::file::{BlockFile, BlockFileWriter};
-use super::sealed::TimeStreams;
+use super::sealed::SealedTables;
 use super::{Store, StoreHandle, SwitchSeries};
 use crate::shared::feed::FeedBatch;
 use crate::shared::metric::MetricKind;
@@ -242,7 +242,7 @@ impl Store {
 }
 
 /// Decodes blocks newest first until every position has its newest present value.
-fn fill_latest_from_blocks(series: &mut SwitchSeries, streams: &TimeStreams) {
+fn fill_latest_from_blocks(series: &mut SwitchSeries, streams: &SealedTables) {
     let mut missing = series
         .positions
         .iter()

@@ -1,22 +1,30 @@
-//! The sealed blocks of one switch, oldest first, in one allocation ([`SealedBlocks`]), and
-//! the store's table of the time streams they share, by id ([`TimeStreams`]).
+//! The sealed blocks of every switch: records in chunks shared by all switches
+//! ([`SealedTables`]), each switch holding a queue of its own ([`SealedBlocks`]), and the
+//! table of the time streams they share, by id ([`TimeStreams`]).
 //!
-//! Why one allocation: a million switches hold a few million sealed blocks. Each as its own
-//! allocation with a 48-byte header beside it (in a deque slot) cost ~150 bytes of headers
-//! and deque room per switch, and an allocation per block. Here a block is a record in the
-//! switch's byte vector: a header of ~17 bytes (varints) before the body the block had
-//! (packed aggregates, packed counters, values): ~44 bytes of headers per switch, one
-//! allocation (RSS at 200k switches × 5 min after 10 simulated minutes: 1.904 → 1.850 B per
-//! sample). Blocks are only ever added at the back (sealed) and removed at the front
-//! (expired), so the vector is a queue of records; readers walk it forward, parsing each
-//! header.
+//! Why shared chunks: a million switches hold a few million sealed blocks. As allocations of
+//! their own they cost a header beside each; as records in one byte vector per switch they
+//! cost the room each vector keeps between a block expiring at its front and the next sealed
+//! at its back (~240 bytes of a switch's ~2 KB at a million switches × 5 min), plus the holes
+//! the allocator is left with when vectors of a thousand sizes grow and move (~160 bytes).
+//! Here a block is a record appended to a chunk of 1 MiB that holds only blocks ending in the
+//! same short span of time ([`bucket width`](SealedTables::new)): they expire within that span
+//! of each other, so a chunk fills once, front to back, and is given back whole (counted
+//! references: records live in it) soon after its last block expires. Nothing moves, nothing
+//! is left in holes; a chunk is a mapping of its own (above the mmap threshold the server
+//! sets), whose untouched tail costs no memory and which goes back to the kernel when freed.
+//!
+//! A switch's records are a linked queue: each starts with where the switch's next record is
+//! (chunk and offset, 8 bytes, written when that one is pushed); the switch holds its oldest
+//! and newest record's place and the count. Blocks are only ever added at the back (sealed)
+//! and removed at the front (expired); readers walk forward.
 //!
 //! Why ids for time streams: a record is bytes, so it cannot hold an `Arc`; it holds the id
 //! of its stream in [`TimeStreams`], which counts the records referring to each stream. A
 //! record takes a reference when it is pushed ([`SealedBlocks::push`]) and gives it back
 //! when it is removed ([`SealedBlocks::pop_front`]), nowhere else, so a stream can never be
 //! freed while a record still names it; a record dropped any other way (a whole series
-//! dropped) would only keep its stream alive, never corrupt another's.
+//! dropped) would only keep its stream and its chunk alive, never corrupt another's.
 
 use std::sync::Arc;
 
@@ -88,12 +96,12 @@ impl TimeStreams {
     }
 
     /// Streams held.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.by_content.len()
     }
 
     /// Heap bytes of the streams and the table.
-    pub fn heap_bytes(&self) -> usize {
+    fn heap_bytes(&self) -> usize {
         self.by_content
             .keys()
             .map(|stream| stream.heap_bytes())
@@ -101,6 +109,262 @@ impl TimeStreams {
             + self.slots.capacity() * std::mem::size_of::<Option<(Arc<TimeStream>, u32)>>()
             + self.free.capacity() * 4
             + self.by_content.capacity() * (std::mem::size_of::<(Arc<TimeStream>, u32)>() + 1)
+    }
+}
+
+/// Where a record is: its chunk's id and its offset there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    chunk: u32,
+    offset: u32,
+}
+
+impl Place {
+    /// No record (the end of a switch's queue).
+    const NONE: Place = Place {
+        chunk: u32::MAX,
+        offset: u32::MAX,
+    };
+    /// Bytes of a place at the start of a record.
+    const BYTES: usize = 8;
+
+    fn to_bytes(self) -> [u8; Place::BYTES] {
+        let mut bytes = [0; Place::BYTES];
+        bytes[..4].copy_from_slice(&self.chunk.to_le_bytes());
+        bytes[4..].copy_from_slice(&self.offset.to_le_bytes());
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Place> {
+        let chunk = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+        let offset = u32::from_le_bytes(bytes.get(4..Place::BYTES)?.try_into().ok()?);
+        Some(Place { chunk, offset })
+    }
+}
+
+/// Bytes a chunk is allocated with. Large enough to be its own mapping (whose untouched tail
+/// is not resident) and to hold thousands of records; small enough that a store of a few
+/// switches wastes little of it (a bucket's last chunk is cut to size when it closes).
+const CHUNK_BYTES: usize = 1 << 20;
+/// A record larger than this gets a chunk of its own, sized exactly (a switch with thousands
+/// of metrics), instead of leaving much of a shared chunk unused.
+const OWN_CHUNK_ABOVE: usize = CHUNK_BYTES / 8;
+/// Buckets taking records at once. Blocks seal in time order, so one or two are written to;
+/// more only while blocks of the past are imported (recovery).
+const OPEN_BUCKETS: usize = 8;
+
+#[derive(Debug)]
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Records in it not yet removed; the chunk goes with the last.
+    live: u32,
+    /// Still taking records (its bucket's newest chunk).
+    open: bool,
+}
+
+/// Where every switch's sealed blocks are: the chunks holding their records, and their time
+/// streams.
+#[derive(Debug)]
+pub(crate) struct SealedTables {
+    streams: TimeStreams,
+    /// By id; `None`: a free id.
+    chunks: Vec<Option<Chunk>>,
+    free: Vec<u32>,
+    /// (bucket, chunk) of the chunks taking records, oldest bucket first.
+    open: Vec<(i64, u32)>,
+    /// Records whose last timestamps fall in the same span of this length share chunks.
+    bucket_width: Micros,
+    /// Bytes of the records not yet removed.
+    live_bytes: usize,
+}
+
+impl SealedTables {
+    /// Tables for blocks that expire about `block_span` after each other: records ending
+    /// within an eighth of it share chunks, so a chunk outlives its first expired record by
+    /// at most that (at retention 5 min: 4.7 s of ~7 min a block is held).
+    pub fn new(block_span: Micros) -> SealedTables {
+        SealedTables {
+            streams: TimeStreams::default(),
+            chunks: Vec::new(),
+            free: Vec::new(),
+            open: Vec::new(),
+            bucket_width: (block_span / 8).max(1),
+            live_bytes: 0,
+        }
+    }
+
+    /// Time streams held.
+    pub fn streams_held(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Chunks held.
+    pub fn chunks_held(&self) -> usize {
+        self.chunks.len() - self.free.len()
+    }
+
+    /// Records not yet removed, counted chunk by chunk.
+    #[cfg(test)]
+    pub fn live_records(&self) -> usize {
+        self.chunks.iter().flatten().map(|c| c.live as usize).sum()
+    }
+
+    /// Bytes held for records, resident or about to be: every chunk's bytes written, and
+    /// the whole of those no longer taking records. (An open chunk's tail is mapped but
+    /// untouched; it costs no memory until written.)
+    fn chunk_bytes(&self) -> (usize, usize) {
+        let (mut written, mut closed_tails) = (0, 0);
+        for chunk in self.chunks.iter().flatten() {
+            written += chunk.bytes.len();
+            if !chunk.open {
+                closed_tails += chunk.bytes.capacity() - chunk.bytes.len();
+            }
+        }
+        (written, closed_tails)
+    }
+
+    /// Heap bytes: chunks as [`chunk_bytes`](Self::chunk_bytes) counts them, the time
+    /// streams and the tables.
+    pub fn heap_bytes(&self) -> usize {
+        let (written, closed_tails) = self.chunk_bytes();
+        written
+            + closed_tails
+            + self.streams.heap_bytes()
+            + self.chunks.capacity() * std::mem::size_of::<Option<Chunk>>()
+            + self.free.capacity() * 4
+            + self.open.capacity() * 16
+    }
+
+    /// For accounts of memory: (bytes of records expired whose chunk is not yet free,
+    /// unused tails of chunks no longer taking records, heap of the time streams, chunks).
+    pub fn memory_parts(&self) -> (usize, usize, usize, usize) {
+        let (written, closed_tails) = self.chunk_bytes();
+        (
+            written.saturating_sub(self.live_bytes),
+            closed_tails,
+            self.streams.heap_bytes(),
+            self.chunks_held(),
+        )
+    }
+
+    /// Appends a record of `len` bytes (written by `write`) to a chunk of the bucket of
+    /// `last_ts`; where it is.
+    fn append(&mut self, last_ts: Micros, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Place {
+        let chunk = if len > OWN_CHUNK_ABOVE {
+            self.new_chunk(len, false)
+        } else {
+            let bucket = last_ts.div_euclid(self.bucket_width);
+            match self.open.iter().position(|&(b, _)| b == bucket) {
+                Some(i) => {
+                    let id = self.open[i].1;
+                    let fits = self
+                        .chunk(id)
+                        .is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= len);
+                    if fits {
+                        id
+                    } else {
+                        // Full: its tail is shorter than a record, nothing worth cutting.
+                        self.close(id, false);
+                        let id = self.new_chunk(CHUNK_BYTES, true);
+                        self.open[i].1 = id;
+                        id
+                    }
+                }
+                None => {
+                    if self.open.len() >= OPEN_BUCKETS {
+                        let oldest = (0..self.open.len())
+                            .min_by_key(|&i| self.open[i].0)
+                            .unwrap_or(0);
+                        let (_, id) = self.open.remove(oldest);
+                        self.close(id, true);
+                    }
+                    let id = self.new_chunk(CHUNK_BYTES, true);
+                    let at = self.open.partition_point(|&(b, _)| b < bucket);
+                    self.open.insert(at, (bucket, id));
+                    id
+                }
+            }
+        };
+        let Some(Some(target)) = self.chunks.get_mut(chunk as usize) else {
+            return Place::NONE; // unreachable: the chunk was just found or made
+        };
+        let offset = target.bytes.len();
+        write(&mut target.bytes);
+        target.live += 1;
+        self.live_bytes += len;
+        // Offsets fit: a shared chunk is 1 MiB, an own chunk holds one record at 0.
+        Place {
+            chunk,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn new_chunk(&mut self, capacity: usize, open: bool) -> u32 {
+        let chunk = Some(Chunk {
+            bytes: Vec::with_capacity(capacity),
+            live: 0,
+            open,
+        });
+        match self.free.pop() {
+            Some(id) => {
+                self.chunks[id as usize] = chunk;
+                id
+            }
+            None => {
+                self.chunks.push(chunk);
+                u32::try_from(self.chunks.len() - 1).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    /// The chunk `id` takes no more records: cut to size if asked, freed if empty.
+    fn close(&mut self, id: u32, cut: bool) {
+        let Some(Some(chunk)) = self.chunks.get_mut(id as usize) else {
+            return;
+        };
+        chunk.open = false;
+        if chunk.live == 0 {
+            self.chunks[id as usize] = None;
+            self.free.push(id);
+        } else if cut {
+            chunk.bytes.shrink_to_fit();
+        }
+    }
+
+    /// A record of `len` bytes at `place` is removed.
+    fn release(&mut self, place: Place, len: usize) {
+        let Some(Some(chunk)) = self.chunks.get_mut(place.chunk as usize) else {
+            return;
+        };
+        chunk.live -= 1;
+        self.live_bytes -= len;
+        if chunk.live == 0 && !chunk.open {
+            self.chunks[place.chunk as usize] = None;
+            self.free.push(place.chunk);
+        }
+    }
+
+    fn chunk(&self, id: u32) -> Option<&Chunk> {
+        self.chunks.get(id as usize)?.as_ref()
+    }
+
+    /// The record at `place` (`None` only on a bug: places are only made by `append`).
+    fn record(&self, place: Place) -> Option<Record<'_>> {
+        let bytes = self
+            .chunk(place.chunk)?
+            .bytes
+            .get(place.offset as usize..)?;
+        parse(bytes)
+    }
+
+    /// Makes the record at `place` name `next` as its switch's next.
+    fn link(&mut self, place: Place, next: Place) {
+        if let Some(Some(chunk)) = self.chunks.get_mut(place.chunk as usize) {
+            let at = place.offset as usize;
+            if let Some(bytes) = chunk.bytes.get_mut(at..at + Place::BYTES) {
+                bytes.copy_from_slice(&next.to_bytes());
+            }
+        }
     }
 }
 
@@ -114,22 +378,37 @@ struct Header {
     bit_len: u32,
 }
 
-/// A record as found in the vector: its header, its body, and where the next one starts.
+/// A record as found in a chunk: its header, its body, where the switch's next record is,
+/// and its size.
 #[derive(Debug, Clone, Copy)]
 struct Record<'a> {
+    next: Place,
     header: Header,
     body: &'a [u8],
-    /// Bytes of the whole record (length prefix included).
+    /// Bytes of the whole record.
     len: usize,
 }
 
-/// The sealed blocks of one switch, oldest first. Each is a record: its length as a varint,
-/// then the first timestamp (8 bytes), then as varints the span to the last timestamp, the
-/// rows, the time stream's id and the value stream's length in bits, then the block's body.
-#[derive(Debug, Default)]
+/// The sealed blocks of one switch, oldest first, as records in [`SealedTables`]' chunks.
+/// Each is: the place of the switch's next record (8 bytes), its length from there on as a
+/// varint, the first timestamp (8 bytes), then as varints the span to the last timestamp,
+/// the rows, the time stream's id and the value stream's length in bits, then the block's
+/// body.
+#[derive(Debug)]
 pub struct SealedBlocks {
-    bytes: Vec<u8>,
+    oldest: Place,
+    newest: Place,
     count: u32,
+}
+
+impl Default for SealedBlocks {
+    fn default() -> SealedBlocks {
+        SealedBlocks {
+            oldest: Place::NONE,
+            newest: Place::NONE,
+            count: 0,
+        }
+    }
 }
 
 impl SealedBlocks {
@@ -137,114 +416,118 @@ impl SealedBlocks {
         self.count as usize
     }
 
-    /// Adds `block` after the others, referring to (or adding) its time stream in `streams`.
-    pub fn push(&mut self, block: &Block, streams: &mut TimeStreams) {
-        let header = Header {
-            first_ts: block.first_ts,
-            last_ts: block.last_ts,
-            rows: block.rows,
-            time_id: streams.acquire(block.time_stream()),
-            bit_len: block.bit_len(),
-        };
+    /// Adds `block` after the others, referring to (or adding) its time stream.
+    pub fn push(&mut self, block: &Block, tables: &mut SealedTables) {
+        let time_id = tables.streams.acquire(block.time_stream());
         let mut head = Vec::with_capacity(40);
-        wire::put_i64(&mut head, header.first_ts);
+        wire::put_i64(&mut head, block.first_ts);
         // Cannot overflow: first ≤ last, both within the times a feed can carry (block files
         // are checked for it on reading).
-        wire::put_varint(&mut head, (header.last_ts - header.first_ts) as u64);
-        wire::put_varint(&mut head, u64::from(header.rows));
-        wire::put_varint(&mut head, u64::from(header.time_id));
-        wire::put_varint(&mut head, u64::from(header.bit_len));
+        wire::put_varint(&mut head, (block.last_ts - block.first_ts) as u64);
+        wire::put_varint(&mut head, u64::from(block.rows));
+        wire::put_varint(&mut head, u64::from(time_id));
+        wire::put_varint(&mut head, u64::from(block.bit_len()));
         let body = block.body();
-        let len = (head.len() + body.len()) as u64;
-        let mut prefix = Vec::with_capacity(10);
-        wire::put_varint(&mut prefix, len);
-        // Exactly the record's size: a switch holds a few blocks, and doubling would leave
-        // up to half of them as room.
-        self.bytes
-            .reserve_exact(prefix.len() + head.len() + body.len());
-        self.bytes.extend_from_slice(&prefix);
-        self.bytes.extend_from_slice(&head);
-        self.bytes.extend_from_slice(body);
+        let rest = (head.len() + body.len()) as u64;
+        let prefix = wire::varint_len(rest);
+        let len = Place::BYTES + prefix + head.len() + body.len();
+        let place = tables.append(block.last_ts, len, |out| {
+            out.extend_from_slice(&Place::NONE.to_bytes());
+            wire::put_varint(out, rest);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(body);
+        });
+        if self.count == 0 {
+            self.oldest = place;
+        } else {
+            tables.link(self.newest, place);
+        }
+        self.newest = place;
         self.count += 1;
     }
 
-    /// Removes the oldest block, giving back its time stream; its rows.
-    pub fn pop_front(&mut self, streams: &mut TimeStreams) -> Option<u32> {
-        let record = self.records().next()?;
-        streams.release(record.header.time_id);
-        let rows = record.header.rows;
-        let len = record.len;
-        self.bytes.drain(..len);
+    /// Removes the oldest block, giving back its time stream and its share of its chunk;
+    /// its rows.
+    pub fn pop_front(&mut self, tables: &mut SealedTables) -> Option<u32> {
+        if self.count == 0 {
+            return None;
+        }
+        let record = tables.record(self.oldest)?;
+        let (next, rows, time_id, len) = (
+            record.next,
+            record.header.rows,
+            record.header.time_id,
+            record.len,
+        );
+        tables.streams.release(time_id);
+        tables.release(self.oldest, len);
         self.count -= 1;
-        // The room is kept for the next block sealed (about as large). Giving it back
-        // (shrinking, then growing the vector again at the next seal) moved the vectors
-        // around in the allocator and left holes: at 200k switches × 5 min, after 10
-        // simulated minutes, 0.095 B per sample more resident than keeping the room, which
-        // costs ~240 bytes of a switch's ~2.1 KB.
+        if self.count == 0 {
+            *self = SealedBlocks::default();
+        } else {
+            self.oldest = next;
+        }
         Some(rows)
     }
 
     /// When the oldest block ends.
-    pub fn front_last_ts(&self) -> Option<Micros> {
-        self.records().next().map(|r| r.header.last_ts)
+    pub fn front_last_ts(&self, tables: &SealedTables) -> Option<Micros> {
+        self.records(tables).next().map(|r| r.header.last_ts)
     }
 
     /// The blocks, oldest first.
-    pub fn iter<'a>(&'a self, streams: &'a TimeStreams) -> impl Iterator<Item = BlockView<'a>> {
-        self.records().map(move |record| view(record, streams))
+    pub fn iter<'a>(&'a self, tables: &'a SealedTables) -> impl Iterator<Item = BlockView<'a>> {
+        self.records(tables)
+            .map(move |record| view(record, &tables.streams))
     }
 
     /// The newest block's value and time stream sizes (what the next block will likely
     /// need).
-    pub fn newest_stream_bytes(&self, streams: &TimeStreams) -> Option<(usize, usize)> {
-        let newest = self.records().last()?;
+    pub fn newest_stream_bytes(&self, tables: &SealedTables) -> Option<(usize, usize)> {
+        if self.count == 0 {
+            return None;
+        }
+        let newest = tables.record(self.newest)?;
         let values = (newest.header.bit_len as usize).div_ceil(8);
-        let times = streams
+        let times = tables
+            .streams
             .get(newest.header.time_id)
             .map_or(0, |t| t.bytes().0.len());
         Some((values, times))
     }
 
-    fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        let mut rest = &self.bytes[..];
+    fn records<'a>(&self, tables: &'a SealedTables) -> impl Iterator<Item = Record<'a>> {
+        let mut at = self.oldest;
+        let mut left = self.count;
         std::iter::from_fn(move || {
-            let record = parse(rest)?;
-            rest = &rest[record.len..];
+            if left == 0 {
+                return None;
+            }
+            let record = tables.record(at)?;
+            left -= 1;
+            at = record.next;
             Some(record)
         })
     }
 
-    /// Heap bytes: the vector's capacity (the time streams are the store's).
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
-    }
-
-    /// Bytes of (record headers, aggregates with counters, value streams, unused room).
-    pub fn memory_parts(&self) -> (usize, usize, usize, usize) {
+    /// Bytes of (record headers, aggregates with counters, value streams).
+    pub fn memory_parts(&self, tables: &SealedTables) -> (usize, usize, usize) {
         let (mut headers, mut aggs, mut values) = (0, 0, 0);
-        for record in self.records() {
+        for record in self.records(tables) {
             let value_bytes = (record.header.bit_len as usize).div_ceil(8);
             headers += record.len - record.body.len();
             aggs += record.body.len() - value_bytes;
             values += value_bytes;
         }
-        (
-            headers,
-            aggs,
-            values,
-            self.bytes.capacity() - self.bytes.len(),
-        )
-    }
-
-    /// Allocations held (0 or 1).
-    pub fn allocations(&self) -> usize {
-        usize::from(self.bytes.capacity() > 0)
+        (headers, aggs, values)
     }
 }
 
-/// The record at the start of `bytes` (`None` at the end, or on a bug: records are only
-/// written by [`SealedBlocks::push`]).
+/// The record at the start of `bytes` (`None` on a bug: records are only written by
+/// [`SealedBlocks::push`]).
 fn parse(bytes: &[u8]) -> Option<Record<'_>> {
+    let next = Place::from_bytes(bytes)?;
+    let bytes = &bytes[Place::BYTES..];
     let mut input = Reader::new(bytes);
     let len = usize::try_from(input.varint().ok()?).ok()?;
     let prefix = bytes.len() - input.remaining();
@@ -256,6 +539,7 @@ fn parse(bytes: &[u8]) -> Option<Record<'_>> {
     let (rows, time_id, bit_len) = (small()?, small()?, small()?);
     let body = &record[record.len() - input.remaining()..];
     Some(Record {
+        next,
         header: Header {
             first_ts,
             last_ts: first_ts.checked_add(span)?,
@@ -264,7 +548,7 @@ fn parse(bytes: &[u8]) -> Option<Record<'_>> {
             bit_len,
         },
         body,
-        len: prefix + len,
+        len: Place::BYTES + prefix + len,
     })
 }
 
@@ -319,7 +603,7 @@ mod tests {
     #[test]
     fn records_read_back_as_the_blocks_were_and_streams_go_with_their_last_record() {
         let mut open_times = OpenTimes::default();
-        let mut streams = TimeStreams::default();
+        let mut streams = SealedTables::new(100_000_000);
         let (mut a, mut b) = (SealedBlocks::default(), SealedBlocks::default());
         // Two switches polled together: equal timestamps, one stream between them.
         let blocks_a: Vec<Block> = (0..3)
@@ -332,7 +616,7 @@ mod tests {
             a.push(x, &mut streams);
             b.push(y, &mut streams);
         }
-        assert_eq!((a.len(), b.len(), streams.len()), (3, 3, 3));
+        assert_eq!((a.len(), b.len(), streams.streams_held()), (3, 3, 3));
         for (view, block) in a.iter(&streams).zip(&blocks_a) {
             let want = block.view();
             assert_eq!(
@@ -349,14 +633,14 @@ mod tests {
                 want.counters.iter().collect::<Vec<_>>()
             );
         }
-        assert_eq!(a.front_last_ts(), Some(blocks_a[0].last_ts));
+        assert_eq!(a.front_last_ts(&streams), Some(blocks_a[0].last_ts));
 
         // The oldest stream is held by both switches' oldest blocks: it goes with the second.
         assert_eq!(a.pop_front(&mut streams), Some(100));
-        assert_eq!(streams.len(), 3);
+        assert_eq!(streams.streams_held(), 3);
         assert_eq!(b.pop_front(&mut streams), Some(100));
-        assert_eq!(streams.len(), 2);
-        assert_eq!(a.front_last_ts(), Some(blocks_a[1].last_ts));
+        assert_eq!(streams.streams_held(), 2);
+        assert_eq!(a.front_last_ts(&streams), Some(blocks_a[1].last_ts));
         // What is left still reads back, and a freed id is taken again.
         assert_eq!(
             rows_of(a.iter(&streams).next().expect("one")),
@@ -364,15 +648,61 @@ mod tests {
         );
         let later = block(300_000_000, 50, 3.0, &mut open_times);
         a.push(&later, &mut streams);
-        assert_eq!((streams.len(), streams.slots.len()), (3, 3));
+        assert_eq!(
+            (streams.streams_held(), streams.streams.slots.len()),
+            (3, 3)
+        );
         assert_eq!(
             rows_of(a.iter(&streams).nth(2).expect("three")),
             rows_of(later.view())
         );
         while a.pop_front(&mut streams).is_some() {}
         while b.pop_front(&mut streams).is_some() {}
-        assert_eq!((a.len(), streams.len()), (0, 0));
-        assert_eq!(a.front_last_ts(), None);
+        assert_eq!((a.len(), streams.streams_held()), (0, 0));
+        assert_eq!(a.front_last_ts(&streams), None);
+    }
+
+    /// A block too large to share a chunk (a switch with thousands of metrics) gets one of
+    /// its own, exactly its size, freed with it; small blocks keep sharing theirs.
+    #[test]
+    fn a_large_block_has_a_chunk_of_its_own() {
+        let mut open_times = OpenTimes::default();
+        let mut tables = SealedTables::new(100_000_000);
+        let wide = |i: u64| -> Vec<Option<Value>> {
+            (0..4000u64)
+                .map(|m| Some(Value::Float((m * 7919 + i * 104_729) as f64 / 3.7)))
+                .collect()
+        };
+        let mut open = OpenBlock::start(0, &wide(0), (0, 0), &mut open_times);
+        for i in 1..40 {
+            open.push(i as i64 * 1_000_000, &wide(i), &mut open_times);
+        }
+        let large = open.seal(&mut open_times);
+        let small = block(0, 50, 2.0, &mut open_times);
+        let (mut a, mut b) = (SealedBlocks::default(), SealedBlocks::default());
+        a.push(&small, &mut tables);
+        b.push(&small, &mut tables);
+        assert_eq!(tables.chunks_held(), 1);
+        a.push(&large, &mut tables);
+        assert_eq!(tables.chunks_held(), 2);
+        let record = a.records(&tables).nth(1).expect("two");
+        assert!(record.len > OWN_CHUNK_ABOVE, "{} bytes", record.len);
+        let own = tables.chunk(a.newest.chunk).expect("held");
+        assert_eq!(
+            (own.bytes.len(), own.live, own.open),
+            (record.len, 1, false)
+        );
+        assert_eq!(
+            rows_of(a.iter(&tables).nth(1).expect("two")),
+            rows_of(large.view())
+        );
+        a.pop_front(&mut tables);
+        a.pop_front(&mut tables);
+        assert_eq!((a.len(), tables.chunks_held()), (0, 1));
+        assert_eq!(
+            rows_of(b.iter(&tables).next().expect("one")),
+            rows_of(small.view())
+        );
     }
 
     proptest::proptest! {
@@ -389,7 +719,8 @@ mod tests {
             ),
         ) {
             let mut open_times = OpenTimes::default();
-            let mut streams = TimeStreams::default();
+            // Buckets of 1 s: blocks of 1 to 40 rows fill many, more than are open at once.
+            let mut streams = SealedTables::new(8_000_000);
             let mut sealed: Vec<SealedBlocks> = (0..3).map(|_| SealedBlocks::default()).collect();
             let mut model: Vec<std::collections::VecDeque<Block>> =
                 (0..3).map(|_| std::collections::VecDeque::new()).collect();
@@ -407,10 +738,18 @@ mod tests {
                     sealed[switch].push(&block, &mut streams);
                     model[switch].push_back(block);
                 }
+                let held: usize = sealed.iter().map(SealedBlocks::len).sum();
+                proptest::prop_assert_eq!(streams.live_records(), held);
+                let bytes: usize = sealed
+                    .iter()
+                    .flat_map(|blocks| blocks.records(&streams))
+                    .map(|record| record.len)
+                    .sum();
+                proptest::prop_assert_eq!(streams.live_bytes, bytes);
                 for (blocks, want) in sealed.iter().zip(&model) {
                     proptest::prop_assert_eq!(blocks.len(), want.len());
                     proptest::prop_assert_eq!(
-                        blocks.front_last_ts(),
+                        blocks.front_last_ts(&streams),
                         want.front().map(|b| b.last_ts)
                     );
                     for (view, block) in blocks.iter(&streams).zip(want) {
@@ -429,7 +768,10 @@ mod tests {
                 }
                 proptest::prop_assert!(want.is_empty());
             }
-            proptest::prop_assert_eq!(streams.len(), 0);
+            proptest::prop_assert_eq!(streams.streams_held(), 0);
+            // Every chunk with a record is gone; the few left take the next blocks.
+            proptest::prop_assert_eq!(streams.live_records(), 0);
+            proptest::prop_assert!(streams.chunks_held() <= OPEN_BUCKETS);
         }
     }
 }
