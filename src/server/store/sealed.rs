@@ -149,9 +149,13 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// A record larger than this gets a chunk of its own, sized exactly (a switch with thousands
 /// of metrics), instead of leaving much of a shared chunk unused.
 const OWN_CHUNK_ABOVE: usize = CHUNK_BYTES / 8;
-/// Buckets taking records at once. Blocks seal in time order, so one or two are written to;
-/// more only while blocks of the past are imported (recovery).
-const OPEN_BUCKETS: usize = 8;
+/// Buckets taking records at once, at most. Blocks seal in about time order, but their ends
+/// spread over the retention (switches' clocks differ by up to `--max-age`, files are imported
+/// switch by switch): every bucket with a retained block may take another, ~90 of them at
+/// retention 5 min. A bucket stays open until its chunk is full or its last record expires;
+/// beyond this many the oldest is closed (cut to size), so a stray timestamp costs a chunk of
+/// its own, not a bucket kept forever.
+const OPEN_BUCKETS: usize = 256;
 
 #[derive(Debug)]
 struct Chunk {
@@ -160,6 +164,8 @@ struct Chunk {
     live: u32,
     /// Still taking records (its bucket's newest chunk).
     open: bool,
+    /// The bucket it holds records of.
+    bucket: i64,
 }
 
 /// Where every switch's sealed blocks are: the chunks holding their records, and their time
@@ -170,7 +176,7 @@ pub(crate) struct SealedTables {
     /// By id; `None`: a free id.
     chunks: Vec<Option<Chunk>>,
     free: Vec<u32>,
-    /// (bucket, chunk) of the chunks taking records, oldest bucket first.
+    /// (bucket, chunk) of the chunks taking records, by bucket.
     open: Vec<(i64, u32)>,
     /// Records whose last timestamps fall in the same span of this length share chunks.
     bucket_width: Micros,
@@ -250,12 +256,12 @@ impl SealedTables {
     /// Appends a record of `len` bytes (written by `write`) to a chunk of the bucket of
     /// `last_ts`; where it is.
     fn append(&mut self, last_ts: Micros, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Place {
+        let bucket = last_ts.div_euclid(self.bucket_width);
         let chunk = if len > OWN_CHUNK_ABOVE {
-            self.new_chunk(len, false)
+            self.new_chunk(len, bucket, false)
         } else {
-            let bucket = last_ts.div_euclid(self.bucket_width);
-            match self.open.iter().position(|&(b, _)| b == bucket) {
-                Some(i) => {
+            match self.open.binary_search_by_key(&bucket, |&(b, _)| b) {
+                Ok(i) => {
                     let id = self.open[i].1;
                     let fits = self
                         .chunk(id)
@@ -265,21 +271,18 @@ impl SealedTables {
                     } else {
                         // Full: its tail is shorter than a record, nothing worth cutting.
                         self.close(id, false);
-                        let id = self.new_chunk(CHUNK_BYTES, true);
+                        let id = self.new_chunk(CHUNK_BYTES, bucket, true);
                         self.open[i].1 = id;
                         id
                     }
                 }
-                None => {
+                Err(mut at) => {
                     if self.open.len() >= OPEN_BUCKETS {
-                        let oldest = (0..self.open.len())
-                            .min_by_key(|&i| self.open[i].0)
-                            .unwrap_or(0);
-                        let (_, id) = self.open.remove(oldest);
-                        self.close(id, true);
+                        let (_, oldest) = self.open.remove(0);
+                        self.close(oldest, true);
+                        at -= 1.min(at);
                     }
-                    let id = self.new_chunk(CHUNK_BYTES, true);
-                    let at = self.open.partition_point(|&(b, _)| b < bucket);
+                    let id = self.new_chunk(CHUNK_BYTES, bucket, true);
                     self.open.insert(at, (bucket, id));
                     id
                 }
@@ -299,11 +302,12 @@ impl SealedTables {
         }
     }
 
-    fn new_chunk(&mut self, capacity: usize, open: bool) -> u32 {
+    fn new_chunk(&mut self, capacity: usize, bucket: i64, open: bool) -> u32 {
         let chunk = Some(Chunk {
             bytes: Vec::with_capacity(capacity),
             live: 0,
             open,
+            bucket,
         });
         match self.free.pop() {
             Some(id) => {
@@ -331,14 +335,21 @@ impl SealedTables {
         }
     }
 
-    /// A record of `len` bytes at `place` is removed.
+    /// A record of `len` bytes at `place` is removed: its chunk goes with its last record,
+    /// open or not (a bucket whose blocks all expired takes no more).
     fn release(&mut self, place: Place, len: usize) {
         let Some(Some(chunk)) = self.chunks.get_mut(place.chunk as usize) else {
             return;
         };
         chunk.live -= 1;
         self.live_bytes -= len;
-        if chunk.live == 0 && !chunk.open {
+        if chunk.live == 0 {
+            if chunk.open {
+                let bucket = chunk.bucket;
+                if let Ok(i) = self.open.binary_search_by_key(&bucket, |&(b, _)| b) {
+                    self.open.remove(i);
+                }
+            }
             self.chunks[place.chunk as usize] = None;
             self.free.push(place.chunk);
         }
@@ -705,6 +716,33 @@ mod tests {
         );
     }
 
+    /// Blocks ending in more buckets than may be open at once (a stray clock, an import of
+    /// the past): the oldest bucket is closed and cut to size, never more open than the
+    /// limit, and every chunk goes with its record.
+    #[test]
+    fn buckets_beyond_the_limit_close_the_oldest() {
+        let mut open_times = OpenTimes::default();
+        // Buckets of 1 s; blocks of 2 rows, 3 s apart: each its own bucket.
+        let mut tables = SealedTables::new(8_000_000);
+        let mut blocks = SealedBlocks::default();
+        let n = OPEN_BUCKETS as i64 + 40;
+        for k in 0..n {
+            let b = block(k * 3_000_000, 2, 1.0, &mut open_times);
+            blocks.push(&b, &mut tables);
+        }
+        assert_eq!(tables.open.len(), OPEN_BUCKETS);
+        assert_eq!(tables.chunks_held(), n as usize);
+        let closed: Vec<&Chunk> = tables.chunks.iter().flatten().filter(|c| !c.open).collect();
+        assert_eq!(closed.len(), 40);
+        assert!(closed.iter().all(|c| c.bytes.capacity() == c.bytes.len()));
+        // The open ones are the newest buckets.
+        let newest_closed = closed.iter().map(|c| c.bucket).max();
+        assert!(tables.open.iter().all(|&(b, _)| Some(b) > newest_closed));
+        assert_eq!(blocks.iter(&tables).count(), n as usize);
+        while blocks.pop_front(&mut tables).is_some() {}
+        assert_eq!((tables.chunks_held(), tables.open.len()), (0, 0));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases()))]
 
@@ -769,9 +807,9 @@ mod tests {
                 proptest::prop_assert!(want.is_empty());
             }
             proptest::prop_assert_eq!(streams.streams_held(), 0);
-            // Every chunk with a record is gone; the few left take the next blocks.
+            // Every chunk goes with its last record, open or not.
             proptest::prop_assert_eq!(streams.live_records(), 0);
-            proptest::prop_assert!(streams.chunks_held() <= OPEN_BUCKETS);
+            proptest::prop_assert_eq!((streams.chunks_held(), streams.open.len()), (0, 0));
         }
     }
 }
