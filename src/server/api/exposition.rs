@@ -248,17 +248,18 @@ pub fn collect(store: &Store, names: &Names, now: Micros, max_age: Micros) -> Te
                 exact => exact,
             };
             let name = names.name_of(id);
+            let id: Arc<str> = Arc::from(id);
             if let Some(totals) = totals {
                 let total = store.count_total(switch, metric_id).unwrap_or(0.0);
                 families[totals].samples.push(Sample {
-                    switch: Arc::clone(id),
+                    switch: Arc::clone(&id),
                     name: name.clone(),
                     exposed: Arc::clone(&exposed),
                     value: Value::Float(total),
                 });
             }
             families[fresh].samples.push(Sample {
-                switch: Arc::clone(id),
+                switch: id,
                 name,
                 exposed: Arc::clone(&exposed),
                 value,

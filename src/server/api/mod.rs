@@ -517,7 +517,7 @@ impl Api {
                 };
                 newest = Some(newest.map_or(sample.timestamp, |n| n.max(sample.timestamp)));
                 if sample.timestamp >= oldest_allowed {
-                    entries.push((Arc::clone(switch_id), sample));
+                    entries.push((Arc::from(switch_id), sample));
                 }
             }
             (entries, store.metrics().kind(metric_id), newest)
@@ -612,7 +612,7 @@ impl Api {
                     total_errors: aggs[2].map(|a| a.sum as u64),
                 };
                 if aggs.iter().any(Option::is_some) {
-                    entries.push((Arc::clone(switch_id), entry));
+                    entries.push((Arc::from(switch_id), entry));
                 }
             }
             entries

@@ -140,7 +140,7 @@ impl Api {
                 return Err(not_a_counter(metric));
             }
             let agg = store.counter_window(switch, metric_id, now.saturating_sub(window), true);
-            (Arc::clone(&store.switch_ids()[switch]), kind, agg)
+            (Arc::from(&store.switch_ids()[switch]), kind, agg)
         };
         let too_few = || {
             ApiError::NoData(format!(
@@ -240,7 +240,7 @@ impl Api {
                         _ => continue,
                     }
                 };
-                ranked.push((value, switch, Arc::clone(id)));
+                ranked.push((value, switch, Arc::from(id)));
             }
             ranked
         };

@@ -486,7 +486,28 @@ pub struct Block {
     times: Option<Arc<TimeStream>>,
 }
 
+/// A sealed block as parts: its bounds (first and last timestamp, rows), its value stream's
+/// length in bits, its time stream (`None`: interleaved with the values), and its body (packed
+/// aggregates, packed counters, value stream) as the concatenation of two pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedParts<'a> {
+    pub bounds: (Micros, Micros, u32),
+    pub bit_len: u32,
+    pub times: Option<&'a Arc<TimeStream>>,
+    pub body: [&'a [u8]; 2],
+}
+
 impl Block {
+    /// The block as [`SealedParts`].
+    pub fn parts(&self) -> SealedParts<'_> {
+        SealedParts {
+            bounds: (self.first_ts, self.last_ts, self.rows),
+            bit_len: self.bit_len,
+            times: self.times.as_ref(),
+            body: [&self.body, &[]],
+        }
+    }
+
     /// A block of `rows` rows from its parts (`bits` holds `bit_len` bits).
     fn assemble(
         (first_ts, last_ts, rows): (Micros, Micros, u32),
@@ -517,21 +538,6 @@ impl Block {
             &self.body,
             self.times.as_deref(),
         )
-    }
-
-    /// Its time stream (`None`: interleaved with the values).
-    pub fn time_stream(&self) -> Option<&Arc<TimeStream>> {
-        self.times.as_ref()
-    }
-
-    /// The packed aggregates, the packed counters and the value stream, as one.
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Length of the value stream in bits.
-    pub fn bit_len(&self) -> u32 {
-        self.bit_len
     }
 
     /// Reads what [`BlockView::encode`] wrote, checking that the header is consistent with
@@ -758,6 +764,9 @@ impl OpenBlock {
         )
     }
 
+    /// Seals the block into a [`Block`] of its own (tests; the store seals with
+    /// [`seal_with`](Self::seal_with)).
+    #[cfg(test)]
     pub fn seal(self, times: &mut OpenTimes) -> Block {
         Block::assemble(
             (self.first_ts, self.last_ts, self.rows),
@@ -767,6 +776,31 @@ impl OpenBlock {
             Aggs::Open(&self.metrics),
             Counters::Held(self.counters.as_deref().map_or(&[], |c| &c[..])),
         )
+    }
+
+    /// Seals the block and hands `keep` its parts, the body in two pieces (packed aggregates
+    /// and counters, written into `scratch`; then the value stream), for writing where it
+    /// will be kept without assembling a [`Block`] first: at a million switches every seal
+    /// allocated and freed a block's body only to copy it.
+    pub fn seal_with<R>(
+        self,
+        times: &mut OpenTimes,
+        scratch: &mut Vec<u8>,
+        keep: impl FnOnce(SealedParts<'_>) -> R,
+    ) -> R {
+        scratch.clear();
+        pack_aggs(Aggs::Open(&self.metrics), scratch);
+        pack_counters(
+            Counters::Held(self.counters.as_deref().map_or(&[], |c| &c[..])),
+            scratch,
+        );
+        let stream = times.seal(self.times, self.rows);
+        keep(SealedParts {
+            bounds: (self.first_ts, self.last_ts, self.rows),
+            bit_len: u32::try_from(self.bits.bit_len()).unwrap_or(u32::MAX),
+            times: Some(&stream),
+            body: [scratch, self.bits.bytes()],
+        })
     }
 
     /// Drops the block (its rows expired), letting go of its timestamps.

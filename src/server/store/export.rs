@@ -136,7 +136,11 @@ impl Store {
                 .zip(&switch.kinds)
                 .map(|(name, &kind)| self.metrics.intern(name, kind))
                 .collect();
-            let idx = self.switch_or_insert(&switch.switch_id);
+            let Some(idx) = self.switch_or_insert(&switch.switch_id) else {
+                // More ids than the table addresses: no room for this switch's history.
+                outcome.conflicting_blocks += switch.blocks.len() as u64;
+                continue;
+            };
             let series = &mut self.switches[idx];
             let held = series.positions.iter().map(super::Position::metric_id);
             if !held.zip(&metric_ids).all(|(held, &id)| held == id) {

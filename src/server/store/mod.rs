@@ -26,6 +26,7 @@ mod block;
 mod codec;
 mod export;
 pub mod file;
+mod ids;
 mod sealed;
 
 use std::collections::HashMap;
@@ -33,11 +34,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
 use block::{BlockView, OpenBlock, OpenTimes};
 pub use block::{CounterAgg, MetricAgg};
 pub use export::{CheckpointOutcome, Export, ExportTiming, ImportOutcome};
+pub use ids::SwitchIds;
 use sealed::{SealedBlocks, SealedTables};
 
 use crate::shared::feed::{FeedBatch, RejectCounts, RejectReason};
@@ -285,8 +285,10 @@ impl SwitchSeries {
         let Some(open) = self.open.take() else {
             return false;
         };
-        let block = open.seal(&mut times.open);
-        self.sealed.push(&block, &mut times.sealed);
+        let sealed = &mut self.sealed;
+        open.seal_with(&mut times.open, &mut times.scratch, |parts| {
+            sealed.push_parts(parts, &mut times.sealed);
+        });
         self.unpersisted = self.unpersisted.saturating_add(1);
         true
     }
@@ -526,10 +528,7 @@ pub struct IngestOutcome {
 #[derive(Debug)]
 pub struct Store {
     metrics: MetricTable,
-    ids: Vec<Arc<str>>,
-    /// FxHash: every row of every poll looks its switch up here, and SipHash's protection
-    /// against hostile keys buys nothing for ids from the operator's own feeds.
-    index: FxHashMap<Arc<str>, usize>,
+    ids: SwitchIds,
     switches: Vec<SwitchSeries>,
     limits: BlockLimits,
     retained_rows: u64,
@@ -558,6 +557,8 @@ pub struct Store {
 struct TimeTables {
     open: OpenTimes,
     sealed: SealedTables,
+    /// Where a block being sealed has its aggregates packed (kept: a seal allocates nothing).
+    scratch: Vec<u8>,
 }
 
 impl Store {
@@ -569,8 +570,7 @@ impl Store {
         }
         Store {
             metrics,
-            ids: Vec::new(),
-            index: FxHashMap::default(),
+            ids: SwitchIds::default(),
             switches: Vec::new(),
             limits,
             retained_rows: 0,
@@ -582,6 +582,7 @@ impl Store {
             times: TimeTables {
                 open: OpenTimes::default(),
                 sealed: SealedTables::new(limits.span),
+                scratch: Vec::new(),
             },
             exporting: false,
         }
@@ -597,26 +598,25 @@ impl Store {
             .collect()
     }
 
-    fn switch_or_insert(&mut self, switch_id: &str) -> usize {
+    /// The series number of `switch_id`, added if new; `None` when the ids fill what the
+    /// table can address (4 GiB of ids).
+    fn switch_or_insert(&mut self, switch_id: &str) -> Option<usize> {
         let next = self.cursor.wrapping_add(1);
-        if self.ids.get(next).is_some_and(|id| **id == *switch_id) {
+        if self.ids.get(next) == Some(switch_id) {
             self.cursor = next;
-            return next;
+            return Some(next);
         }
-        if let Some(&idx) = self.index.get(switch_id) {
+        if let Some(idx) = self.ids.find(switch_id) {
             self.cursor = idx;
-            return idx;
+            return Some(idx);
         }
-        let id: Arc<str> = Arc::from(switch_id);
-        let idx = self.ids.len();
-        self.ids.push(Arc::clone(&id));
-        self.index.insert(id, idx);
+        let idx = self.ids.push(switch_id)?;
         self.switches.push(SwitchSeries {
             first_block_stagger: (idx % 32) as u8,
             ..SwitchSeries::default()
         });
         self.cursor = idx;
-        idx
+        Some(idx)
     }
 
     /// Stores rows `range` of `batch`, whose columns are the store metrics `column_metric`.
@@ -632,7 +632,10 @@ impl Store {
         let mut row = std::mem::take(&mut self.row);
         for row_idx in range {
             let ts = batch.timestamp(row_idx);
-            let idx = self.switch_or_insert(batch.switch_id(row_idx));
+            let Some(idx) = self.switch_or_insert(batch.switch_id(row_idx)) else {
+                outcome.rejected.add(RejectReason::TooManySeries, 1);
+                continue;
+            };
             let switch = &mut self.switches[idx];
             match switch.newest() {
                 Some(newest) if ts == newest => {
@@ -737,20 +740,10 @@ impl Store {
             return 0;
         }
         let before = self.switches.len();
-        let ids = std::mem::take(&mut self.ids);
-        let switches = std::mem::take(&mut self.switches);
-        self.index.clear();
-        for (id, series) in ids.into_iter().zip(switches) {
-            if series.newest().is_none() {
-                continue;
-            }
-            self.index.insert(Arc::clone(&id), self.ids.len());
-            self.ids.push(id);
-            self.switches.push(series);
-        }
-        self.ids.shrink_to_fit();
+        let switches = &self.switches;
+        self.ids.retain(|n| switches[n].newest().is_some());
+        self.switches.retain(|series| series.newest().is_some());
         self.switches.shrink_to_fit();
-        self.index.shrink_to_fit();
         self.cursor = usize::MAX;
         self.dead = 0;
         before - self.switches.len()
@@ -765,11 +758,11 @@ impl Store {
     }
 
     pub fn switch(&self, switch_id: &str) -> Option<usize> {
-        self.index.get(switch_id).copied()
+        self.ids.find(switch_id)
     }
 
     /// Switch ids in first-seen order; the index is the switch number readers pass back.
-    pub fn switch_ids(&self) -> &[Arc<str>] {
+    pub fn switch_ids(&self) -> &SwitchIds {
         &self.ids
     }
 
@@ -930,14 +923,7 @@ impl Store {
             1,
         );
         add("series: per-metric state", positions.0, positions.1);
-        let id_bytes: usize = self.ids.iter().map(|id| id.len() + 16).sum();
-        add(
-            "switch ids and index",
-            id_bytes
-                + self.ids.capacity() * size_of::<Arc<str>>()
-                + self.index.capacity() * (size_of::<(Arc<str>, usize)>() + 1),
-            self.ids.len() + 2,
-        );
+        add("switch ids and index", self.ids.heap_bytes(), 3);
         parts
     }
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::block::{Block, BlockView, TimeStream};
+use super::block::{Block, BlockView, SealedParts, TimeStream};
 use crate::shared::timestamp::Micros;
 use crate::shared::wire::{self, Reader};
 
@@ -379,6 +379,27 @@ impl SealedTables {
     }
 }
 
+/// Most bytes of a record's header after its length: the first timestamp and four varints.
+const HEAD_BYTES: usize = 8 + 10 + 3 * 5;
+
+/// Writes into a fixed buffer (a record's header, built before its length is known).
+struct Cursor<'a>(&'a mut [u8; HEAD_BYTES], usize);
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
+        self.1 += bytes.len();
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.put(&[(value as u8) | 0x80]);
+            value >>= 7;
+        }
+        self.put(&[value as u8]);
+    }
+}
+
 /// One record's header, as [`SealedBlocks::push`] writes it after the record's length.
 #[derive(Debug, Clone, Copy)]
 struct Header {
@@ -429,24 +450,35 @@ impl SealedBlocks {
 
     /// Adds `block` after the others, referring to (or adding) its time stream.
     pub fn push(&mut self, block: &Block, tables: &mut SealedTables) {
-        let time_id = tables.streams.acquire(block.time_stream());
-        let mut head = Vec::with_capacity(40);
-        wire::put_i64(&mut head, block.first_ts);
-        // Cannot overflow: first ≤ last, both within the times a feed can carry (block files
-        // are checked for it on reading).
-        wire::put_varint(&mut head, (block.last_ts - block.first_ts) as u64);
-        wire::put_varint(&mut head, u64::from(block.rows));
-        wire::put_varint(&mut head, u64::from(time_id));
-        wire::put_varint(&mut head, u64::from(block.bit_len()));
-        let body = block.body();
-        let rest = (head.len() + body.len()) as u64;
-        let prefix = wire::varint_len(rest);
-        let len = Place::BYTES + prefix + head.len() + body.len();
-        let place = tables.append(block.last_ts, len, |out| {
+        self.push_parts(block.parts(), tables);
+    }
+
+    /// Adds a block given as parts after the others, as [`push`](Self::push).
+    pub fn push_parts(&mut self, block: SealedParts<'_>, tables: &mut SealedTables) {
+        let (first_ts, last_ts, rows) = block.bounds;
+        let time_id = tables.streams.acquire(block.times);
+        let mut head = [0u8; HEAD_BYTES];
+        let head = {
+            let mut out = Cursor(&mut head, 0);
+            out.put(&first_ts.to_le_bytes());
+            // Cannot overflow: first ≤ last, both within the times a feed can carry (block
+            // files are checked for it on reading).
+            out.varint((last_ts - first_ts) as u64);
+            out.varint(u64::from(rows));
+            out.varint(u64::from(time_id));
+            out.varint(u64::from(block.bit_len));
+            let n = out.1;
+            &head[..n]
+        };
+        let [front, back] = block.body;
+        let rest = (head.len() + front.len() + back.len()) as u64;
+        let len = Place::BYTES + wire::varint_len(rest) + rest as usize;
+        let place = tables.append(last_ts, len, |out| {
             out.extend_from_slice(&Place::NONE.to_bytes());
             wire::put_varint(out, rest);
-            out.extend_from_slice(&head);
-            out.extend_from_slice(body);
+            out.extend_from_slice(head);
+            out.extend_from_slice(front);
+            out.extend_from_slice(back);
         });
         if self.count == 0 {
             self.oldest = place;

@@ -730,7 +730,7 @@ fn series_without_a_sample_for_a_whole_retention_are_forgotten() {
     store.evict_before(4_000 * S);
     assert_eq!(store.n_switches(), 5);
     assert!(store.switch("gone0").is_none());
-    let ids: Vec<&str> = store.switch_ids().iter().map(|id| &**id).collect();
+    let ids: Vec<&str> = store.switch_ids().iter().collect();
     assert_eq!(
         ids,
         ["kept0", "kept1", "kept2", "kept3", "kept4"],

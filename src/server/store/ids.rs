@@ -1,0 +1,143 @@
+//! Switch ids by series number, and the index from id to number ([`SwitchIds`]).
+//!
+//! Why not a `Vec<Arc<str>>` with a `HashMap<Arc<str>, usize>`: at a million switches that
+//! took ~90 bytes a switch (16 for the `Arc` in the vector, ~32 for its allocation, and a
+//! table of 2²¹ slots of 24 bytes + a control byte for the map), for ids of ~13 bytes. Here
+//! the ids are one buffer (their bytes and where each ends) and the index a table of series
+//! numbers that hashes them by the id they name (`hashbrown::HashTable`, what std's
+//! `HashMap` is built on, for keys kept outside the table): ~13 + 4 + 5 × 2 bytes a switch.
+
+use std::hash::{BuildHasher, BuildHasherDefault};
+
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
+
+/// FxHash: every row of every poll looks its switch up here, and SipHash's protection against
+/// hostile keys buys nothing for ids from the operator's own feeds.
+type Hasher = BuildHasherDefault<FxHasher>;
+
+/// Switch ids in series-number order (first seen first).
+#[derive(Debug, Default)]
+pub struct SwitchIds {
+    /// Every id, one after the other.
+    bytes: String,
+    /// Where each id ends in `bytes`.
+    ends: Vec<u32>,
+    /// Series numbers, hashed by their ids.
+    index: HashTable<u32>,
+}
+
+impl SwitchIds {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The id of series `n`.
+    pub fn get(&self, n: usize) -> Option<&str> {
+        let end = *self.ends.get(n)? as usize;
+        let start = match n.checked_sub(1) {
+            Some(before) => self.ends[before] as usize,
+            None => 0,
+        };
+        self.bytes.get(start..end)
+    }
+
+    /// The series number of `id`.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        let hash = Hasher::default().hash_one(id);
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        self.index
+            .find(hash, |&n| id_at(bytes, ends, n) == id)
+            .map(|&n| n as usize)
+    }
+
+    /// Adds `id` (not yet held) as the next series; its number, or `None` when the ids
+    /// fill the 4 GiB a `u32` can address (no fabric has that many).
+    pub fn push(&mut self, id: &str) -> Option<usize> {
+        let n = u32::try_from(self.ends.len()).ok()?;
+        let end = u32::try_from(self.bytes.len() + id.len()).ok()?;
+        self.bytes.push_str(id);
+        self.ends.push(end);
+        let hash = Hasher::default().hash_one(id);
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        self.index.insert_unique(hash, n, |&m| {
+            Hasher::default().hash_one(id_at(bytes, ends, m))
+        });
+        Some(n as usize)
+    }
+
+    /// The ids in series-number order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).map(|n| self.get(n).unwrap_or(""))
+    }
+
+    /// Keeps the ids of the series `keep` says, in their order (renumbered from 0).
+    pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        let old = std::mem::take(self);
+        let kept = (0..old.len()).filter(|&n| keep(n)).count();
+        self.ends.reserve_exact(kept);
+        self.index.reserve(kept, |_| 0);
+        for n in 0..old.len() {
+            if keep(n) {
+                self.push(old.get(n).unwrap_or(""));
+            }
+        }
+        self.bytes.shrink_to_fit();
+    }
+
+    /// Heap bytes: the ids, their ends and the index (a slot and a control byte each).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * 4 + self.index.capacity() * 5
+    }
+}
+
+fn id_at<'a>(bytes: &'a str, ends: &[u32], n: u32) -> &'a str {
+    let n = n as usize;
+    let end = ends.get(n).map_or(0, |&e| e as usize);
+    let start = n.checked_sub(1).map_or(0, |b| ends[b] as usize);
+    bytes.get(start..end).unwrap_or("")
+}
+
+impl std::ops::Index<usize> for SwitchIds {
+    type Output = str;
+
+    fn index(&self, n: usize) -> &str {
+        self.get(n).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_found_by_content_and_kept_in_order_through_retain() {
+        let mut ids = SwitchIds::default();
+        let names: Vec<String> = (0..5000).map(|i| format!("sw-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(ids.find(name), None);
+            assert_eq!(ids.push(name), Some(i));
+        }
+        // An id that is a prefix of others is an id of its own.
+        assert_eq!(ids.push("sw"), Some(5000));
+        assert_eq!(ids.find("sw"), Some(5000));
+        assert_eq!(ids.len(), 5001);
+        assert_eq!(ids.find("sw-49"), Some(49));
+        assert_eq!(ids.find("sw-4999"), Some(4999));
+        assert_eq!(ids.find("sw-5000"), None);
+        assert_eq!(&ids[1234], "sw-1234");
+        assert_eq!(ids.get(5001), None);
+        ids.retain(|n| n % 3 == 0 && n < 5000);
+        assert_eq!(ids.find("sw"), None);
+        assert_eq!(ids.len(), 1667);
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(id, names[n * 3]);
+            assert_eq!(ids.find(id), Some(n));
+        }
+        assert_eq!(ids.find("sw-1"), None);
+    }
+}
