@@ -149,10 +149,7 @@ impl Store {
             }
             if metric_ids.len() > series.positions.len() {
                 let new = &metric_ids[series.positions.len()..];
-                series.positions.reserve_exact(new.len());
-                series
-                    .positions
-                    .extend(new.iter().map(|&id| super::Position::new(id)));
+                series.add_positions(new);
             }
             for block in switch.blocks {
                 if block.last_ts < cutoff {

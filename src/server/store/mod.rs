@@ -225,8 +225,9 @@ impl Position {
 #[derive(Debug)]
 struct SwitchSeries {
     /// Per metric, in first-seen order (the order of the values in this switch's rows). One
-    /// vector, sized exactly: a million switches pay for every allocation and spare slot.
-    positions: Vec<Position>,
+    /// allocation, sized exactly (not a `Vec`: 8 bytes of capacity a million switches would
+    /// not use); metrics are added rarely, by [`add_positions`](Self::add_positions).
+    positions: Box<[Position]>,
     sealed: SealedBlocks,
     open: Option<OpenBlock>,
     /// Newest timestamp ever stored (dedupe survives expiry too); [`NEVER_STORED`] before the
@@ -251,7 +252,7 @@ const NEVER_STORED: Micros = Micros::MIN;
 impl Default for SwitchSeries {
     fn default() -> SwitchSeries {
         SwitchSeries {
-            positions: Vec::new(),
+            positions: Box::default(),
             sealed: SealedBlocks::default(),
             open: None,
             newest: NEVER_STORED,
@@ -265,6 +266,14 @@ impl SwitchSeries {
     /// Newest timestamp ever stored.
     fn newest(&self) -> Option<Micros> {
         (self.newest != NEVER_STORED).then_some(self.newest)
+    }
+
+    /// Adds positions for `metric_ids` after the others.
+    fn add_positions(&mut self, metric_ids: &[usize]) {
+        let mut positions = Vec::with_capacity(self.positions.len() + metric_ids.len());
+        positions.extend_from_slice(&self.positions);
+        positions.extend(metric_ids.iter().map(|&id| Position::new(id)));
+        self.positions = positions.into_boxed_slice();
     }
 
     fn position(&self, metric_id: usize) -> Option<usize> {
@@ -649,12 +658,18 @@ impl Store {
                 _ => {}
             }
             let values = batch.row_values(row_idx);
-            for (&metric_id, value) in column_metric.iter().zip(values) {
-                if value.is_some() && switch.position(metric_id).is_none() {
-                    let new = column_metric.len().saturating_sub(switch.positions.len());
-                    switch.positions.reserve_exact(new.max(1));
-                    switch.positions.push(Position::new(metric_id));
+            let is_new = |(&metric_id, value): (&usize, &Option<Value>)| {
+                value.is_some() && switch.position(metric_id).is_none()
+            };
+            if column_metric.iter().zip(values).any(is_new) {
+                let mut new: Vec<usize> = Vec::new();
+                for pair in column_metric.iter().zip(values) {
+                    // A metric named by two columns gets one position.
+                    if is_new(pair) && !new.contains(pair.0) {
+                        new.push(*pair.0);
+                    }
                 }
+                switch.add_positions(&new);
             }
             row.clear();
             row.resize(switch.positions.len(), None);
@@ -886,8 +901,8 @@ impl Store {
                 open_state.0 += state.0;
                 open_state.1 += state.1;
             }
-            positions.0 += s.positions.capacity() * size_of::<Position>();
-            positions.1 += usize::from(s.positions.capacity() > 0);
+            positions.0 += s.positions.len() * size_of::<Position>();
+            positions.1 += usize::from(!s.positions.is_empty());
         }
         let (expired, tails, streams, chunks) = self.times.sealed.memory_parts();
         add("sealed blocks: value streams", values, chunks);

@@ -426,10 +426,12 @@ struct Record<'a> {
 /// varint, the first timestamp (8 bytes), then as varints the span to the last timestamp,
 /// the rows, the time stream's id and the value stream's length in bits, then the block's
 /// body.
+///
+/// A switch holds only where its oldest record is and how many it has (12 bytes, for a
+/// million switches): appending walks to the newest, a few records once per block.
 #[derive(Debug)]
 pub struct SealedBlocks {
     oldest: Place,
-    newest: Place,
     count: u32,
 }
 
@@ -437,7 +439,6 @@ impl Default for SealedBlocks {
     fn default() -> SealedBlocks {
         SealedBlocks {
             oldest: Place::NONE,
-            newest: Place::NONE,
             count: 0,
         }
     }
@@ -480,12 +481,10 @@ impl SealedBlocks {
             out.extend_from_slice(front);
             out.extend_from_slice(back);
         });
-        if self.count == 0 {
-            self.oldest = place;
-        } else {
-            tables.link(self.newest, place);
+        match self.newest_place(tables) {
+            Some(newest) => tables.link(newest, place),
+            None => self.oldest = place,
         }
-        self.newest = place;
         self.count += 1;
     }
 
@@ -527,16 +526,22 @@ impl SealedBlocks {
     /// The newest block's value and time stream sizes (what the next block will likely
     /// need).
     pub fn newest_stream_bytes(&self, tables: &SealedTables) -> Option<(usize, usize)> {
-        if self.count == 0 {
-            return None;
-        }
-        let newest = tables.record(self.newest)?;
+        let newest = self.records(tables).last()?;
         let values = (newest.header.bit_len as usize).div_ceil(8);
         let times = tables
             .streams
             .get(newest.header.time_id)
             .map_or(0, |t| t.bytes().0.len());
         Some((values, times))
+    }
+
+    /// Where the newest record is (`None`: no record).
+    fn newest_place(&self, tables: &SealedTables) -> Option<Place> {
+        let mut at = self.oldest;
+        for _ in 1..self.count {
+            at = tables.record(at)?.next;
+        }
+        (self.count > 0).then_some(at)
     }
 
     fn records<'a>(&self, tables: &'a SealedTables) -> impl Iterator<Item = Record<'a>> {
@@ -730,7 +735,8 @@ mod tests {
         assert_eq!(tables.chunks_held(), 2);
         let record = a.records(&tables).nth(1).expect("two");
         assert!(record.len > OWN_CHUNK_ABOVE, "{} bytes", record.len);
-        let own = tables.chunk(a.newest.chunk).expect("held");
+        let newest = a.newest_place(&tables).expect("two");
+        let own = tables.chunk(newest.chunk).expect("held");
         assert_eq!(
             (own.bytes.len(), own.live, own.open),
             (record.len, 1, false)

@@ -1083,3 +1083,14 @@ fn series_are_not_renumbered_under_an_export() {
     assert_eq!(handle.read().dead_series(), 100);
     assert_eq!(handle.read().n_switches(), 5000);
 }
+
+/// What every one of a million switches holds inline: a byte more here is a megabyte there
+/// (`million` prints the whole account).
+#[test]
+fn a_switch_holds_at_most_128_bytes_inline() {
+    assert!(
+        std::mem::size_of::<SwitchSeries>() <= 128,
+        "{} bytes",
+        std::mem::size_of::<SwitchSeries>()
+    );
+}
