@@ -142,10 +142,14 @@ impl Place {
     }
 }
 
-/// Bytes a chunk is allocated with. Large enough to be its own mapping (whose untouched tail
-/// is not resident) and to hold thousands of records; small enough that a store of a few
-/// switches wastes little of it (a bucket's last chunk is cut to size when it closes).
+/// Bytes a chunk is allocated with at most. Large enough to be its own mapping (whose
+/// untouched tail is not resident) and to hold thousands of records.
 const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes a chunk is allocated with at least. A bucket's first chunk is sized by what the
+/// buckets open beside it took (a quarter more), its next ones by what it took so far, so a
+/// store of a few switches (a bucket may hold one block: ten switches × 30 days) keeps small
+/// chunks in the heap instead of a mapping of its own per block.
+const MIN_CHUNK_BYTES: usize = 4096;
 /// A record larger than this gets a chunk of its own, sized exactly (a switch with thousands
 /// of metrics), instead of leaving much of a shared chunk unused.
 const OWN_CHUNK_ABOVE: usize = CHUNK_BYTES / 8;
@@ -156,6 +160,14 @@ const OWN_CHUNK_ABOVE: usize = CHUNK_BYTES / 8;
 /// beyond this many the oldest is closed (cut to size), so a stray timestamp costs a chunk of
 /// its own, not a bucket kept forever.
 const OPEN_BUCKETS: usize = 256;
+
+/// A bucket taking records: its chunk taking them, and the bytes of all its records so far.
+#[derive(Debug, Clone, Copy)]
+struct OpenBucket {
+    bucket: i64,
+    chunk: u32,
+    bytes: usize,
+}
 
 #[derive(Debug)]
 struct Chunk {
@@ -176,8 +188,8 @@ pub(crate) struct SealedTables {
     /// By id; `None`: a free id.
     chunks: Vec<Option<Chunk>>,
     free: Vec<u32>,
-    /// (bucket, chunk) of the chunks taking records, by bucket.
-    open: Vec<(i64, u32)>,
+    /// The buckets taking records, by bucket.
+    open: Vec<OpenBucket>,
     /// Records whose last timestamps fall in the same span of this length share chunks.
     bucket_width: Micros,
     /// Bytes of the records not yet removed.
@@ -238,7 +250,7 @@ impl SealedTables {
             + self.streams.heap_bytes()
             + self.chunks.capacity() * std::mem::size_of::<Option<Chunk>>()
             + self.free.capacity() * 4
-            + self.open.capacity() * 16
+            + self.open.capacity() * std::mem::size_of::<OpenBucket>()
     }
 
     /// For accounts of memory: (bytes of records expired whose chunk is not yet free,
@@ -260,31 +272,43 @@ impl SealedTables {
         let chunk = if len > OWN_CHUNK_ABOVE {
             self.new_chunk(len, bucket, false)
         } else {
-            match self.open.binary_search_by_key(&bucket, |&(b, _)| b) {
+            match self.open.binary_search_by_key(&bucket, |o| o.bucket) {
                 Ok(i) => {
-                    let id = self.open[i].1;
+                    let OpenBucket { chunk, bytes, .. } = self.open[i];
                     let fits = self
-                        .chunk(id)
+                        .chunk(chunk)
                         .is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= len);
+                    self.open[i].bytes += len;
                     if fits {
-                        id
+                        chunk
                     } else {
                         // Full: its tail is shorter than a record, nothing worth cutting.
-                        self.close(id, false);
-                        let id = self.new_chunk(CHUNK_BYTES, bucket, true);
-                        self.open[i].1 = id;
+                        self.close(chunk, false);
+                        // As much again as the bucket took so far: a few chunks per bucket.
+                        let capacity = bytes.clamp(MIN_CHUNK_BYTES, CHUNK_BYTES).max(len);
+                        let id = self.new_chunk(capacity, bucket, true);
+                        self.open[i].chunk = id;
                         id
                     }
                 }
                 Err(mut at) => {
                     if self.open.len() >= OPEN_BUCKETS {
-                        let (_, oldest) = self.open.remove(0);
-                        self.close(oldest, true);
+                        let oldest = self.open.remove(0);
+                        self.close(oldest.chunk, true);
                         at -= 1.min(at);
                     }
-                    let id = self.new_chunk(CHUNK_BYTES, bucket, true);
-                    self.open.insert(at, (bucket, id));
-                    id
+                    let typical = self.open.iter().map(|o| o.bytes).max().unwrap_or(0);
+                    let capacity = (typical + typical / 4)
+                        .clamp(MIN_CHUNK_BYTES, CHUNK_BYTES)
+                        .max(len);
+                    let chunk = self.new_chunk(capacity, bucket, true);
+                    let open = OpenBucket {
+                        bucket,
+                        chunk,
+                        bytes: len,
+                    };
+                    self.open.insert(at, open);
+                    chunk
                 }
             }
         };
@@ -346,7 +370,7 @@ impl SealedTables {
         if chunk.live == 0 {
             if chunk.open {
                 let bucket = chunk.bucket;
-                if let Ok(i) = self.open.binary_search_by_key(&bucket, |&(b, _)| b) {
+                if let Ok(i) = self.open.binary_search_by_key(&bucket, |o| o.bucket) {
                     self.open.remove(i);
                 }
             }
@@ -775,10 +799,46 @@ mod tests {
         assert!(closed.iter().all(|c| c.bytes.capacity() == c.bytes.len()));
         // The open ones are the newest buckets.
         let newest_closed = closed.iter().map(|c| c.bucket).max();
-        assert!(tables.open.iter().all(|&(b, _)| Some(b) > newest_closed));
+        assert!(tables.open.iter().all(|o| Some(o.bucket) > newest_closed));
+        // A block a bucket: chunks of the smallest size, not a mapping per block.
+        assert!(tables
+            .chunks
+            .iter()
+            .flatten()
+            .all(|c| c.bytes.capacity() <= MIN_CHUNK_BYTES));
         assert_eq!(blocks.iter(&tables).count(), n as usize);
         while blocks.pop_front(&mut tables).is_some() {}
         assert_eq!((tables.chunks_held(), tables.open.len()), (0, 0));
+    }
+
+    /// A bucket's chunks grow with what it takes (a few chunks for thousands of records), and
+    /// the next bucket starts at about the size of the last.
+    #[test]
+    fn chunks_are_sized_by_what_buckets_take() {
+        let mut open_times = OpenTimes::default();
+        let mut tables = SealedTables::new(80_000_000);
+        let first = block(0, 20, 1.0, &mut open_times);
+        let mut switches: Vec<SealedBlocks> = (0..3000).map(|_| SealedBlocks::default()).collect();
+        for blocks in &mut switches {
+            blocks.push(&first, &mut tables);
+        }
+        let taken = tables.live_bytes;
+        assert!(taken > 8 * MIN_CHUNK_BYTES, "{taken} bytes");
+        let held = tables.chunks_held();
+        assert!((2..=10).contains(&held), "{held} chunks for {taken} bytes");
+        // The next bucket's first chunk is sized for all of it at once.
+        let next = block(30_000_000, 20, 1.0, &mut open_times);
+        switches[0].push(&next, &mut tables);
+        let newest = switches[0].newest_place(&tables).expect("two");
+        let capacity = tables.chunk(newest.chunk).expect("held").bytes.capacity();
+        assert!(
+            capacity >= taken && capacity <= CHUNK_BYTES,
+            "{capacity} for {taken}"
+        );
+        for blocks in &mut switches {
+            while blocks.pop_front(&mut tables).is_some() {}
+        }
+        assert_eq!(tables.chunks_held(), 0);
     }
 
     proptest::proptest! {
