@@ -373,6 +373,34 @@ pub struct ValueCodec {
 }
 
 impl ValueCodec {
+    /// The state as parts (the mode as a byte, the previous value, the previous delta, the Rice
+    /// accumulator), for an owner that keeps them beside fields of its own without the
+    /// padding a nested struct costs (an open block per metric, a million switches over).
+    pub fn to_parts(self) -> (u8, i64, i64, u64) {
+        let mode = match self.mode {
+            Mode::Unset => 0,
+            Mode::Counter => 1,
+            // Scales stop at MAX_SCALE: a byte holds any.
+            Mode::Scaled(scale) => 2 + scale as u8,
+        };
+        (mode, self.prev, self.prev_delta, self.rice.acc)
+    }
+
+    /// The state [`to_parts`](Self::to_parts) gave.
+    pub fn from_parts((mode, prev, prev_delta, acc): (u8, i64, i64, u64)) -> ValueCodec {
+        let mode = match mode {
+            1 => Mode::Counter,
+            m @ 2.. => Mode::Scaled(u32::from(m - 2)),
+            0 => Mode::Unset,
+        };
+        ValueCodec {
+            mode,
+            prev,
+            prev_delta,
+            rice: Adaptive { acc },
+        }
+    }
+
     pub fn encode(&mut self, w: &mut BitWriter, v: Option<Value>) {
         match v {
             None => write_escape(w, ESC_ABSENT),
@@ -476,6 +504,29 @@ impl ValueCodec {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn codec_parts_round_trip_in_every_mode() {
+        let modes = [
+            Mode::Unset,
+            Mode::Counter,
+            Mode::Scaled(0),
+            Mode::Scaled(MAX_SCALE),
+        ];
+        for mode in modes {
+            let codec = ValueCodec {
+                mode,
+                prev: -7,
+                prev_delta: i64::MAX,
+                rice: Adaptive { acc: u64::MAX - 1 },
+            };
+            let back = ValueCodec::from_parts(codec.to_parts());
+            assert_eq!(
+                (back.mode, back.prev, back.prev_delta, back.rice.acc),
+                (mode, -7, i64::MAX, u64::MAX - 1)
+            );
+        }
+    }
 
     fn round_trip_values(values: &[f64]) -> u64 {
         let cells: Vec<Option<Value>> = values.iter().map(|&v| Value::cell(v)).collect();
