@@ -1094,3 +1094,62 @@ fn a_switch_holds_at_most_128_bytes_inline() {
         std::mem::size_of::<SwitchSeries>()
     );
 }
+
+/// Switches whose clocks differ by minutes end their blocks in many buckets at once (the
+/// chunks of sealed blocks are by end time, 2.5 s here): every retained block still reads
+/// back, every chunk held holds a retained block (none lingers empty), and none is left once
+/// all blocks have expired.
+#[test]
+fn skewed_switch_clocks_spread_blocks_over_many_chunks_and_lose_none() {
+    let limits = BlockLimits::fixed(4096, 20 * S);
+    let bucket = 20 * S / 8;
+    let mut store = Store::new(limits);
+    let n = 40;
+    let mut most_buckets = 0;
+    for t in 0..700i64 {
+        let mut batch = FeedBatch::with_metrics(&["bandwidth", "latency", "errors"]);
+        for s in 0..n {
+            // Clocks 0 to 273 s apart.
+            let ts = 1_700_000_000 * S + t * S + s as i64 * 7 * S;
+            batch.push_row(&format!("sw{s}"), ts, &[t as f64, 0.5, (t % 3) as f64]);
+        }
+        store.ingest(&batch);
+        if t % 10 == 9 {
+            // 300 s kept by the newest clock: every switch keeps some.
+            let cutoff = 1_700_000_000 * S + t * S + 273 * S - 300 * S;
+            store.evict_before(cutoff);
+            let mut buckets = std::collections::BTreeSet::new();
+            let mut blocks_held = 0;
+            for series in &store.switches {
+                let blocks: Vec<BlockView> = series.sealed.iter(&store.times.sealed).collect();
+                assert_eq!(blocks.len(), series.sealed.len());
+                blocks_held += blocks.len();
+                for block in &blocks {
+                    assert!(block.last_ts >= cutoff);
+                    buckets.insert(block.last_ts.div_euclid(bucket));
+                    let mut decoded = 0;
+                    block
+                        .for_each_row(|_, _| {
+                            decoded += 1;
+                            true
+                        })
+                        .expect("decodes");
+                    assert_eq!(decoded, block.rows);
+                }
+            }
+            let chunks = store.times.sealed.chunks_held();
+            assert!(
+                (buckets.len()..=blocks_held).contains(&chunks),
+                "{chunks} chunks for {blocks_held} blocks in {} buckets",
+                buckets.len()
+            );
+            most_buckets = most_buckets.max(buckets.len());
+        }
+    }
+    // Blocks retained end over ~570 s (273 s of skew + 300 s kept): 111 buckets at once
+    // (of the 40 switches' 20 s blocks), against ~35 with one clock.
+    assert!(most_buckets >= 100, "{most_buckets} buckets at most");
+    store.evict_before(i64::MAX);
+    assert_eq!(store.times.sealed.chunks_held(), 0);
+    assert_eq!(store.times.sealed.streams_held(), 0);
+}
