@@ -38,12 +38,7 @@ impl SwitchIds {
 
     /// The id of series `n`.
     pub fn get(&self, n: usize) -> Option<&str> {
-        let end = *self.ends.get(n)? as usize;
-        let start = match n.checked_sub(1) {
-            Some(before) => self.ends[before] as usize,
-            None => 0,
-        };
-        self.bytes.get(start..end)
+        id_at(&self.bytes, &self.ends, n)
     }
 
     /// The series number of `id`.
@@ -51,7 +46,7 @@ impl SwitchIds {
         let hash = Hasher::default().hash_one(id);
         let (bytes, ends) = (&self.bytes, &self.ends);
         self.index
-            .find(hash, |&n| id_at(bytes, ends, n) == id)
+            .find(hash, |&n| id_at(bytes, ends, n as usize) == Some(id))
             .map(|&n| n as usize)
     }
 
@@ -65,7 +60,7 @@ impl SwitchIds {
         let hash = Hasher::default().hash_one(id);
         let (bytes, ends) = (&self.bytes, &self.ends);
         self.index.insert_unique(hash, n, |&m| {
-            Hasher::default().hash_one(id_at(bytes, ends, m))
+            Hasher::default().hash_one(id_at(bytes, ends, m as usize).unwrap_or(""))
         });
         Some(n as usize)
     }
@@ -76,17 +71,15 @@ impl SwitchIds {
     }
 
     /// Keeps the ids of the series `keep` says, in their order (renumbered from 0).
-    pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
         let old = std::mem::take(self);
-        let kept = (0..old.len()).filter(|&n| keep(n)).count();
-        self.ends.reserve_exact(kept);
-        self.index.reserve(kept, |_| 0);
         for n in 0..old.len() {
             if keep(n) {
                 self.push(old.get(n).unwrap_or(""));
             }
         }
         self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
     }
 
     /// Heap bytes: the ids, their ends and the index (a slot and a control byte each).
@@ -95,11 +88,12 @@ impl SwitchIds {
     }
 }
 
-fn id_at<'a>(bytes: &'a str, ends: &[u32], n: u32) -> &'a str {
-    let n = n as usize;
-    let end = ends.get(n).map_or(0, |&e| e as usize);
-    let start = n.checked_sub(1).map_or(0, |b| ends[b] as usize);
-    bytes.get(start..end).unwrap_or("")
+/// The id of series `n` in `bytes` (split out of [`SwitchIds`] so the index's closures can
+/// read ids while the index is borrowed).
+fn id_at<'a>(bytes: &'a str, ends: &[u32], n: usize) -> Option<&'a str> {
+    let end = *ends.get(n)? as usize;
+    let start = n.checked_sub(1).map_or(0, |before| ends[before] as usize);
+    bytes.get(start..end)
 }
 
 impl std::ops::Index<usize> for SwitchIds {

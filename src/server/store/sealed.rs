@@ -408,27 +408,6 @@ impl SealedTables {
     }
 }
 
-/// Most bytes of a record's header after its length: the first timestamp and four varints.
-const HEAD_BYTES: usize = 8 + 10 + 3 * 5;
-
-/// Writes into a fixed buffer (a record's header, built before its length is known).
-struct Cursor<'a>(&'a mut [u8; HEAD_BYTES], usize);
-
-impl Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
-        self.1 += bytes.len();
-    }
-
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.put(&[(value as u8) | 0x80]);
-            value >>= 7;
-        }
-        self.put(&[value as u8]);
-    }
-}
-
 /// One record's header, as [`SealedBlocks::push`] writes it after the record's length.
 #[derive(Debug, Clone, Copy)]
 struct Header {
@@ -487,26 +466,26 @@ impl SealedBlocks {
     pub fn push_parts(&mut self, block: SealedParts<'_>, tables: &mut SealedTables) {
         let (first_ts, last_ts, rows) = block.bounds;
         let time_id = tables.streams.acquire(block.times);
-        let mut head = [0u8; HEAD_BYTES];
-        let head = {
-            let mut out = Cursor(&mut head, 0);
-            out.put(&first_ts.to_le_bytes());
-            // Cannot overflow: first ≤ last, both within the times a feed can carry (block
-            // files are checked for it on reading).
-            out.varint((last_ts - first_ts) as u64);
-            out.varint(u64::from(rows));
-            out.varint(u64::from(time_id));
-            out.varint(u64::from(block.bit_len));
-            let n = out.1;
-            &head[..n]
-        };
+        // Cannot overflow: first ≤ last, both within the times a feed can carry (block files
+        // are checked for it on reading).
+        let varints = [
+            (last_ts - first_ts) as u64,
+            u64::from(rows),
+            u64::from(time_id),
+            u64::from(block.bit_len),
+        ];
         let [front, back] = block.body;
-        let rest = (head.len() + front.len() + back.len()) as u64;
+        // Written straight into the chunk, so its length is counted first.
+        let head = 8 + varints.iter().map(|&v| wire::varint_len(v)).sum::<usize>();
+        let rest = (head + front.len() + back.len()) as u64;
         let len = Place::BYTES + wire::varint_len(rest) + rest as usize;
         let place = tables.append(last_ts, len, |out| {
             out.extend_from_slice(&Place::NONE.to_bytes());
             wire::put_varint(out, rest);
-            out.extend_from_slice(head);
+            wire::put_i64(out, first_ts);
+            for v in varints {
+                wire::put_varint(out, v);
+            }
             out.extend_from_slice(front);
             out.extend_from_slice(back);
         });
