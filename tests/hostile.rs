@@ -546,3 +546,198 @@ fn requests_that_waited_too_long_for_a_worker_are_shed() {
         "{answer:?}"
     );
 }
+
+/// Reads one answer (head and `Content-Length` body) from a kept-alive connection: its
+/// status line and body.
+fn read_one_answer(stream: &mut TcpStream) -> (String, String) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!(
+                "answer cut short ({other:?}): {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("length"))
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    (
+        status_line(&head).to_string(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn get_switch(n: usize) -> String {
+    format!("GET /telemetry/get?switch_id=switch{n}&metric=bandwidth HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// A kept-alive connection, its first request answered, then left alone long enough to be
+/// parked for the workers (`vendor/tiny_http/src/ready.rs`).
+fn parked_connection(server: &Proc) -> TcpStream {
+    let mut stream = connect(server.addr);
+    stream.write_all(get_switch(1).as_bytes()).expect("send");
+    let (status, body) = read_one_answer(&mut stream);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
+    std::thread::sleep(Duration::from_millis(100));
+    stream
+}
+
+/// After its first answer a kept-alive connection waits for its next request parked: the
+/// workers read it. One whole plain head is answered at once; anything else (a head in
+/// pieces, two heads at once, a body, a close, an older HTTP, a trickle) goes back to the
+/// connection's own thread and is held to the rules of any request.
+#[test]
+fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
+    let (_feed, server) = server_with_feed(3, &["--request-timeout", "1s", "--workers", "2"]);
+    let mut stream = parked_connection(&server);
+    // Many in a row, each read and answered by a worker: the connection's own thread sleeps
+    // through them (it was woken once per request before).
+    let woken_before = connection_thread_wake_ups(&server);
+    for i in 0..200 {
+        let n = i % 3 + 1;
+        stream.write_all(get_switch(n).as_bytes()).expect("send");
+        let (status, body) = read_one_answer(&mut stream);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(
+            body.contains(&format!("\"switch{n}\"")),
+            "request {i}: {body}"
+        );
+    }
+    let woken = connection_thread_wake_ups(&server) - woken_before;
+    assert!(
+        woken < 20,
+        "connection threads woken {woken} times for 200 requests"
+    );
+    // A head in two pieces, 300 ms apart.
+    std::thread::sleep(Duration::from_millis(100));
+    let request = get_switch(2);
+    stream.write_all(&request.as_bytes()[..20]).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&request.as_bytes()[20..]).expect("send");
+    let (status, body) = read_one_answer(&mut stream);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("\"switch2\""), "{body}");
+    // Two heads in one write: both answered, in order.
+    std::thread::sleep(Duration::from_millis(100));
+    stream
+        .write_all(format!("{}{}", get_switch(3), get_switch(1)).as_bytes())
+        .expect("send");
+    for n in [3, 1] {
+        let (status, body) = read_one_answer(&mut stream);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(body.contains(&format!("\"switch{n}\"")), "{body}");
+    }
+    // A close asked for: answered, then closed.
+    std::thread::sleep(Duration::from_millis(100));
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+    assert!(closed, "open after Connection: close");
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut stream = parked_connection(&server);
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.0 200"),
+        "{answer:?}"
+    );
+    assert!(closed, "open after an HTTP/1.0 request");
+
+    // A declared body (never read): refused, then closed.
+    let mut stream = parked_connection(&server);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+        .expect("send");
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 413"),
+        "{answer:?}"
+    );
+    assert!(closed, "open after a declared body");
+
+    // A next head trickled byte by byte: 408 and a close after the request timeout.
+    let mut stream = parked_connection(&server);
+    let started = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        for byte in b"GET /telemetry/stats HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaa".iter() {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        read_until_closed(&mut stream, Duration::from_secs(5))
+    });
+    assert_answered_within_a_second(&server, "/telemetry/stats");
+    let (answer, closed) = trickle.join().expect("trickle");
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert!(closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Garbage instead of a next head: 400 and a close.
+    let mut stream = parked_connection(&server);
+    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("send");
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 400"),
+        "{answer:?}"
+    );
+    assert!(closed);
+
+    // A client that leaves while parked costs nothing: others are answered, nothing panics.
+    for _ in 0..20 {
+        drop(parked_connection(&server));
+    }
+    assert_answered_within_a_second(&server, "/telemetry/stats");
+    let stats = util::stats(&server);
+    assert_eq!(stats["http"]["panics"], 0, "{}", stats["http"]);
+    assert!(server_is_alive(&server));
+}
+
+fn server_is_alive(server: &Proc) -> bool {
+    util::threads_of(server.pid()) > 0
+}
+
+/// How often the server's connection threads have gone to sleep and been woken since they
+/// started (voluntary context switches of every `http-conn` thread).
+fn connection_thread_wake_ups(server: &Proc) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).expect("tasks");
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "http-conn")
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}

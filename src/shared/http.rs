@@ -2,11 +2,13 @@
 //! threads (the shape tiny_http's own docs show: one `Arc<Server>`, N threads looping on
 //! `recv()`), the limits every request is checked against, and the [`Reply`] handlers return.
 //!
-//! Workers never do client I/O: the vendored tiny_http (see `vendor/tiny_http/PATCHED.md`)
+//! Workers never wait on a client: the vendored tiny_http (see `vendor/tiny_http/PATCHED.md`)
 //! gives each connection a thread that reads request heads and writes answers under
 //! [`ConnectionLimits`], one request at a time, and hands workers only complete heads. A
-//! worker's answer is handed back as bytes (shared, not copied, for cached answers). So a
-//! slow, stalled or hostile client costs its own connection thread, never a worker.
+//! worker writes a small answer itself only when the socket takes it at once, and reads a
+//! kept-alive connection's next request only when it is there whole; anything else is
+//! handed back as bytes (shared, not copied, for cached answers). So a slow, stalled or
+//! hostile client costs its own connection thread, never a worker.
 //!
 //! Handlers are plain functions of a [`RequestHead`], so they are tested without sockets. A
 //! panic anywhere in answering becomes a 500 for that request, is logged and counted

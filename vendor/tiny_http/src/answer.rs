@@ -22,31 +22,53 @@
 
 use std::convert::TryFrom;
 use std::io::{ErrorKind, Result as IoResult};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header};
 use crate::connection::Connection;
-use crate::request::Reply;
+use crate::ready::Ready;
+use crate::request::{Reply, Request};
 use crate::ResponseBox;
 
 /// The largest answer a worker writes itself. Larger ones are written by the connection
 /// thread, so the worker never holds a copy of a large body.
 const DIRECT_MAX: usize = 64 * 1024;
 
+/// The most bytes a worker reads from a parked connection; a next request longer than this
+/// goes back to the connection thread with them.
+const PARKED_READ_MAX: usize = 8 * 1024;
+
 /// What became of the request in flight.
 enum State {
     /// No request in flight (or its outcome was taken).
     Idle,
-    /// Handed over, not answered yet. `woken`: the connection thread wants a wake-up for any
-    /// outcome, even an answer written whole.
-    Pending { woken: bool },
+    /// Handed over at `since`, not answered yet. `woken`: the connection thread wants a
+    /// wake-up for any outcome, even an answer written whole.
+    Pending { woken: bool, since: Instant },
     /// The worker wrote the whole answer, at this time.
     Written(Instant),
+    /// Watched by the workers for the next request (`crate::ready`) since this time, the
+    /// end of the last answer; the connection thread sleeps until the idle time is up.
+    Parked(Instant),
+    /// A worker read these bytes from the parked connection and they are not one plain
+    /// request: the connection thread reads on from them.
+    Back(Vec<u8>),
     /// The connection thread must finish this.
     Handed(Outcome),
     /// The connection thread is gone: nothing more may be written.
     Closed,
+}
+
+/// The slot's state, and how its connection is known to the workers' `epoll` set.
+struct Inner {
+    state: State,
+    /// The connection thread waits for the next request parked: a worker that writes an
+    /// answer whole parks the connection again instead of waking it.
+    parking: bool,
+    /// The connection's token in the workers' set, once it was first parked.
+    token: Option<u64>,
 }
 
 /// What the connection thread gets back.
@@ -57,6 +79,9 @@ pub(crate) enum Outcome {
     Reply(Reply),
     /// The bytes of an answer the socket did not take whole.
     Rest(Vec<u8>),
+    /// A worker read these first bytes of what the client sent next (maybe none, at the end
+    /// of the stream): read on from them.
+    Back(Vec<u8>),
     /// Writing the answer failed: the connection is broken.
     Failed,
     /// No answer came within the wait allowed.
@@ -68,16 +93,28 @@ pub(crate) enum Outcome {
 /// The answer slot of one connection, shared by its thread and the worker answering.
 pub(crate) struct AnswerSlot {
     conn: Arc<Connection>,
+    remote_addr: Option<SocketAddr>,
+    ready: Arc<Ready>,
     wake: EventFd,
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
 }
 
 impl AnswerSlot {
-    pub(crate) fn new(conn: Arc<Connection>) -> IoResult<AnswerSlot> {
+    pub(crate) fn new(
+        conn: Arc<Connection>,
+        remote_addr: Option<SocketAddr>,
+        ready: Arc<Ready>,
+    ) -> IoResult<AnswerSlot> {
         Ok(AnswerSlot {
             conn,
+            remote_addr,
+            ready,
             wake: EventFd::new()?,
-            state: Mutex::new(State::Idle),
+            inner: Mutex::new(Inner {
+                state: State::Idle,
+                parking: false,
+                token: None,
+            }),
         })
     }
 
@@ -85,26 +122,44 @@ impl AnswerSlot {
         &self.conn
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A request is handed over now.
     pub(crate) fn begin(&self) {
         self.wake.clear();
-        *self.state() = State::Pending { woken: false };
+        self.inner().state = State::Pending {
+            woken: false,
+            since: Instant::now(),
+        };
     }
 
-    /// The connection thread is leaving: a worker answering later writes nothing.
+    /// The connection thread is leaving: a worker answering later writes nothing, and the
+    /// workers stop watching the connection.
     pub(crate) fn close(&self) {
-        *self.state() = State::Closed;
+        let mut inner = self.inner();
+        inner.state = State::Closed;
+        if let Some(token) = inner.token.take() {
+            self.ready.forget(&self.conn, token);
+        }
+    }
+
+    /// Parks the connection (the state is locked in `inner`); on failure the connection
+    /// thread is told to read on itself.
+    fn park(self: &Arc<Self>, inner: &mut Inner, since: Instant) {
+        let Inner { state, token, .. } = inner;
+        *state = match self.ready.park(self, &self.conn, token) {
+            Ok(()) => State::Parked(since),
+            Err(_) => State::Back(Vec::new()),
+        };
     }
 
     /// The worker's answer. With `direct`, a small answer whose body is in memory is written
     /// here, without blocking; anything else goes to the connection thread. An error means
     /// the connection is gone.
     pub(crate) fn answer(
-        &self,
+        self: &Arc<Self>,
         response: ResponseBox,
         direct: Option<(&HTTPVersion, &[Header], bool)>,
     ) -> IoResult<()> {
@@ -120,8 +175,8 @@ impl AnswerSlot {
             head_only,
             None,
         );
-        let mut state = self.state();
-        if !matches!(*state, State::Pending { .. }) {
+        let mut inner = self.inner();
+        if !matches!(inner.state, State::Pending { .. }) {
             return Err(gone());
         }
         let outcome = match rendered.and_then(|()| send_now(&self.conn, &bytes)) {
@@ -132,20 +187,28 @@ impl AnswerSlot {
             }
             Err(_) => Some(Outcome::Failed),
         };
-        let woken = matches!(*state, State::Pending { woken: true });
+        let woken = matches!(inner.state, State::Pending { woken: true, .. });
         match outcome {
+            // Held under the lock since the check above: the connection thread cannot have
+            // left in between, so no byte goes to a connection it gave up.
+            None if inner.parking => {
+                self.park(&mut inner, Instant::now());
+                let back = matches!(inner.state, State::Back(_));
+                drop(inner);
+                if back {
+                    self.wake.signal();
+                }
+            }
             None => {
-                // Held under the lock since the check above: the connection thread cannot
-                // have left in between, so no byte goes to a connection it gave up.
-                *state = State::Written(Instant::now());
-                drop(state);
+                inner.state = State::Written(Instant::now());
+                drop(inner);
                 if woken {
                     self.wake.signal();
                 }
             }
             Some(outcome) => {
-                *state = State::Handed(outcome);
-                drop(state);
+                inner.state = State::Handed(outcome);
+                drop(inner);
                 self.wake.signal();
             }
         }
@@ -154,49 +217,115 @@ impl AnswerSlot {
 
     /// Hands `outcome` to the connection thread and wakes it.
     pub(crate) fn hand(&self, outcome: Outcome) -> IoResult<()> {
-        let mut state = self.state();
-        if !matches!(*state, State::Pending { .. }) {
+        let mut inner = self.inner();
+        if !matches!(inner.state, State::Pending { .. }) {
             return Err(gone());
         }
-        *state = State::Handed(outcome);
-        drop(state);
+        inner.state = State::Handed(outcome);
+        drop(inner);
         self.wake.signal();
         Ok(())
     }
 
-    /// Waits for what became of the request handed over at `handed`. With `next_request`,
-    /// an answer the worker wrote whole ends the wait only when the client sends more (or
-    /// closes), or after `idle` of silence (`Outcome::Idle`); without it, at once.
+    /// A worker's turn with a parked connection the workers' set says is readable: reads
+    /// what the client sent, without blocking; when that is one complete plain request head
+    /// (`parse`), the request to answer. Anything else goes back to the connection thread.
+    pub(crate) fn take_parked(
+        self: &Arc<Self>,
+        parse: impl FnOnce(&[u8], Arc<AnswerSlot>, Option<SocketAddr>) -> Option<Request>,
+    ) -> Option<Request> {
+        let parked_since = {
+            let mut inner = self.inner();
+            let State::Parked(since) = inner.state else {
+                // Taken back by its thread (idle, closing) since the event: not ours.
+                return None;
+            };
+            inner.state = State::Pending {
+                woken: false,
+                since: Instant::now(),
+            };
+            since
+        };
+        let mut buf = [0u8; PARKED_READ_MAX];
+        let (got, ended) = recv_now(&self.conn, &mut buf);
+        let bytes = &buf[..got];
+        if bytes.is_empty() && !ended {
+            // Nothing to read after all: watch again.
+            let mut inner = self.inner();
+            if matches!(inner.state, State::Pending { .. }) {
+                self.park(&mut inner, parked_since);
+                if matches!(inner.state, State::Back(_)) {
+                    drop(inner);
+                    self.wake.signal();
+                }
+            }
+            return None;
+        }
+        if !ended {
+            if let Some(request) = parse(bytes, Arc::clone(self), self.remote_addr) {
+                return Some(request);
+            }
+        }
+        let mut inner = self.inner();
+        if matches!(inner.state, State::Pending { .. }) {
+            inner.state = State::Back(bytes.to_vec());
+            drop(inner);
+            self.wake.signal();
+        }
+        None
+    }
+
+    /// Waits for what became of the request handed over. With `park`, an answer the worker
+    /// wrote whole parks the connection (`crate::ready`): the wait then ends only when a
+    /// worker hands something back, or after `idle` of silence (`Outcome::Idle`); without
+    /// it, at once.
     pub(crate) fn wait(
-        &self,
-        handed: Instant,
+        self: &Arc<Self>,
         answer_wait: Duration,
-        mut next_request: bool,
+        park: bool,
+        idle: Duration,
+    ) -> Outcome {
+        self.inner().parking = park;
+        let outcome = self.wait_parking(answer_wait, park, idle);
+        self.inner().parking = false;
+        outcome
+    }
+
+    fn wait_parking(
+        self: &Arc<Self>,
+        answer_wait: Duration,
+        park: bool,
         idle: Duration,
     ) -> Outcome {
         loop {
             let deadline = {
-                let mut state = self.state();
-                match &mut *state {
-                    State::Pending { woken } => {
-                        *woken = !next_request;
-                        // An answer the worker writes whole does not wake this thread: when
-                        // watching the socket, look again every `idle`, so that the idle
-                        // time after such an answer is enforced (from when it was written).
-                        let answer_deadline = handed + answer_wait;
-                        if next_request {
+                let mut inner = self.inner();
+                match &mut inner.state {
+                    State::Pending { woken, since } => {
+                        *woken = !park;
+                        // An answer the worker writes whole parks the connection without
+                        // waking this thread: look again every `idle`, so that the idle
+                        // time after it is enforced (from when it was written).
+                        let answer_deadline = *since + answer_wait;
+                        if park {
                             answer_deadline.min(Instant::now() + idle)
                         } else {
                             answer_deadline
                         }
                     }
-                    State::Written(at) if next_request => *at + idle,
+                    State::Written(at) if park => {
+                        let at = *at;
+                        self.park(&mut inner, at);
+                        continue;
+                    }
+                    State::Parked(at) => *at + idle,
                     State::Written(_) => {
-                        *state = State::Idle;
+                        inner.state = State::Idle;
                         return Outcome::Written;
                     }
-                    State::Handed(_) | State::Idle | State::Closed => {
-                        return match std::mem::replace(&mut *state, State::Idle) {
+                    State::Back(_) | State::Handed(_) | State::Idle | State::Closed => {
+                        return match std::mem::replace(&mut inner.state, State::Idle) {
+                            State::Back(bytes) => Outcome::Back(bytes),
                             State::Handed(outcome) => outcome,
                             // No request in flight: nothing to wait for.
                             _ => Outcome::Failed,
@@ -205,39 +334,26 @@ impl AnswerSlot {
                 }
             };
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                let mut state = self.state();
-                return match *state {
-                    State::Written(_) => {
-                        *state = State::Idle;
-                        Outcome::Idle
+                let mut inner = self.inner();
+                let now = Instant::now();
+                match inner.state {
+                    // Silent for the idle time: taken back from the workers (one that got
+                    // its event meanwhile finds it no longer parked).
+                    State::Parked(at) if now >= at + idle => {
+                        inner.state = State::Idle;
+                        return Outcome::Idle;
                     }
-                    State::Pending { .. } if Instant::now() >= handed + answer_wait => {
-                        Outcome::Unanswered
+                    State::Pending { since, .. } if now >= since + answer_wait => {
+                        return Outcome::Unanswered;
                     }
-                    // An outcome came just now: take it on the next turn.
+                    // Moved on just now: look again.
                     _ => continue,
-                };
-            };
-            let socket = next_request.then_some(&*self.conn);
-            match wait_readable(&self.wake, socket, left) {
-                Ok(Readable { socket: true, .. }) => {
-                    let mut state = self.state();
-                    match *state {
-                        // The client sent its next request (or closed): read it.
-                        State::Written(_) => {
-                            *state = State::Idle;
-                            return Outcome::Written;
-                        }
-                        // A pipelined request, or a client that left, before the answer:
-                        // wait for the answer alone.
-                        _ => next_request = false,
-                    }
                 }
-                Ok(Readable { wake: true, .. }) => self.wake.clear(),
-                Ok(_) => {}
-                // `poll` failing on our own descriptors: stop watching the socket, and give
-                // the connection up if even the eventfd cannot be waited on.
-                Err(_) if next_request => next_request = false,
+            };
+            match wait_readable(&self.wake, left) {
+                Ok(true) => self.wake.clear(),
+                Ok(false) => {}
+                // `poll` failing on our own eventfd: give the connection up.
                 Err(_) => return Outcome::Failed,
             }
         }
@@ -267,41 +383,39 @@ fn send_now(conn: &Connection, bytes: &[u8]) -> IoResult<usize> {
     Ok(sent)
 }
 
-#[derive(Default)]
-struct Readable {
-    wake: bool,
-    socket: bool,
-}
-
-/// `poll(2)` on the eventfd and, optionally, the socket, for at most `limit`.
-fn wait_readable(wake: &EventFd, socket: Option<&Connection>, limit: Duration) -> IoResult<Readable> {
+/// `poll(2)` on the eventfd for at most `limit`; whether it was signalled.
+fn wait_readable(wake: &EventFd, limit: Duration) -> IoResult<bool> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     // Rounded up to a millisecond, so a wait never ends just before its deadline and spins.
-    let limit = Duration::from_millis(limit.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64);
+    let limit =
+        Duration::from_millis(limit.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64);
     let timeout = Timespec::try_from(limit).ok();
     let mut fds = [PollFd::new(&wake.fd, PollFlags::IN)];
-    let ready = match socket {
-        Some(conn) => {
-            let mut both = [PollFd::new(&wake.fd, PollFlags::IN), PollFd::new(conn, PollFlags::IN)];
-            match poll(&mut both, timeout.as_ref()) {
-                Ok(_) => Readable {
-                    wake: !both[0].revents().is_empty(),
-                    socket: !both[1].revents().is_empty(),
-                },
-                Err(rustix::io::Errno::INTR) => Readable::default(),
-                Err(e) => return Err(e.into()),
-            }
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(_) => Ok(!fds[0].revents().is_empty()),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads what the socket holds now into `buf`, without waiting: how many bytes, and whether
+/// the stream ended (or failed) there.
+fn recv_now(conn: &Connection, buf: &mut [u8]) -> (usize, bool) {
+    use rustix::net::{recv, RecvFlags};
+    let mut got = 0;
+    let ended = loop {
+        if got == buf.len() {
+            break false;
         }
-        None => match poll(&mut fds, timeout.as_ref()) {
-            Ok(_) => Readable {
-                wake: !fds[0].revents().is_empty(),
-                socket: false,
-            },
-            Err(rustix::io::Errno::INTR) => Readable::default(),
-            Err(e) => return Err(e.into()),
-        },
+        match recv(conn, &mut buf[got..], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => break true,
+            Ok((n, _)) => got += n,
+            Err(rustix::io::Errno::AGAIN) => break false,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break true,
+        }
     };
-    Ok(ready)
+    (got, ended)
 }
 
 /// A Linux eventfd: the worker's way to wake a connection thread waiting in `poll`.

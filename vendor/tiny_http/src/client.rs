@@ -31,9 +31,11 @@ use std::time::{Duration, Instant};
 use crate::answer::{AnswerSlot, Outcome};
 use crate::common::{HTTPVersion, Method};
 use crate::connection::Connection;
+use crate::ready::Ready;
 use crate::request::{new_request, DeclaredBody, Reply};
-use crate::util::MessagesQueue;
-use crate::{ConnectionLimits, Counters, Header, Message, Response, ResponseBox, StatusCode};
+use crate::{
+    ConnectionLimits, Counters, Header, Message, Request, Response, ResponseBox, StatusCode,
+};
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -81,6 +83,8 @@ fn timed_out() -> IoError {
 /// socket timeout, so a client trickling one byte at a time still runs out of time.
 struct Deadlined<'a> {
     conn: &'a Connection,
+    /// Bytes a worker read from the socket first (`Outcome::Back`), read before it.
+    first: std::io::Cursor<Vec<u8>>,
     deadline: Instant,
     /// When the socket timeout in force was set (`None`: not for this deadline). It is set
     /// again only after [`TIMEOUT_SLACK`], so a large answer written in many calls does not
@@ -95,9 +99,15 @@ impl<'a> Deadlined<'a> {
     fn new(conn: &'a Connection, deadline: Instant) -> Deadlined<'a> {
         Deadlined {
             conn,
+            first: std::io::Cursor::new(Vec::new()),
             deadline,
             timeout_set: None,
         }
+    }
+
+    /// `bytes` are read before anything more from the socket.
+    fn read_first(&mut self, bytes: Vec<u8>) {
+        self.first = std::io::Cursor::new(bytes);
     }
 
     fn set_deadline(&mut self, deadline: Instant) {
@@ -133,6 +143,9 @@ fn as_timeout(err: IoError) -> IoError {
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        if (self.first.position() as usize) < self.first.get_ref().len() {
+            return self.first.read(buf);
+        }
         if let Some(left) = self.timeout_to_set()? {
             self.conn.set_read_timeout(Some(left))?;
         }
@@ -257,10 +270,10 @@ pub(crate) fn serve_connection(
     accepted: Instant,
     limits: &ConnectionLimits,
     counters: &Counters,
-    messages: &MessagesQueue<Message>,
+    ready: &Arc<Ready>,
 ) {
     let conn = Arc::new(conn);
-    let slot = match AnswerSlot::new(Arc::clone(&conn)) {
+    let slot = match AnswerSlot::new(Arc::clone(&conn), remote_addr, Arc::clone(ready)) {
         Ok(slot) => Arc::new(slot),
         // No descriptor for the eventfd: the server is out of them; say so and close.
         Err(_) => {
@@ -268,9 +281,16 @@ pub(crate) fn serve_connection(
             return;
         }
     };
-    serve_requests(&slot, remote_addr, accepted, limits, counters, messages);
-    // A worker still holding a request writes nothing more to this connection.
-    slot.close();
+    /// However serving ends (a panic included): a worker still holding a request writes
+    /// nothing more to this connection, and the workers stop watching it.
+    struct Closing<'a>(&'a AnswerSlot);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(&slot);
+    serve_requests(&slot, remote_addr, accepted, limits, counters, ready);
 }
 
 /// The request loop of [`serve_connection`].
@@ -280,7 +300,7 @@ fn serve_requests(
     accepted: Instant,
     limits: &ConnectionLimits,
     counters: &Counters,
-    messages: &MessagesQueue<Message>,
+    ready: &Ready,
 ) {
     let conn = slot.conn();
     let mut reader = BufReader::with_capacity(
@@ -364,14 +384,14 @@ fn serve_requests(
         let request_headers = head.headers.clone();
         let do_not_send_body = head.method == Method::Head;
 
-        // Unless the connection closes after this answer, a worker may write it itself; this
-        // thread then waits for the next request at once (`crate::answer`), but only if no
-        // byte of a later request is buffered already (those wait for this answer).
+        // Unless the connection closes after this answer, a worker may write it itself; the
+        // connection is then parked for the workers to read its next request
+        // (`crate::ready`), but only if no byte of a later request is buffered already
+        // (those wait for this answer, and this thread reads them).
         let direct = !close;
-        let watch_socket = direct && reader.buffer().is_empty();
+        let park = direct && reader.buffer().is_empty();
         slot.begin();
-        let handed = Instant::now();
-        messages.push(Message::NewRequest(new_request(
+        ready.push(Message::NewRequest(new_request(
             head.method,
             head.path,
             head.version,
@@ -382,49 +402,52 @@ fn serve_requests(
         )));
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
-        let mut response: ResponseBox =
-            match slot.wait(handed, ANSWER_WAIT_MAX, watch_socket, limits.idle_timeout) {
-                Outcome::Written => continue,
-                Outcome::Idle => {
-                    counters.idle_closed.fetch_add(1, Relaxed);
-                    break;
-                }
-                Outcome::Failed => break,
-                Outcome::Rest(bytes) => {
-                    counters.writing.fetch_add(1, Relaxed);
-                    let mut writer =
-                        Deadlined::new(conn, Instant::now() + limits.request_timeout);
-                    let written = writer.write_all(&bytes);
-                    counters.writing.fetch_sub(1, Relaxed);
-                    match written {
-                        Ok(()) => continue,
-                        Err(e) => {
-                            if e.kind() == ErrorKind::TimedOut {
-                                counters.write_timeouts.fetch_add(1, Relaxed);
-                            }
-                            break;
+        let mut response: ResponseBox = match slot.wait(ANSWER_WAIT_MAX, park, limits.idle_timeout)
+        {
+            Outcome::Written => continue,
+            Outcome::Back(bytes) => {
+                reader.get_mut().read_first(bytes);
+                continue;
+            }
+            Outcome::Idle => {
+                counters.idle_closed.fetch_add(1, Relaxed);
+                break;
+            }
+            Outcome::Failed => break,
+            Outcome::Rest(bytes) => {
+                counters.writing.fetch_add(1, Relaxed);
+                let mut writer = Deadlined::new(conn, Instant::now() + limits.request_timeout);
+                let written = writer.write_all(&bytes);
+                counters.writing.fetch_sub(1, Relaxed);
+                match written {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        if e.kind() == ErrorKind::TimedOut {
+                            counters.write_timeouts.fetch_add(1, Relaxed);
                         }
+                        break;
                     }
                 }
-                Outcome::Reply(Reply::Answer(response)) => {
-                    counters.writing.fetch_add(1, Relaxed);
-                    response
-                }
-                Outcome::Reply(Reply::Stream(stream)) => {
-                    write_stream(conn, stream, &version, do_not_send_body, counters);
-                    break;
-                }
-                Outcome::Reply(Reply::Dropped) => {
-                    counters.writing.fetch_add(1, Relaxed);
-                    Response::empty(500).boxed()
-                }
-                Outcome::Unanswered => {
-                    counters.unanswered.fetch_add(1, Relaxed);
-                    answer_error(conn, limits, 503);
-                    linger(conn);
-                    break;
-                }
-            };
+            }
+            Outcome::Reply(Reply::Answer(response)) => {
+                counters.writing.fetch_add(1, Relaxed);
+                response
+            }
+            Outcome::Reply(Reply::Stream(stream)) => {
+                write_stream(conn, stream, &version, do_not_send_body, counters);
+                break;
+            }
+            Outcome::Reply(Reply::Dropped) => {
+                counters.writing.fetch_add(1, Relaxed);
+                Response::empty(500).boxed()
+            }
+            Outcome::Unanswered => {
+                counters.unanswered.fetch_add(1, Relaxed);
+                answer_error(conn, limits, 503);
+                linger(conn);
+                break;
+            }
+        };
         if close {
             response.close_connection();
         }
@@ -462,6 +485,42 @@ fn serve_requests(
     }
 }
 
+/// The request a worker answers from a parked connection (`crate::ready`), when `bytes` are
+/// exactly one complete head of a plain HTTP/1.1 request that keeps the connection open: no
+/// body, no expectation, no close. Anything else (`None`) goes back to the connection thread,
+/// which answers errors, bodies and closes as for any request.
+pub(crate) fn parked_request(
+    bytes: &[u8],
+    slot: Arc<AnswerSlot>,
+    remote_addr: Option<SocketAddr>,
+) -> Option<Request> {
+    let head = plain_head(bytes)?;
+    Some(new_request(
+        head.method,
+        head.path,
+        head.version,
+        head.headers,
+        remote_addr,
+        slot,
+        true,
+    ))
+}
+
+/// The head in `bytes` if they are exactly one complete head of a plain HTTP/1.1 request
+/// (see [`parked_request`]).
+fn plain_head(bytes: &[u8]) -> Option<Head> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if end + 4 != bytes.len() {
+        return None;
+    }
+    let head = read_head(&mut &bytes[..]).ok()?;
+    let plain = head.version == HTTPVersion(1, 1)
+        && !wants_close(&head)
+        && DeclaredBody::of(&head.headers) == DeclaredBody::None
+        && !head.headers.iter().any(|h| h.field.equiv("Expect"));
+    plain.then_some(head)
+}
+
 /// fabric-telemetry patch: writes a [`crate::Stream`]: the head, then each piece as it comes,
 /// flushed at once, each within the stream's `write_timeout`; the connection closes after.
 fn write_stream(
@@ -484,7 +543,9 @@ fn write_stream(
     }
     head.push_str("Connection: close\r\n\r\n");
     let mut writer = Deadlined::new(conn, Instant::now() + stream.write_timeout);
-    let mut written = writer.write_all(head.as_bytes()).and_then(|()| writer.flush());
+    let mut written = writer
+        .write_all(head.as_bytes())
+        .and_then(|()| writer.flush());
     while written.is_ok() && !head_only {
         let Some(piece) = (stream.next)() else {
             break;
@@ -562,6 +623,38 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
 
 #[cfg(test)]
 mod test {
+    #[test]
+    fn only_one_whole_plain_head_is_answered_from_a_parked_connection() {
+        let plain = |bytes: &[u8]| super::plain_head(bytes).map(|h| h.path);
+        let get = b"GET /telemetry/get?switch_id=s1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(plain(get).as_deref(), Some("/telemetry/get?switch_id=s1"));
+        assert!(plain(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").is_some());
+        // A head not yet complete, or followed by more bytes (pipelined, a body).
+        assert!(plain(&get[..get.len() - 2]).is_none());
+        assert!(plain(b"GET / HTTP/1.1\r\n").is_none());
+        let mut two = get.to_vec();
+        two.extend_from_slice(get);
+        assert!(plain(&two).is_none());
+        assert!(plain(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nx").is_none());
+        // What the connection thread must answer or close itself.
+        for refused in [
+            &b"GET / HTTP/1.0\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GARBAGE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+        ] {
+            assert!(
+                plain(refused).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+    }
+
     #[test]
     fn test_parse_request_line() {
         let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();

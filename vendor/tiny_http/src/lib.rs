@@ -113,7 +113,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use connection::Connection;
-use util::MessagesQueue;
+use ready::{Ready, Woken};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
@@ -124,6 +124,7 @@ mod answer;
 mod client;
 mod common;
 mod connection;
+mod ready;
 mod request;
 mod response;
 mod util;
@@ -140,8 +141,9 @@ pub struct Server {
     // when set to true, all the subtasks will close within a few hundreds ms
     close: Arc<AtomicBool>,
 
-    // queue for messages received by child threads
-    messages: Arc<MessagesQueue<Message>>,
+    // fabric-telemetry patch: request heads queued by connection threads, and kept-alive
+    // connections parked for the workers (`ready.rs`)
+    ready: Arc<Ready>,
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
@@ -286,7 +288,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         log::debug!("Server listening on {}", local_addr);
 
-        let messages = MessagesQueue::with_capacity(8);
+        let ready = Ready::new()?;
         let counters = Arc::new(Counters::default());
         let (refuse, refused) = mpsc::sync_channel::<Connection>(REFUSED_QUEUE);
         thread::Builder::new()
@@ -296,7 +298,7 @@ impl Server {
         let accept = Accept {
             listener,
             close: Arc::clone(&close_trigger),
-            messages: Arc::clone(&messages),
+            ready: Arc::clone(&ready),
             counters: Arc::clone(&counters),
             limits: Arc::new(limits),
             refuse,
@@ -307,7 +309,7 @@ impl Server {
             .spawn(move || accept.run())?;
 
         Ok(Server {
-            messages,
+            ready,
             close: close_trigger,
             listening_addr: local_addr,
             counters,
@@ -352,31 +354,51 @@ impl Server {
 
     /// Blocks until the next request arrives (or `unblock` is called).
     pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+        loop {
+            match self.next_request(Duration::from_secs(3600)) {
+                Some(Some(rq)) => return Ok(rq),
+                Some(None) => return Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+                None => {}
+            }
         }
     }
 
     /// Same as `recv()` but doesn't block longer than timeout.
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
+        Ok(self.next_request(timeout).flatten())
     }
 
     /// Same as `recv()` but doesn't block.
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
+        Ok(self.next_request(Duration::ZERO).flatten())
     }
 
     /// Unblock thread stuck in recv() or incoming_requests().
     pub fn unblock(&self) {
-        self.messages.unblock();
+        self.ready.unblock();
+    }
+
+    /// fabric-telemetry patch: the next request, from the queue or read from a parked
+    /// connection by this thread (`ready.rs`), waiting at most `timeout`: `Some(None)` when
+    /// unblocked, `None` when the time ran out.
+    fn next_request(&self, timeout: Duration) -> Option<Option<Request>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(next) = self.ready.try_pop() {
+                return Some(next.map(|Message::NewRequest(rq)| rq));
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.ready.wait(left) {
+                Woken::Queue => {}
+                Woken::Parked(slot) => {
+                    if let Some(rq) = slot.take_parked(client::parked_request) {
+                        return Some(Some(rq));
+                    }
+                }
+                Woken::Nothing if left.is_zero() => return None,
+                Woken::Nothing => {}
+            }
+        }
     }
 }
 
@@ -393,7 +415,7 @@ impl Drop for OpenGuard {
 struct Accept {
     listener: Listener,
     close: Arc<AtomicBool>,
-    messages: Arc<MessagesQueue<Message>>,
+    ready: Arc<Ready>,
     counters: Arc<Counters>,
     limits: Arc<ConnectionLimits>,
     refuse: mpsc::SyncSender<Connection>,
@@ -452,7 +474,7 @@ impl Accept {
             return;
         }
         let guard = OpenGuard(Arc::clone(&self.counters));
-        let messages = Arc::clone(&self.messages);
+        let ready = Arc::clone(&self.ready);
         let counters = Arc::clone(&self.counters);
         let limits = Arc::clone(&self.limits);
         let mut task = Some((conn, guard));
@@ -461,7 +483,7 @@ impl Accept {
                 return;
             };
             let served = catch_unwind(AssertUnwindSafe(|| {
-                client::serve_connection(conn, remote, accepted, &limits, &counters, &messages)
+                client::serve_connection(conn, remote, accepted, &limits, &counters, &ready)
             }));
             if served.is_err() {
                 counters.panics.fetch_add(1, Relaxed);

@@ -212,9 +212,9 @@ impl Request {
         match self.reply.take() {
             Some(reply) => {
                 let head_only = self.method == Method::Head;
-                let direct = self
-                    .direct
-                    .then_some((&self.http_version, &self.headers[..], head_only));
+                let direct =
+                    self.direct
+                        .then_some((&self.http_version, &self.headers[..], head_only));
                 reply.answer(response.boxed(), direct)
             }
             None => Ok(()),
