@@ -547,6 +547,47 @@ fn requests_that_waited_too_long_for_a_worker_are_shed() {
     );
 }
 
+/// The same for a request on a kept-alive connection: it waits in the kernel, not in the
+/// queue, while the workers are busy, and is shed all the same.
+#[test]
+fn kept_alive_requests_that_waited_too_long_for_a_worker_are_shed() {
+    let generator = util::generator(&[
+        "--switches",
+        "1",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "1s",
+        "--fault-rate",
+        "1",
+        "--fault-modes",
+        "slow",
+        "--fault-delay",
+        "2s",
+    ]);
+    let request = b"GET /counters HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut kept = connect(generator.addr);
+    kept.write_all(request).expect("send");
+    let (status, _) = read_one_answer(&mut kept);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    std::thread::sleep(Duration::from_millis(100));
+    // Holds the only worker for 2 s.
+    let mut other = connect(generator.addr);
+    other
+        .write_all(b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    kept.write_all(request).expect("send");
+    let (status, body) = read_one_answer(&mut kept);
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}: {body}");
+    assert!(body.contains("waited"), "{body}");
+    let (answer, _) = read_until_closed(&mut other, Duration::from_secs(8));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+}
+
 /// Reads one answer (head and `Content-Length` body) from a kept-alive connection: its
 /// status line and body.
 fn read_one_answer(stream: &mut TcpStream) -> (String, String) {
@@ -619,6 +660,12 @@ fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
         woken < 20,
         "connection threads woken {woken} times for 200 requests"
     );
+    // A request after a silence longer than the request timeout: answered, not shed (it
+    // did not wait for a worker; the workers were idle).
+    std::thread::sleep(Duration::from_millis(1500));
+    stream.write_all(get_switch(2).as_bytes()).expect("send");
+    let (status, body) = read_one_answer(&mut stream);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
     // A head in two pieces, 300 ms apart.
     std::thread::sleep(Duration::from_millis(100));
     let request = get_switch(2);

@@ -262,7 +262,10 @@ impl AnswerSlot {
             return None;
         }
         if !ended {
-            if let Some(request) = parse(bytes, Arc::clone(self), self.remote_addr) {
+            if let Some(mut request) = parse(bytes, Arc::clone(self), self.remote_addr) {
+                // Ready no earlier than parked, nor than the last time a worker found
+                // nothing ready (`Ready::emptied_at`): waited at most since the later one.
+                request.waiting_since(parked_since.max(self.ready.emptied_at()));
                 return Some(request);
             }
         }

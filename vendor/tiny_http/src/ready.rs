@@ -25,7 +25,7 @@ use std::io::Result as IoResult;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
 
@@ -59,6 +59,11 @@ pub(crate) struct Ready {
     queue: Mutex<VecDeque<Control>>,
     parked: Mutex<HashMap<u64, Arc<AnswerSlot>>>,
     next_token: AtomicU64,
+    /// What `emptied_at` counts from.
+    start: Instant,
+    /// When a worker last found nothing ready (ns since `start`): every request a worker
+    /// takes later became ready after it.
+    emptied_at: AtomicU64,
 }
 
 impl Ready {
@@ -80,7 +85,23 @@ impl Ready {
             queue: Mutex::new(VecDeque::with_capacity(8)),
             parked: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(QUEUE + 1),
+            start: Instant::now(),
+            emptied_at: AtomicU64::new(0),
         }))
+    }
+
+    fn since_start(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The last time a worker found nothing ready. A parked connection's request that a
+    /// worker takes now has waited for a worker since then at most. Why it matters: a queued
+    /// head carries the time it was read, and a worker sheds one that waited past the request
+    /// timeout (503, the server is behind); a request in the kernel carries no such time, and
+    /// without this bound one that waited through a long overload would be answered late
+    /// instead of shed.
+    pub(crate) fn emptied_at(&self) -> Instant {
+        self.start + Duration::from_nanos(self.emptied_at.load(Ordering::Relaxed))
     }
 
     fn queue(&self) -> MutexGuard<'_, VecDeque<Control>> {
@@ -126,9 +147,25 @@ impl Ready {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(QUEUE),
         }];
-        match epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()) {
-            Ok(1) => {}
-            _ => return Woken::Nothing,
+        // First without waiting: finding nothing ready is worth recording (`emptied_at`).
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let ready = match epoll::wait(&self.epoll, &mut events[..], Some(&zero)) {
+            Ok(1) => true,
+            _ => {
+                self.emptied_at.store(self.since_start(), Ordering::Relaxed);
+                false
+            }
+        };
+        if !ready
+            && !matches!(
+                epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()),
+                Ok(1)
+            )
+        {
+            return Woken::Nothing;
         }
         let token = events[0].data.u64();
         if token == QUEUE {

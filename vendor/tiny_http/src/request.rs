@@ -166,6 +166,12 @@ impl Request {
         self.received
     }
 
+    /// fabric-telemetry patch: the request may have waited for a worker since `at` (one read
+    /// from a parked connection: `crate::ready`).
+    pub(crate) fn waiting_since(&mut self, at: std::time::Instant) {
+        self.received = self.received.min(at);
+    }
+
     /// What the head declared about a body (never read).
     #[inline]
     pub fn declared_body(&self) -> DeclaredBody {
