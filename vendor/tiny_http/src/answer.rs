@@ -22,6 +22,7 @@
 
 use std::convert::TryFrom;
 use std::io::{ErrorKind, Result as IoResult};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -246,9 +247,9 @@ impl AnswerSlot {
             };
             since
         };
-        let mut buf = [0u8; PARKED_READ_MAX];
-        let (got, ended) = recv_now(&self.conn, &mut buf);
-        let bytes = &buf[..got];
+        // Not zeroed: `recv` writes what it returns, and only that is read.
+        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ_MAX];
+        let (bytes, ended) = recv_now(&self.conn, &mut buf);
         if bytes.is_empty() && !ended {
             // Nothing to read after all: watch again.
             let mut inner = self.inner();
@@ -401,24 +402,20 @@ fn wait_readable(wake: &EventFd, limit: Duration) -> IoResult<bool> {
     }
 }
 
-/// Reads what the socket holds now into `buf`, without waiting: how many bytes, and whether
-/// the stream ended (or failed) there.
-fn recv_now(conn: &Connection, buf: &mut [u8]) -> (usize, bool) {
+/// Reads what the socket holds now into `buf`, without waiting: the bytes, and whether the
+/// stream ended (or failed) there. One `recv`: it takes everything the socket holds up to
+/// the buffer's size, and bytes that come later are the connection thread's to read. (A
+/// `recv` that does not wait is not interrupted; if it were, the connection is parked again.)
+fn recv_now<'b>(conn: &Connection, buf: &'b mut [MaybeUninit<u8>]) -> (&'b [u8], bool) {
     use rustix::net::{recv, RecvFlags};
-    let mut got = 0;
-    let ended = loop {
-        if got == buf.len() {
-            break false;
+    match recv(conn, buf, RecvFlags::DONTWAIT) {
+        Ok(((bytes, _), _)) => {
+            let ended = bytes.is_empty();
+            (bytes, ended)
         }
-        match recv(conn, &mut buf[got..], RecvFlags::DONTWAIT) {
-            Ok((0, _)) => break true,
-            Ok((n, _)) => got += n,
-            Err(rustix::io::Errno::AGAIN) => break false,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break true,
-        }
-    };
-    (got, ended)
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => (&[], false),
+        Err(_) => (&[], true),
+    }
 }
 
 /// A Linux eventfd: the worker's way to wake a connection thread waiting in `poll`.
