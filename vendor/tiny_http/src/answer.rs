@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::common::{HTTPVersion, Header};
 use crate::connection::Connection;
 use crate::ready::Ready;
-use crate::request::{Reply, Request};
+use crate::request::{Asked, Reply, Request};
 use crate::ResponseBox;
 
 /// The largest answer a worker writes itself. Larger ones are written by the connection
@@ -76,8 +76,8 @@ struct Inner {
 pub(crate) enum Outcome {
     /// The worker wrote the whole answer: read the next request.
     Written,
-    /// An answer (or stream, or a dropped request) to write.
-    Reply(Reply),
+    /// An answer (or stream, or a dropped request) to write, and to what.
+    Reply(Reply, Asked),
     /// The bytes of an answer the socket did not take whole.
     Rest(Vec<u8>),
     /// A worker read these first bytes of what the client sent next (maybe none, at the end
@@ -87,8 +87,9 @@ pub(crate) enum Outcome {
     Failed,
     /// No answer came within the wait allowed.
     Unanswered,
-    /// The answer was written and the client sent nothing more within its idle time.
-    Idle,
+    /// The connection was parked since this time (the end of the last answer), and the
+    /// client sent nothing within the parking window: this thread reads its next request.
+    TakenBack(Instant),
 }
 
 /// The answer slot of one connection, shared by its thread and the worker answering.
@@ -156,24 +157,25 @@ impl AnswerSlot {
         };
     }
 
-    /// The worker's answer. With `direct`, a small answer whose body is in memory is written
-    /// here, without blocking; anything else goes to the connection thread. An error means
-    /// the connection is gone.
+    /// The worker's answer to the request `asked`. With `direct`, a small answer whose body
+    /// is in memory is written here, without blocking; anything else goes to the connection
+    /// thread. An error means the connection is gone.
     pub(crate) fn answer(
         self: &Arc<Self>,
         response: ResponseBox,
-        direct: Option<(&HTTPVersion, &[Header], bool)>,
+        asked: Asked,
+        direct: bool,
     ) -> IoResult<()> {
         let small = response.data_length().is_some_and(|n| n <= DIRECT_MAX);
-        let Some((version, request_headers, head_only)) = direct.filter(|_| small) else {
-            return self.hand(Outcome::Reply(Reply::Answer(response)));
-        };
+        if !(direct && small) {
+            return self.hand(Outcome::Reply(Reply::Answer(response), asked));
+        }
         let mut bytes = Vec::with_capacity(response.data_length().unwrap_or(0) + 256);
         let rendered = response.raw_print(
             &mut bytes,
-            version.clone(),
-            request_headers,
-            head_only,
+            asked.version,
+            &asked.headers,
+            asked.head_only,
             None,
         );
         let mut inner = self.inner();
@@ -263,7 +265,12 @@ impl AnswerSlot {
             return None;
         }
         if !ended {
-            if let Some(mut request) = parse(bytes, Arc::clone(self), self.remote_addr) {
+            // A panic while parsing is the connection thread's to meet again, not the
+            // worker's (which would die with the connection waiting on it).
+            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                parse(bytes, Arc::clone(self), self.remote_addr)
+            }));
+            if let Ok(Some(mut request)) = parsed {
                 // Ready no earlier than parked, nor than the last time a worker found
                 // nothing ready (`Ready::emptied_at`): waited at most since the later one.
                 request.waiting_since(parked_since.max(self.ready.emptied_at()));
@@ -279,50 +286,39 @@ impl AnswerSlot {
         None
     }
 
-    /// Waits for what became of the request handed over. With `park`, an answer the worker
-    /// wrote whole parks the connection (`crate::ready`): the wait then ends only when a
-    /// worker hands something back, or after `idle` of silence (`Outcome::Idle`); without
-    /// it, at once.
-    pub(crate) fn wait(
-        self: &Arc<Self>,
-        answer_wait: Duration,
-        park: bool,
-        idle: Duration,
-    ) -> Outcome {
-        self.inner().parking = park;
-        let outcome = self.wait_parking(answer_wait, park, idle);
+    /// Waits for what became of the request handed over. With `park` (`Some(window)`), an
+    /// answer the worker wrote whole parks the connection (`crate::ready`): the wait then
+    /// ends when a worker hands something back, or after `window` of silence, when this
+    /// thread takes the connection back (`Outcome::TakenBack`); without it, at once.
+    pub(crate) fn wait(self: &Arc<Self>, answer_wait: Duration, park: Option<Duration>) -> Outcome {
+        self.inner().parking = park.is_some();
+        let outcome = self.wait_parking(answer_wait, park);
         self.inner().parking = false;
         outcome
     }
 
-    fn wait_parking(
-        self: &Arc<Self>,
-        answer_wait: Duration,
-        park: bool,
-        idle: Duration,
-    ) -> Outcome {
+    fn wait_parking(self: &Arc<Self>, answer_wait: Duration, park: Option<Duration>) -> Outcome {
         loop {
             let deadline = {
                 let mut inner = self.inner();
                 match &mut inner.state {
                     State::Pending { woken, since } => {
-                        *woken = !park;
+                        *woken = park.is_none();
                         // An answer the worker writes whole parks the connection without
-                        // waking this thread: look again every `idle`, so that the idle
-                        // time after it is enforced (from when it was written).
+                        // waking this thread: look again every `window`, so that the
+                        // connection is taken back in time (from when it was written).
                         let answer_deadline = *since + answer_wait;
-                        if park {
-                            answer_deadline.min(Instant::now() + idle)
-                        } else {
-                            answer_deadline
+                        match park {
+                            Some(window) => answer_deadline.min(Instant::now() + window),
+                            None => answer_deadline,
                         }
                     }
-                    State::Written(at) if park => {
+                    State::Written(at) if park.is_some() => {
                         let at = *at;
                         self.park(&mut inner, at);
                         continue;
                     }
-                    State::Parked(at) => *at + idle,
+                    State::Parked(at) => *at + park.unwrap_or_default(),
                     State::Written(_) => {
                         inner.state = State::Idle;
                         return Outcome::Written;
@@ -341,11 +337,14 @@ impl AnswerSlot {
                 let mut inner = self.inner();
                 let now = Instant::now();
                 match inner.state {
-                    // Silent for the idle time: taken back from the workers (one that got
-                    // its event meanwhile finds it no longer parked).
-                    State::Parked(at) if now >= at + idle => {
+                    // Silent for the window: taken back from the workers (one that got its
+                    // event meanwhile finds it no longer parked).
+                    State::Parked(at) if now >= at + park.unwrap_or_default() => {
+                        if let Some(token) = inner.token.take() {
+                            self.ready.forget(&self.conn, token);
+                        }
                         inner.state = State::Idle;
-                        return Outcome::Idle;
+                        return Outcome::TakenBack(at);
                     }
                     State::Pending { since, .. } if now >= since + answer_wait => {
                         return Outcome::Unanswered;

@@ -32,7 +32,7 @@ use crate::answer::{AnswerSlot, Outcome};
 use crate::common::{HTTPVersion, Method};
 use crate::connection::Connection;
 use crate::ready::Ready;
-use crate::request::{new_request, DeclaredBody, Reply};
+use crate::request::{new_request, Asked, DeclaredBody, Reply};
 use crate::{
     ConnectionLimits, Counters, Header, Message, Request, Response, ResponseBox, StatusCode,
 };
@@ -63,6 +63,15 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Workers refuse requests that waited past `request_timeout` themselves (a server that is
 /// behind sheds load); this is only the last resort.
 const ANSWER_WAIT_MAX: Duration = Duration::from_secs(300);
+/// The longest a kept-alive connection stays parked for the workers (`crate::ready`) before
+/// its own thread takes it back and waits for the next request itself (also at most an
+/// eighth of the request timeout and half the idle timeout). Why: a request read from a
+/// parked connection is dated from when it was parked at the earliest (the kernel does not
+/// say when it came), so the window bounds how much a shed decision can overstate its wait;
+/// and a request that no worker reached within it (an overload) is then read and queued by
+/// this thread like any other, never left unread when the idle time runs out.
+const PARK_WINDOW_MAX: Duration = Duration::from_secs(1);
+
 /// The most bytes drained while lingering.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -105,9 +114,19 @@ impl<'a> Deadlined<'a> {
         }
     }
 
-    /// `bytes` are read before anything more from the socket.
+    /// `bytes` are read before anything more from the socket (after any such bytes not yet
+    /// read).
     fn read_first(&mut self, bytes: Vec<u8>) {
-        self.first = std::io::Cursor::new(bytes);
+        let at = self.first.position() as usize;
+        let mut first = std::mem::take(self.first.get_mut());
+        first.drain(..at.min(first.len()));
+        first.extend_from_slice(&bytes);
+        self.first = std::io::Cursor::new(first);
+    }
+
+    /// Bytes handed back by a worker are still to be read.
+    fn has_first(&self) -> bool {
+        (self.first.position() as usize) < self.first.get_ref().len()
     }
 
     fn set_deadline(&mut self, deadline: Instant) {
@@ -143,7 +162,7 @@ fn as_timeout(err: IoError) -> IoError {
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        if (self.first.position() as usize) < self.first.get_ref().len() {
+        if self.has_first() {
             return self.first.read(buf);
         }
         if let Some(left) = self.timeout_to_set()? {
@@ -308,13 +327,19 @@ fn serve_requests(
         Deadlined::new(conn, accepted + limits.request_timeout),
     );
     let mut first = true;
+    let park_window = PARK_WINDOW_MAX
+        .min(limits.request_timeout / 8)
+        .min(limits.idle_timeout / 2);
+    // When the connection's idle time began, if not now (it was parked since).
+    let mut idle_from: Option<Instant> = None;
     loop {
         // Wait for the first byte of the next request: a new connection's head must be
         // complete within `request_timeout` of the accept; a kept-alive one may idle first.
         if !first {
+            let idle_from = idle_from.take().unwrap_or_else(Instant::now);
             reader
                 .get_mut()
-                .set_deadline(Instant::now() + limits.idle_timeout);
+                .set_deadline(idle_from + limits.idle_timeout);
         }
         match reader.fill_buf() {
             Ok([]) => break,
@@ -380,16 +405,14 @@ fn serve_requests(
         let declared_body = DeclaredBody::of(&head.headers);
         // A declared body is never read, so nothing after it can be trusted as a request.
         let close = wants_close(&head) || declared_body != DeclaredBody::None;
-        let version = head.version.clone();
-        let request_headers = head.headers.clone();
-        let do_not_send_body = head.method == Method::Head;
 
         // Unless the connection closes after this answer, a worker may write it itself; the
         // connection is then parked for the workers to read its next request
-        // (`crate::ready`), but only if no byte of a later request is buffered already
-        // (those wait for this answer, and this thread reads them).
+        // (`crate::ready`), but only if no byte of a later request is here already, buffered
+        // or handed back by a worker (those wait for this answer, and this thread reads them).
         let direct = !close;
-        let park = direct && reader.buffer().is_empty();
+        let park = (direct && reader.buffer().is_empty() && !reader.get_ref().has_first())
+            .then_some(park_window);
         slot.begin();
         ready.push(Message::NewRequest(new_request(
             head.method,
@@ -402,16 +425,15 @@ fn serve_requests(
         )));
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
-        let mut response: ResponseBox = match slot.wait(ANSWER_WAIT_MAX, park, limits.idle_timeout)
-        {
+        let (mut response, asked): (ResponseBox, Asked) = match slot.wait(ANSWER_WAIT_MAX, park) {
             Outcome::Written => continue,
             Outcome::Back(bytes) => {
                 reader.get_mut().read_first(bytes);
                 continue;
             }
-            Outcome::Idle => {
-                counters.idle_closed.fetch_add(1, Relaxed);
-                break;
+            Outcome::TakenBack(parked_at) => {
+                idle_from = Some(parked_at);
+                continue;
             }
             Outcome::Failed => break,
             Outcome::Rest(bytes) => {
@@ -429,17 +451,17 @@ fn serve_requests(
                     }
                 }
             }
-            Outcome::Reply(Reply::Answer(response)) => {
+            Outcome::Reply(Reply::Answer(response), asked) => {
                 counters.writing.fetch_add(1, Relaxed);
-                response
+                (response, asked)
             }
-            Outcome::Reply(Reply::Stream(stream)) => {
-                write_stream(conn, stream, &version, do_not_send_body, counters);
+            Outcome::Reply(Reply::Stream(stream), asked) => {
+                write_stream(conn, stream, &asked.version, asked.head_only, counters);
                 break;
             }
-            Outcome::Reply(Reply::Dropped) => {
+            Outcome::Reply(Reply::Dropped, asked) => {
                 counters.writing.fetch_add(1, Relaxed);
-                Response::empty(500).boxed()
+                (Response::empty(500).boxed(), asked)
             }
             Outcome::Unanswered => {
                 counters.unanswered.fetch_add(1, Relaxed);
@@ -459,9 +481,9 @@ fn serve_requests(
         let written = response
             .raw_print(
                 &mut writer,
-                version,
-                &request_headers,
-                do_not_send_body,
+                asked.version,
+                &asked.headers,
+                asked.head_only,
                 None,
             )
             .and_then(|()| writer.flush());

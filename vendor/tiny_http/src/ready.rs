@@ -154,10 +154,12 @@ impl Ready {
         };
         let ready = match epoll::wait(&self.epoll, &mut events[..], Some(&zero)) {
             Ok(1) => true,
-            _ => {
+            Ok(_) => {
                 self.emptied_at.store(self.since_start(), Ordering::Relaxed);
                 false
             }
+            // Interrupted: nothing learnt.
+            Err(_) => false,
         };
         if !ready
             && !matches!(

@@ -97,6 +97,16 @@ pub struct Stream {
 }
 
 /// What a connection thread gets back for a request it handed over.
+/// fabric-telemetry patch: what the connection thread needs of the request to write an
+/// answer handed to it. Carried with the answer, because the request may be one a worker
+/// read from a parked connection (`crate::ready`), not the last one this thread read.
+pub(crate) struct Asked {
+    pub(crate) version: HTTPVersion,
+    pub(crate) headers: Vec<Header>,
+    /// A HEAD request: the answer's head only.
+    pub(crate) head_only: bool,
+}
+
 pub(crate) enum Reply {
     Answer(ResponseBox),
     Stream(Stream),
@@ -203,8 +213,18 @@ impl Request {
     /// piece by piece and then closes the connection; never blocks.
     pub fn respond_stream(mut self, stream: Stream) -> Result<(), io::Error> {
         match self.reply.take() {
-            Some(reply) => reply.hand(Outcome::Reply(Reply::Stream(stream))),
+            Some(reply) => reply.hand(Outcome::Reply(Reply::Stream(stream), self.asked())),
             None => Ok(()),
+        }
+    }
+
+    /// What the connection thread needs of this request to write its answer (the headers are
+    /// taken: the request is being answered).
+    fn asked(&mut self) -> Asked {
+        Asked {
+            version: self.http_version.clone(),
+            headers: std::mem::take(&mut self.headers),
+            head_only: self.method == Method::Head,
         }
     }
 
@@ -217,11 +237,8 @@ impl Request {
     {
         match self.reply.take() {
             Some(reply) => {
-                let head_only = self.method == Method::Head;
-                let direct =
-                    self.direct
-                        .then_some((&self.http_version, &self.headers[..], head_only));
-                reply.answer(response.boxed(), direct)
+                let direct = self.direct;
+                reply.answer(response.boxed(), self.asked(), direct)
             }
             None => Ok(()),
         }
@@ -242,7 +259,8 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
             // The connection may be gone already; nothing else to tell.
-            let _ = reply.hand(Outcome::Reply(Reply::Dropped));
+            let asked = self.asked();
+            let _ = reply.hand(Outcome::Reply(Reply::Dropped, asked));
         }
     }
 }
