@@ -51,7 +51,8 @@ enum State {
     /// The worker wrote the whole answer, at this time.
     Written(Instant),
     /// Watched by the workers for the next request (`crate::ready`) since this time, the
-    /// end of the last answer; the connection thread sleeps until the idle time is up.
+    /// end of the last answer; the connection thread sleeps for the parking window, then
+    /// takes the connection back.
     Parked(Instant),
     /// A worker read these bytes from the parked connection and they are not one plain
     /// request: the connection thread reads on from them.
@@ -253,14 +254,14 @@ impl AnswerSlot {
         let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ_MAX];
         let (bytes, ended) = recv_now(&self.conn, &mut buf);
         if bytes.is_empty() && !ended {
-            // Nothing to read after all: watch again.
+            // Nothing to read after all: watch again, and wake the connection thread, which
+            // may have found the connection `Pending` at the end of its window and gone back
+            // to sleep for another: it takes the connection back on time.
             let mut inner = self.inner();
             if matches!(inner.state, State::Pending { .. }) {
                 self.park(&mut inner, parked_since);
-                if matches!(inner.state, State::Back(_)) {
-                    drop(inner);
-                    self.wake.signal();
-                }
+                drop(inner);
+                self.wake.signal();
             }
             return None;
         }

@@ -411,8 +411,13 @@ fn serve_requests(
         // (`crate::ready`), but only if no byte of a later request is here already, buffered
         // or handed back by a worker (those wait for this answer, and this thread reads them).
         let direct = !close;
-        let park = (direct && reader.buffer().is_empty() && !reader.get_ref().has_first())
-            .then_some(park_window);
+        // (Not with a window under a millisecond, from a tiny request timeout: parking would
+        // cost two `epoll_ctl` calls an answer and save nothing.)
+        let park = (direct
+            && reader.buffer().is_empty()
+            && !reader.get_ref().has_first()
+            && park_window >= Duration::from_millis(1))
+        .then_some(park_window);
         slot.begin();
         ready.push(Message::NewRequest(new_request(
             head.method,

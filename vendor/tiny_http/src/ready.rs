@@ -211,7 +211,8 @@ impl Ready {
         }
     }
 
-    /// Stops watching `conn` for good (its connection is ending).
+    /// Stops watching `conn` (its connection is ending, or its thread takes it back); a
+    /// later park registers it again under a new token.
     pub(crate) fn forget(&self, conn: &Connection, token: u64) {
         let _ = epoll::delete(&self.epoll, conn);
         self.parked().remove(&token);

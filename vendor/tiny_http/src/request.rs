@@ -96,7 +96,6 @@ pub struct Stream {
     pub write_timeout: std::time::Duration,
 }
 
-/// What a connection thread gets back for a request it handed over.
 /// fabric-telemetry patch: what the connection thread needs of the request to write an
 /// answer handed to it. Carried with the answer, because the request may be one a worker
 /// read from a parked connection (`crate::ready`), not the last one this thread read.
@@ -107,6 +106,7 @@ pub(crate) struct Asked {
     pub(crate) head_only: bool,
 }
 
+/// What a connection thread gets back for a request it handed over.
 pub(crate) enum Reply {
     Answer(ResponseBox),
     Stream(Stream),
