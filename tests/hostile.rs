@@ -652,13 +652,18 @@ fn parked_requests_are_answered_as_they_ask_and_in_order() {
 
 /// Reads an answer's head only (the answer to a HEAD request).
 fn read_head_only(stream: &mut TcpStream) -> String {
+    read_until(stream, b"\r\n\r\n")
+}
+
+/// Reads byte by byte up to and including `end` (so nothing after it is taken).
+fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
+    while !got.ends_with(end) {
         match stream.read(&mut byte) {
             Ok(1) => got.push(byte[0]),
             other => panic!(
-                "head cut short ({other:?}): {:?}",
+                "cut short ({other:?}) after {:?}",
                 String::from_utf8_lossy(&got)
             ),
         }
@@ -669,18 +674,7 @@ fn read_head_only(stream: &mut TcpStream) -> String {
 /// Reads one answer (head and `Content-Length` body) from a kept-alive connection: its
 /// status line and body.
 fn read_one_answer(stream: &mut TcpStream) -> (String, String) {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => got.push(byte[0]),
-            other => panic!(
-                "answer cut short ({other:?}): {:?}",
-                String::from_utf8_lossy(&got)
-            ),
-        }
-    }
-    let head = String::from_utf8_lossy(&got).into_owned();
+    let head = read_head_only(stream);
     let lower = head.to_ascii_lowercase();
     let body = if lower.contains("transfer-encoding: chunked") {
         read_chunked(stream)
@@ -720,13 +714,9 @@ fn read_chunked(stream: &mut TcpStream) -> Vec<u8> {
 
 /// One line (without its CRLF).
 fn read_line(stream: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n") {
-        stream.read_exact(&mut byte).expect("line");
-        got.push(byte[0]);
-    }
-    String::from_utf8_lossy(&got[..got.len() - 2]).into_owned()
+    let mut line = read_until(stream, b"\r\n");
+    line.truncate(line.len() - 2);
+    line
 }
 
 fn get_switch(n: usize) -> String {
