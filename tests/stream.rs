@@ -27,25 +27,45 @@ struct Event {
 
 impl Subscriber {
     fn connect(server: &Proc, query: &str) -> Subscriber {
+        Subscriber::connect_after(server, query, false)
+    }
+
+    /// With `kept_alive`, the connection first asks for `/healthz` and reads its answer, then
+    /// stays silent long enough to be parked for the workers (`vendor/tiny_http/src/ready.rs`),
+    /// so the stream is asked for on a kept-alive connection.
+    fn connect_after(server: &Proc, query: &str, kept_alive: bool) -> Subscriber {
         let addr = server.url("").trim_start_matches("http://").to_string();
-        let mut socket = TcpStream::connect(&addr).expect("connect");
+        let socket = TcpStream::connect(&addr).expect("connect");
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
+        let mut reader = BufReader::new(socket);
+        if kept_alive {
+            write!(
+                reader.get_mut(),
+                "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+            )
+            .expect("request");
+            let head = read_head(&mut reader);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("length"))
+                })
+                .expect("content-length");
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).expect("body");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         write!(
-            socket,
+            reader.get_mut(),
             "GET /telemetry/stream{query} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n"
         )
         .expect("request");
-        let mut reader = BufReader::new(socket);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).expect("head") == 0 || line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        let head = read_head(&mut reader);
         let status = head
             .split_whitespace()
             .nth(1)
@@ -98,6 +118,18 @@ impl Subscriber {
     }
 }
 
+/// An answer's head, up to its empty line (not included).
+fn read_head(reader: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("head") == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
 /// A feed whose every answer has a new timestamp and `bandwidth` = the request number.
 fn counting_feed(switches: usize) -> (FakeFeed, Arc<AtomicU64>) {
     let feed = FakeFeed::start();
@@ -144,6 +176,21 @@ fn events_arrive_within_a_second_of_the_poll_and_filters_hold() {
     }
     let bad = Subscriber::connect(&server, "?switch_id=");
     assert_eq!(bad.status, 400);
+}
+
+/// A stream asked for on a kept-alive connection, whose request a worker reads (the
+/// connection was parked): the connection's thread writes it as for any other.
+#[test]
+fn a_stream_asked_for_on_a_kept_alive_connection_flows() {
+    let (feed, _served) = counting_feed(2);
+    let server = util::server(&[&feed.url], &[]);
+    let mut kept = Subscriber::connect_after(&server, "", true);
+    assert_eq!(kept.status, 200, "{}", kept.head);
+    assert!(kept.head.contains("text/event-stream"), "{}", kept.head);
+    let (first, data) = kept.next_samples();
+    assert_eq!(data["samples"].as_array().map(Vec::len), Some(6), "{data}");
+    let (next, _) = kept.next_samples();
+    assert_eq!(next, first + 1, "consecutive ids");
 }
 
 #[test]
