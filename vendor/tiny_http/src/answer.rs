@@ -15,10 +15,11 @@
 //! its deadlines as before, so a client that does not read still holds only its own
 //! connection thread and never a worker.
 //!
-//! The connection thread waits with `poll(2)` on the socket and an eventfd the worker
-//! signals. It watches the socket only while no bytes of a later request are buffered: a
-//! pipelined request is handed over only after the answer before it is out, so answers keep
-//! their order.
+//! The connection thread waits with `poll(2)` on an eventfd the worker signals. Once an
+//! answer is out and no byte of a later request is here yet, the connection is *parked*: the
+//! workers watch its socket (`crate::ready`) and read the next request themselves, and this
+//! slot says whose turn it is (`State`). A pipelined request is handed over only after the
+//! answer before it is out, so answers keep their order.
 
 use std::convert::TryFrom;
 use std::io::{ErrorKind, Result as IoResult};

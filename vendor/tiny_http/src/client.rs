@@ -14,7 +14,10 @@
 //!   holds one request and one answer;
 //! - bodies are never read: a request that declares one is answered (by the workers, who see
 //!   `declared_body`) and its connection closed, lingering at most `LINGER` to let the answer
-//!   reach a client that is still sending.
+//!   reach a client that is still sending;
+//! - between requests a kept-alive connection is parked for the workers, who read a next
+//!   request that comes whole themselves (`crate::ready`); this thread sleeps meanwhile, and
+//!   takes the connection back when a worker hands bytes back or after `PARK_WINDOW_MAX`.
 
 use ascii::AsciiString;
 
