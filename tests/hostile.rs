@@ -760,6 +760,10 @@ fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
         woken < 20,
         "connection threads woken {woken} times for 200 requests"
     );
+    let read_by_workers = util::stats(&server)["http"]["requests_read_by_workers"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(read_by_workers >= 200, "{read_by_workers} read by workers");
     // A request after a silence longer than the request timeout: answered, not shed (it
     // did not wait for a worker). The connection's thread took it back after the parking
     // window (an eighth of the request timeout here) and read it itself.

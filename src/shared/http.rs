@@ -249,6 +249,9 @@ pub struct HttpCounters {
     pub panics: u64,
     /// Failed `accept()` calls (retried after a pause).
     pub accept_errors: u64,
+    /// Requests on kept-alive connections that a worker read itself, without waking the
+    /// connection's thread (the cheap path: clients that keep connections alive use it).
+    pub requests_read_by_workers: u64,
 }
 
 /// The counters of one HTTP server, readable before the server exists (handlers are built
@@ -287,6 +290,7 @@ impl HttpMonitor {
             shed: self.shed.load(Ordering::Relaxed) + connections.unanswered,
             panics: self.panics.load(Ordering::Relaxed) + connections.panics,
             accept_errors: connections.accept_errors,
+            requests_read_by_workers: connections.parked_requests,
         }
     }
 }

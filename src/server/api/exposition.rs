@@ -445,6 +445,13 @@ const FABRIC_HTTP_PANICS_TOTAL: FamilyDef<'static> = FamilyDef {
     help: "Panics caught while answering HTTP requests (each answered 500 when possible)",
 };
 
+const FABRIC_HTTP_REQUESTS_READ_BY_WORKERS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_http_requests_read_by_workers_total",
+    kind: Kind::Counter,
+    help: "Requests on kept-alive connections that a worker read itself, without waking the \
+         connection's thread",
+};
+
 const FABRIC_HTTP_ACCEPT_ERRORS_TOTAL: FamilyDef<'static> = FamilyDef {
     name: "fabric_http_accept_errors_total",
     kind: Kind::Counter,
@@ -459,7 +466,7 @@ const FABRIC_START_TIME_SECONDS: FamilyDef<'static> = FamilyDef {
 
 /// Every family of the server's own health, in the order `/metrics` gives them (those of
 /// remote write and storage only when configured). docs/API.md names each (tested).
-pub const OWN_FAMILIES: [&FamilyDef<'static>; 29] = [
+pub const OWN_FAMILIES: [&FamilyDef<'static>; 30] = [
     &FABRIC_STORAGE_WRITE_ERRORS_TOTAL,
     &FABRIC_STORAGE_WAL_BYTES_TOTAL,
     &FABRIC_STORAGE_WAL_FSYNCS_TOTAL,
@@ -488,6 +495,7 @@ pub const OWN_FAMILIES: [&FamilyDef<'static>; 29] = [
     &FABRIC_HTTP_SHED_TOTAL,
     &FABRIC_HTTP_PANICS_TOTAL,
     &FABRIC_HTTP_ACCEPT_ERRORS_TOTAL,
+    &FABRIC_HTTP_REQUESTS_READ_BY_WORKERS_TOTAL,
     &FABRIC_START_TIME_SECONDS,
 ];
 
@@ -619,6 +627,10 @@ pub fn render(
         x.sample(&[("thread", &t.name)], t.panics as f64);
     }
     x.scalar(&FABRIC_HTTP_ACCEPT_ERRORS_TOTAL, http.accept_errors as f64);
+    x.scalar(
+        &FABRIC_HTTP_REQUESTS_READ_BY_WORKERS_TOTAL,
+        http.requests_read_by_workers as f64,
+    );
     if let Some(remote) = ingest.remote_write() {
         x.begin(&FABRIC_REMOTE_WRITE_SAMPLES_TOTAL);
         for (outcome, n) in [

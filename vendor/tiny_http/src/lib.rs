@@ -195,6 +195,8 @@ pub(crate) struct Counters {
     pub(crate) accept_errors: AtomicU64,
     /// fabric-telemetry patch: streams being written now.
     pub(crate) streams: AtomicUsize,
+    /// fabric-telemetry patch: requests a worker read itself from a parked connection.
+    pub(crate) parked_requests: AtomicU64,
 }
 
 /// A snapshot of a server's connection counters.
@@ -220,6 +222,9 @@ pub struct ConnectionStats {
     pub accept_errors: u64,
     /// Streamed answers being written now.
     pub streams: usize,
+    /// Requests on kept-alive connections that a worker read itself (`ready.rs`), without
+    /// waking the connection's thread.
+    pub parked_requests: u64,
 }
 
 // this trait is to make sure that Server implements Share and Send
@@ -342,6 +347,7 @@ impl Server {
             panics: c.panics.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
             streams: c.streams.load(Relaxed),
+            parked_requests: c.parked_requests.load(Relaxed),
         }
     }
 
@@ -392,6 +398,7 @@ impl Server {
                 Woken::Queue => {}
                 Woken::Parked(slot) => {
                     if let Some(rq) = slot.take_parked(client::parked_request) {
+                        self.counters.parked_requests.fetch_add(1, Relaxed);
                         return Some(Some(rq));
                     }
                 }
