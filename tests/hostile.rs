@@ -280,14 +280,7 @@ fn pipelined_requests_are_answered_in_order() {
         let start = answers[at..].find("HTTP/1.1 200").map(|p| at + p);
         let start = start.unwrap_or_else(|| panic!("answer {i} missing"));
         let body_at = start + answers[start..].find("\r\n\r\n").expect("head end") + 4;
-        let length: usize = answers[start..body_at]
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().expect("length"))
-            })
-            .expect("content-length");
+        let length = util::content_length(&answers[start..body_at]).expect("content-length");
         let body = &answers[body_at..body_at + length];
         if i % 5 == 4 {
             assert!(body.contains("\"switch400\""), "answer {i}: {body:.80}");
@@ -679,13 +672,7 @@ fn read_one_answer(stream: &mut TcpStream) -> (String, String) {
     let body = if lower.contains("transfer-encoding: chunked") {
         read_chunked(stream)
     } else {
-        let length: usize = lower
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().expect("length"))
-            })
-            .expect("content-length");
+        let length = util::content_length(&head).expect("content-length");
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).expect("body");
         body
@@ -798,39 +785,23 @@ fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
     }
     // A close asked for: answered, then closed.
     std::thread::sleep(Duration::from_millis(100));
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.1 200"),
-        "{answer:?}"
+    answered_then_closed(
+        stream,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200",
     );
-    assert!(closed, "open after Connection: close");
-
     // HTTP/1.0 without keep-alive: answered, then closed.
-    let mut stream = parked_connection(&server);
-    stream
-        .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-        .expect("send");
-    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.0 200"),
-        "{answer:?}"
+    answered_then_closed(
+        parked_connection(&server),
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        "HTTP/1.0 200",
     );
-    assert!(closed, "open after an HTTP/1.0 request");
-
     // A declared body (never read): refused, then closed.
-    let mut stream = parked_connection(&server);
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
-        .expect("send");
-    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.1 413"),
-        "{answer:?}"
+    answered_then_closed(
+        parked_connection(&server),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n",
+        "HTTP/1.1 413",
     );
-    assert!(closed, "open after a declared body");
 
     // A next head trickled byte by byte: 408 and a close after the request timeout.
     let mut stream = parked_connection(&server);
@@ -858,14 +829,11 @@ fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
     );
 
     // Garbage instead of a next head: 400 and a close.
-    let mut stream = parked_connection(&server);
-    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("send");
-    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.1 400"),
-        "{answer:?}"
+    answered_then_closed(
+        parked_connection(&server),
+        b"NOT HTTP AT ALL\r\n\r\n",
+        "HTTP/1.1 400",
     );
-    assert!(closed);
 
     // A client that leaves while parked costs nothing: others are answered, nothing panics.
     for _ in 0..20 {
@@ -875,6 +843,15 @@ fn kept_alive_connections_keep_every_rule_after_their_first_answer() {
     let stats = util::stats(&server);
     assert_eq!(stats["http"]["panics"], 0, "{}", stats["http"]);
     assert!(server_is_alive(&server));
+}
+
+/// Sends `request` on `stream` and reads until the server closes: the answer's status line
+/// starts with `status`.
+fn answered_then_closed(mut stream: TcpStream, request: &[u8], status: &str) {
+    stream.write_all(request).expect("send");
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(status_line(&answer).starts_with(status), "{answer:?}");
+    assert!(closed, "open after {:?}", String::from_utf8_lossy(request));
 }
 
 fn server_is_alive(server: &Proc) -> bool {

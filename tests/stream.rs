@@ -48,14 +48,7 @@ impl Subscriber {
             .expect("request");
             let head = read_head(&mut reader);
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().expect("length"))
-                })
-                .expect("content-length");
+            let length = util::content_length(&head).expect("content-length");
             let mut body = vec![0u8; length];
             reader.read_exact(&mut body).expect("body");
             std::thread::sleep(Duration::from_millis(100));

@@ -494,6 +494,15 @@ pub fn endless_head(server: &Proc, prefix: &[u8], total: usize) -> Cutoff {
 }
 
 /// Threads of a running process, from /proc.
+/// The `Content-Length` an answer's head declares (header names in any case).
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 pub fn threads_of(pid: u32) -> u64 {
     proc_status(pid, "Threads:")
 }
