@@ -501,12 +501,9 @@ fn connections_beyond_the_limit_are_refused_with_retry_after() {
     assert!(stats["http"]["connections_refused"].as_u64().unwrap_or(0) >= 2);
 }
 
-/// A server that is behind sheds: a request that waited `--request-timeout` for a worker is
-/// answered 503 with `Retry-After` instead of late (the generator's `slow` fault holds its
-/// only worker for 2 s).
-#[test]
-fn requests_that_waited_too_long_for_a_worker_are_shed() {
-    let generator = util::generator(&[
+/// A generator whose only worker takes 2 s for every answer, with a 1 s request timeout.
+fn slow_generator_with_one_worker() -> Proc {
+    util::generator(&[
         "--switches",
         "1",
         "--workers",
@@ -519,7 +516,15 @@ fn requests_that_waited_too_long_for_a_worker_are_shed() {
         "slow",
         "--fault-delay",
         "2s",
-    ]);
+    ])
+}
+
+/// A server that is behind sheds: a request that waited `--request-timeout` for a worker is
+/// answered 503 with `Retry-After` instead of late (the generator's `slow` fault holds its
+/// only worker for 2 s).
+#[test]
+fn requests_that_waited_too_long_for_a_worker_are_shed() {
+    let generator = slow_generator_with_one_worker();
     let request = b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let mut first = connect(generator.addr);
     first.write_all(request).expect("send");
@@ -544,20 +549,7 @@ fn requests_that_waited_too_long_for_a_worker_are_shed() {
 /// queue, while the workers are busy, and is shed all the same.
 #[test]
 fn kept_alive_requests_that_waited_too_long_for_a_worker_are_shed() {
-    let generator = util::generator(&[
-        "--switches",
-        "1",
-        "--workers",
-        "1",
-        "--request-timeout",
-        "1s",
-        "--fault-rate",
-        "1",
-        "--fault-modes",
-        "slow",
-        "--fault-delay",
-        "2s",
-    ]);
+    let generator = slow_generator_with_one_worker();
     let request = b"GET /counters HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut kept = connect(generator.addr);
     kept.write_all(request).expect("send");
