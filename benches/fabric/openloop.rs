@@ -259,12 +259,8 @@ fn read_available(conn: &mut Connection, buf: &mut [u8]) -> bool {
 /// body): `Ok` for a 200, `Err` for anything else; `None` while incomplete.
 fn answer_length(read: &[u8]) -> Option<Result<usize, ()>> {
     let head_end = read.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&read[..head_end]).to_ascii_lowercase();
-    let length = head.lines().find_map(|l| {
-        l.strip_prefix("content-length:")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    });
-    let Some(length) = length else {
+    let head = String::from_utf8_lossy(&read[..head_end]);
+    let Some(length) = util::content_length(&head) else {
         return Some(Err(()));
     };
     if read.len() < head_end + length {
@@ -274,11 +270,12 @@ fn answer_length(read: &[u8]) -> Option<Result<usize, ()>> {
     Some(if ok { Ok(head_end + length) } else { Err(()) })
 }
 
-/// Lets this thread's sleeps end when asked, not up to Linux's default timer slack (50 µs)
-/// later. Why: a request sent late is counted as late from its due time, and with the default
-/// slack the client's own wake-ups were a floor of ~85 µs at p50 and 0.9–5.8 ms at p99 under
-/// every figure, with no server at all; with 1 ns, ~30 µs and 0.17–1.1 ms (16 threads, 5k and
-/// 22.6k wake-ups a second, on the 2-core machine, 2026-12-01).
+/// Lets this thread's timed waits (`ppoll`) end when asked, not up to Linux's default timer
+/// slack (50 µs) later. Why: a request sent late is counted as late from its due time, and
+/// with the default slack the client's own wake-ups were a floor of ~85 µs at p50 and
+/// 0.9–5.8 ms at p99 under every figure, with no server at all; with 1 ns, ~30 µs and
+/// 0.17–1.1 ms (measured with the earlier client of 16 sleeping threads, 5k and 22.6k
+/// wake-ups a second, on the 2-core machine, 2026-12-01).
 fn precise_sleeps() {
     // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this thread's slack.
     unsafe {

@@ -21,7 +21,6 @@
 //! slot says whose turn it is (`State`). A pipelined request is handed over only after the
 //! answer before it is out, so answers keep their order.
 
-use std::convert::TryFrom;
 use std::io::{ErrorKind, Result as IoResult};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -46,9 +45,8 @@ const PARKED_READ_MAX: usize = 8 * 1024;
 enum State {
     /// No request in flight (or its outcome was taken).
     Idle,
-    /// Handed over at `since`, not answered yet. `woken`: the connection thread wants a
-    /// wake-up for any outcome, even an answer written whole.
-    Pending { woken: bool, since: Instant },
+    /// Handed over at `since`, not answered yet.
+    Pending { since: Instant },
     /// The worker wrote the whole answer, at this time.
     Written(Instant),
     /// Watched by the workers for the next request (`crate::ready`) since this time, the
@@ -67,9 +65,11 @@ enum State {
 /// The slot's state, and how its connection is known to the workers' `epoll` set.
 struct Inner {
     state: State,
-    /// The connection thread waits for the next request parked: a worker that writes an
-    /// answer whole parks the connection again instead of waking it.
-    parking: bool,
+    /// The parking window, when the request in flight was handed over with one: a worker
+    /// that writes its answer whole parks the connection instead of waking its thread, which
+    /// takes the connection back after the window. Without one, the thread is woken for
+    /// every outcome.
+    park: Option<Duration>,
     /// The connection's token in the workers' set, once it was first parked.
     token: Option<u64>,
 }
@@ -116,7 +116,7 @@ impl AnswerSlot {
             wake: EventFd::new()?,
             inner: Mutex::new(Inner {
                 state: State::Idle,
-                parking: false,
+                park: None,
                 token: None,
             }),
         })
@@ -130,13 +130,15 @@ impl AnswerSlot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request is handed over now.
-    pub(crate) fn begin(&self) {
+    /// A request is handed over now; with `park`, the connection is parked for that long
+    /// once its answer is written whole.
+    pub(crate) fn begin(&self, park: Option<Duration>) {
         self.wake.clear();
-        self.inner().state = State::Pending {
-            woken: false,
+        let mut inner = self.inner();
+        inner.state = State::Pending {
             since: Instant::now(),
         };
+        inner.park = park;
     }
 
     /// The connection thread is leaving: a worker answering later writes nothing, and the
@@ -192,11 +194,10 @@ impl AnswerSlot {
             }
             Err(_) => Some(Outcome::Failed),
         };
-        let woken = matches!(inner.state, State::Pending { woken: true, .. });
         match outcome {
             // Held under the lock since the check above: the connection thread cannot have
             // left in between, so no byte goes to a connection it gave up.
-            None if inner.parking => {
+            None if inner.park.is_some() => {
                 self.park(&mut inner, Instant::now());
                 let back = matches!(inner.state, State::Back(_));
                 drop(inner);
@@ -207,9 +208,7 @@ impl AnswerSlot {
             None => {
                 inner.state = State::Written(Instant::now());
                 drop(inner);
-                if woken {
-                    self.wake.signal();
-                }
+                self.wake.signal();
             }
             Some(outcome) => {
                 inner.state = State::Handed(outcome);
@@ -246,7 +245,6 @@ impl AnswerSlot {
                 return None;
             };
             inner.state = State::Pending {
-                woken: false,
                 since: Instant::now(),
             };
             since
@@ -288,24 +286,18 @@ impl AnswerSlot {
         None
     }
 
-    /// Waits for what became of the request handed over. With `park` (`Some(window)`), an
-    /// answer the worker wrote whole parks the connection (`crate::ready`): the wait then
-    /// ends when a worker hands something back, or after `window` of silence, when this
-    /// thread takes the connection back (`Outcome::TakenBack`); without it, at once.
-    pub(crate) fn wait(self: &Arc<Self>, answer_wait: Duration, park: Option<Duration>) -> Outcome {
-        self.inner().parking = park.is_some();
-        let outcome = self.wait_parking(answer_wait, park);
-        self.inner().parking = false;
-        outcome
-    }
-
-    fn wait_parking(self: &Arc<Self>, answer_wait: Duration, park: Option<Duration>) -> Outcome {
+    /// Waits for what became of the request handed over. If it was handed over with a
+    /// parking window (`begin`), an answer the worker wrote whole parks the connection
+    /// (`crate::ready`): the wait then ends when a worker hands something back, or after the
+    /// window of silence, when this thread takes the connection back (`Outcome::TakenBack`);
+    /// without one, at once.
+    pub(crate) fn wait(self: &Arc<Self>, answer_wait: Duration) -> Outcome {
+        let park = self.inner().park;
         loop {
             let deadline = {
                 let mut inner = self.inner();
                 match &mut inner.state {
-                    State::Pending { woken, since } => {
-                        *woken = park.is_none();
+                    State::Pending { since } => {
                         // An answer the worker writes whole parks the connection without
                         // waking this thread: look again every `window`, so that the
                         // connection is taken back in time (from when it was written).
@@ -314,11 +306,6 @@ impl AnswerSlot {
                             Some(window) => answer_deadline.min(Instant::now() + window),
                             None => answer_deadline,
                         }
-                    }
-                    State::Written(at) if park.is_some() => {
-                        let at = *at;
-                        self.park(&mut inner, at);
-                        continue;
                     }
                     State::Parked(at) => *at + park.unwrap_or_default(),
                     State::Written(_) => {
@@ -390,11 +377,8 @@ fn send_now(conn: &Connection, bytes: &[u8]) -> IoResult<usize> {
 
 /// `poll(2)` on the eventfd for at most `limit`; whether it was signalled.
 fn wait_readable(wake: &EventFd, limit: Duration) -> IoResult<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    // Rounded up to a millisecond, so a wait never ends just before its deadline and spins.
-    let limit =
-        Duration::from_millis(limit.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64);
-    let timeout = Timespec::try_from(limit).ok();
+    use rustix::event::{poll, PollFd, PollFlags};
+    let timeout = crate::ready::whole_ms(limit);
     let mut fds = [PollFd::new(&wake.fd, PollFlags::IN)];
     match poll(&mut fds, timeout.as_ref()) {
         Ok(_) => Ok(!fds[0].revents().is_empty()),

@@ -421,7 +421,7 @@ fn serve_requests(
             && !reader.get_ref().has_first()
             && park_window >= Duration::from_millis(1))
         .then_some(park_window);
-        slot.begin();
+        slot.begin(park);
         ready.push(Message::NewRequest(new_request(
             head.method,
             head.path,
@@ -433,7 +433,7 @@ fn serve_requests(
         )));
         // The workers always answer or drop the request (which answers 500); the bound only
         // keeps a wedged worker from holding this thread forever.
-        let (mut response, asked): (ResponseBox, Asked) = match slot.wait(ANSWER_WAIT_MAX, park) {
+        let (mut response, asked): (ResponseBox, Asked) = match slot.wait(ANSWER_WAIT_MAX) {
             Outcome::Written => continue,
             Outcome::Back(bytes) => {
                 reader.get_mut().read_first(bytes);

@@ -140,9 +140,7 @@ impl Ready {
 
     /// Waits at most `limit` for one event.
     pub(crate) fn wait(&self, limit: Duration) -> Woken {
-        // Rounded up to a millisecond, so a wait never ends just before its deadline.
-        let limit = Duration::from_millis(limit.as_micros().div_ceil(1000).min(3_600_000) as u64);
-        let timeout = Timespec::try_from(limit).ok();
+        let timeout = whole_ms(limit);
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(QUEUE),
@@ -217,4 +215,11 @@ impl Ready {
         let _ = epoll::delete(&self.epoll, conn);
         self.parked().remove(&token);
     }
+}
+
+/// `limit` rounded up to a whole millisecond (at most an hour), as a timeout for `poll` and
+/// `epoll_wait`: a wait then never ends just before its deadline and spins.
+pub(crate) fn whole_ms(limit: Duration) -> Option<Timespec> {
+    let ms = limit.as_micros().div_ceil(1000).min(3_600_000) as u64;
+    Timespec::try_from(Duration::from_millis(ms)).ok()
 }
