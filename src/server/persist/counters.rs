@@ -27,8 +27,9 @@ pub struct StorageCounters {
     pub block_files_deleted: u64,
     /// Block images waiting to be retried after a failed write.
     pub block_files_pending: u64,
-    /// Bytes of block images handed to the persist thread and not yet durable (an upper
-    /// bound: counted from `BlockFileWriter::max_image_bytes`).
+    /// Bytes of block files handed to the persist thread and not yet durable (an upper
+    /// bound: counted from `BlockFileWriter::max_image_bytes`). What the cap on waiting
+    /// block files counts.
     pub block_bytes_pending: u64,
     pub blocks_written: u64,
     pub samples_compacted: u64,
@@ -36,6 +37,9 @@ pub struct StorageCounters {
     /// Checkpoints (every block not yet in a block file, so the WAL can be trimmed) written.
     pub checkpoints_written: u64,
     pub checkpoint_bytes_written: u64,
+    /// Bytes of the checkpoint handed to the persist thread and not yet durable (at most one:
+    /// a newer one replaces it). Not counted against the cap: it cannot pile up.
+    pub checkpoint_bytes_pending: u64,
     /// Compactions that exported from the store (in the persist thread), how long the last
     /// one took, and the longest it held the store's lock at a time (ingest and queries wait
     /// that long at most).

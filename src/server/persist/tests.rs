@@ -376,7 +376,7 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
         }
     }
     rig.barrier();
-    let held = rig.stats.counters().block_bytes_pending;
+    let held = rig.stats.counters();
     let report = rig.finish();
 
     // The restart serves every row ever ingested (all are within retention).
@@ -389,7 +389,14 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
     // the WAL was trimmed again: it does not keep growing once the disk is healthy.
     assert!(deferred > 0, "the outage never reached the cap: {report:?}");
     assert_eq!(report.counters.block_files_pending, 0, "{report:?}");
-    assert_eq!(held, 0, "block bytes still counted as waiting");
+    assert_eq!(
+        held.block_bytes_pending, 0,
+        "block bytes still counted as waiting"
+    );
+    assert_eq!(
+        held.checkpoint_bytes_pending, 0,
+        "checkpoint still counted as waiting"
+    );
     assert!(
         report.counters.wal_segments_deleted > deleted_during_outage,
         "{report:?}"
@@ -399,6 +406,57 @@ fn a_block_file_outage_past_the_cap_loses_no_history_across_a_restart() {
         "{} segments",
         dir.count("wal", "wal")
     );
+}
+
+/// A checkpoint that cannot be written waits (the next export's replaces it) without
+/// counting against the cap on waiting block files: alone it may be near the cap (~270 MB at a
+/// million switches), and compaction must go on exporting sealed blocks behind it.
+#[test]
+fn a_waiting_checkpoint_does_not_put_compaction_off() {
+    let dir = Scratch::new("checkpoint-cap");
+    let batches = fleet("sw", 8, timestamp::now_micros() - 100 * S, 8);
+    let cap = 256;
+    let rig = Rig::start(&dir.0, cap);
+    let broken = BrokenBlocks::new(&dir.0);
+    // Three rows per switch: every block is open, so the export is a checkpoint alone.
+    for batch in &batches[..3] {
+        rig.poll(batch);
+    }
+    assert!(rig.compact(batches[2].timestamp(0)));
+    rig.barrier();
+    let waiting = rig.stats.report();
+    assert_eq!(waiting.status, "failing", "{waiting:?}");
+    assert_eq!(waiting.counters.block_files_pending, 0, "{waiting:?}");
+    assert_eq!(waiting.counters.block_bytes_pending, 0, "{waiting:?}");
+    assert!(
+        waiting.counters.checkpoint_bytes_pending > cap,
+        "a checkpoint larger than the cap waits: {waiting:?}"
+    );
+
+    // The next rows seal every block: they are exported although the checkpoint waits.
+    for batch in &batches[3..] {
+        rig.poll(batch);
+    }
+    assert!(
+        rig.compact(batches[7].timestamp(0)),
+        "compaction put off by a waiting checkpoint"
+    );
+    rig.barrier();
+    let waiting = rig.stats.counters();
+    assert_eq!(waiting.block_files_pending, 1, "{waiting:?}");
+    assert!(waiting.block_bytes_pending >= cap, "{waiting:?}");
+    assert!(waiting.checkpoint_bytes_pending > 0, "{waiting:?}");
+    // Now the block file waiting is past the cap: compaction waits for the disk.
+    assert!(!rig.compact(batches[7].timestamp(0)));
+
+    broken.restore();
+    rig.barrier();
+    let report = rig.finish();
+    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.counters.block_files_written, 1, "{report:?}");
+    assert_eq!(report.counters.block_bytes_pending, 0, "{report:?}");
+    assert_eq!(report.counters.checkpoint_bytes_pending, 0, "{report:?}");
+    restart_holds_every_row(&dir.0, &batches);
 }
 
 #[test]

@@ -85,9 +85,12 @@ impl Disk {
     /// Whether sealed blocks may be exported now. Check before exporting: the store counts
     /// exported blocks as persisted and never exports them again.
     ///
-    /// Past the cap on block images waiting for the disk, the answer is no: the blocks stay
+    /// Past the cap on block files waiting for the disk, the answer is no: the blocks stay
     /// unexported in the store (which holds them anyway) and go out with a later compaction,
-    /// once the backlog has reached the disk. Dropping a waiting image instead would leave a
+    /// once the backlog has reached the disk. A waiting checkpoint does not count: the next
+    /// export's replaces it, so it cannot pile up, and alone it may be near the cap (~270 MB
+    /// at a million switches) — counted, one failed checkpoint would put compaction off
+    /// with no block file waiting. Dropping a waiting image instead would leave a
     /// hole in the block files that nothing could fill: later files hold newer blocks of the
     /// same switches, so the WAL replay at the next start would reject the missing rows as
     /// out of order, even if the WAL still held them.
@@ -458,7 +461,8 @@ impl DiskWriter {
         };
         let counted = (size(&export.sealed), size(&export.checkpoint));
         self.stats.update(|c| {
-            c.block_bytes_pending += counted.0 + counted.1;
+            c.block_bytes_pending += counted.0;
+            c.checkpoint_bytes_pending += counted.1;
             c.exports += 1;
             c.last_export_ms = timing.total.as_millis() as u64;
             c.last_export_longest_hold_ms = timing.longest_hold.as_millis() as u64;
@@ -518,7 +522,7 @@ impl DiskWriter {
         });
         if let Some(old) = superseded {
             self.stats.update(|c| {
-                c.block_bytes_pending = c.block_bytes_pending.saturating_sub(old.counted)
+                c.checkpoint_bytes_pending = c.checkpoint_bytes_pending.saturating_sub(old.counted)
             });
         }
         self.write_pending();
@@ -593,7 +597,7 @@ impl DiskWriter {
         };
         let bytes = written.as_ref().map_or(0, |f| f.bytes);
         self.stats.update(|c| {
-            c.block_bytes_pending = c.block_bytes_pending.saturating_sub(done.counted);
+            c.checkpoint_bytes_pending = c.checkpoint_bytes_pending.saturating_sub(done.counted);
             c.checkpoints_written += u64::from(written.is_some());
             c.checkpoint_bytes_written += bytes;
             c.disk_bytes += bytes;
