@@ -115,9 +115,20 @@ fn counter(value: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("not a counter: {value}"))
 }
 
-/// Waits until the server has applied and logged everything it fetched: rows accepted and
-/// WAL records unchanged over two looks 300 ms apart, with the feed paused.
-fn wait_quiet(server: &Proc) {
+/// Pauses `feed` (its flag `paused`) and waits until `server` has applied and logged
+/// everything it fetched. First the feed must be asked again after the pause: the poller is
+/// sequential, so by then every earlier poll has handed all its rows to the store thread (a
+/// poll of this growing feed can take longer than the looks below on a loaded machine: rows
+/// it brought after the snapshot once made a restart serve more than "before"). Then rows
+/// accepted and WAL records must be unchanged over two looks 300 ms apart (the store thread
+/// applying, the persist thread logging what was handed over).
+fn pause(feed: &FakeFeed, paused: &AtomicBool, server: &Proc) {
+    paused.store(true, Ordering::SeqCst);
+    // Requests counted from here on began after the flag was set.
+    let asked = feed.requests();
+    util::wait_for("a poll after the pause", Duration::from_secs(10), || {
+        (feed.requests() > asked).then_some(())
+    });
     let mut last = (u64::MAX, u64::MAX);
     util::wait_for("ingest to go quiet", Duration::from_secs(10), || {
         let stats = util::stats(server);
@@ -165,8 +176,7 @@ fn kill_9_then_restart_serves_everything_that_was_logged() {
 
     // Quiet: the state before the kill must come back exactly, from block files and the
     // checkpoint (compactions every 200 ms trimmed the WAL behind them).
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let before = snapshot(&server);
     drop(server); // SIGKILL
                   // No compaction from here on: what the next polls add is only in the WAL.
@@ -188,8 +198,7 @@ fn kill_9_then_restart_serves_everything_that_was_logged() {
     util::wait_for("more polls", Duration::from_secs(10), || {
         (feed.requests() >= polls + 10).then_some(())
     });
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let before = snapshot(&server);
     drop(server);
     let server = durable_server(&feed.url, &dir, &no_compaction);
@@ -246,8 +255,7 @@ fn a_torn_wal_tail_is_cut_and_a_corrupt_block_file_set_aside() {
     util::wait_for("more polls", Duration::from_secs(10), || {
         (feed.requests() >= polls + 5).then_some(())
     });
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let before = snapshot(&server);
     drop(server);
 
@@ -359,8 +367,7 @@ fn sigterm_flushes_and_a_restart_serves_the_same() {
     let (feed, paused) = history_feed();
     let mut server = durable_server(&feed.url, &dir, &["--fsync", "never"]);
     wait_for_block_files(&server, 1);
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let before = snapshot(&server);
     util::signal(&server, libc::SIGTERM);
     assert_eq!(util::wait_exit(&mut server).code(), Some(0));
@@ -556,8 +563,7 @@ fn a_block_file_outage_past_the_cap_loses_no_history() {
         (deleted > trimmed_during).then_some(deleted)
     });
     eprintln!("WAL segments deleted: {trimmed_during} by the end of the outage, {trimmed} after");
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let before = snapshot(&server);
     drop(server); // kill -9
 
@@ -613,8 +619,7 @@ fn counters_come_back_exact_with_their_kinds_after_kill_9() {
     });
     let server = durable_server(&feed.url, &dir, &[]);
     wait_for_block_files(&server, 1);
-    paused.store(true, Ordering::SeqCst);
-    wait_quiet(&server);
+    pause(&feed, &paused, &server);
     let look = |server: &Proc| {
         let mut histories = String::new();
         let mut rates = String::new();
