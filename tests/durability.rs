@@ -507,10 +507,9 @@ fn a_block_file_outage_past_the_cap_loses_no_history() {
     let dir = DataDir::new("outage");
     let (feed, paused) = history_feed();
     // A 4 KiB cap (a block file here is ~4-8 KiB): the first block file that cannot be
-    // written makes compaction wait. The checkpoint (~32 KiB) waits too but is not counted:
-    // when it was, an outage whose first failed export held no sealed block put compaction
-    // off with no block file waiting, and this test timed out. 4 KiB WAL segments: many are closed during the test, so
-    // trimming is exercised.
+    // written makes compaction wait. The checkpoint (~32 KiB) waits too but does not count
+    // against the cap, so compaction goes on until a block file waits. 4 KiB WAL segments:
+    // many are closed during the test, so trimming is exercised.
     let server = durable_server_with_env(
         &feed.url,
         &dir,

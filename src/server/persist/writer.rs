@@ -87,13 +87,14 @@ impl Disk {
     ///
     /// Past the cap on block files waiting for the disk, the answer is no: the blocks stay
     /// unexported in the store (which holds them anyway) and go out with a later compaction,
-    /// once the backlog has reached the disk. A waiting checkpoint does not count: the next
-    /// export's replaces it, so it cannot pile up, and alone it may be near the cap (~270 MB
-    /// at a million switches) — counted, one failed checkpoint would put compaction off
-    /// with no block file waiting. Dropping a waiting image instead would leave a
+    /// once the backlog has reached the disk. Dropping a waiting image instead would leave a
     /// hole in the block files that nothing could fill: later files hold newer blocks of the
     /// same switches, so the WAL replay at the next start would reject the missing rows as
     /// out of order, even if the WAL still held them.
+    ///
+    /// A waiting checkpoint does not count: the next export's replaces it, so it cannot pile
+    /// up, and alone it may be near the cap (~270 MB at a million switches). Counted, one
+    /// checkpoint that failed would put compaction off with no block file waiting.
     pub fn can_take_blocks(&self) -> bool {
         if !self.has_room() {
             return false;
