@@ -18,6 +18,10 @@ pub struct StorageCounters {
     /// WAL segments and block files on disk.
     pub disk_bytes: u64,
     pub wal_records: u64,
+    /// Rows appended to the WAL (handed to the kernel: a crash of the process keeps them).
+    /// `ingest.rows_accepted` minus this and `rows_not_logged` are the rows still queued
+    /// for the persist thread: what a crash of the process would lose now.
+    pub wal_rows: u64,
     pub wal_bytes: u64,
     pub wal_fsyncs: u64,
     pub wal_segments_deleted: u64,

@@ -114,6 +114,7 @@ fn the_wal_is_trimmed_behind_durable_block_files_and_checkpoints() {
     let (_, stats) = run(&dir.0, Duration::from_secs(3600), &batches, 20);
     let report = stats.report();
     assert_eq!(report.counters.rows_not_logged, 0);
+    assert_eq!(report.counters.wal_rows, 200, "two switches, 100 polls");
     assert_eq!(
         report.counters.wal_fsyncs, 100,
         "every-batch: one fsync per poll"

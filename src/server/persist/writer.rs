@@ -357,8 +357,10 @@ impl DiskWriter {
         match written {
             Ok(size) => {
                 let bytes = self.buf.len() as u64;
+                let logged = rows.len() as u64;
                 self.stats.update(|c| {
                     c.wal_records += 1;
+                    c.wal_rows += logged;
                     c.wal_bytes += bytes;
                     c.disk_bytes += bytes;
                 });
