@@ -517,6 +517,32 @@ fn a_full_file_system_is_survived_and_writes_resume_when_it_grows() {
     drop(server);
 }
 
+/// A disk slower than ingest (every WAL append takes 150 ms; a poll, one append of new
+/// rows, comes every 100 ms): the WAL falls behind, yet compactions go on ending and block
+/// files are written. An export once waited between its chunks for the queue of WAL rows
+/// to empty, which it never did: no block file, the WAL never trimmed.
+#[test]
+fn a_disk_slower_than_ingest_still_gets_block_files() {
+    let dir = DataDir::new("slow-disk");
+    let (feed, _paused) = history_feed();
+    let slow_disk = [("FABRIC_TEST_WAL_APPEND_MS", "150")];
+    let server = durable_server_with_env(&feed.url, &dir, &[], &slow_disk);
+    let started = std::time::Instant::now();
+    let (behind, storage) = util::wait_for("block files", Duration::from_secs(30), || {
+        let stats = util::stats(&server);
+        let storage = stats["storage"].clone();
+        let behind = counter(&stats["ingest"]["rows_accepted"]) - logged(&storage);
+        (counter(&storage["block_files_written"]) >= 2).then_some((behind, storage))
+    });
+    eprintln!(
+        "after {:?}: {behind} rows waiting for the WAL, {storage}",
+        started.elapsed()
+    );
+    assert!(behind > 0, "the WAL kept up: no slow disk");
+    assert!(counter(&storage["exports"]) >= 2, "{storage}");
+    assert_eq!(storage["status"], "ok", "{storage}");
+}
+
 /// Issue 10: a block-file outage longer than the cap on waiting block files (lowered to 4 KiB
 /// here) loses no history: nothing waiting is dropped, the WAL is not trimmed past rows
 /// no block file holds, and after the disk comes back and a kill -9, every row is served.

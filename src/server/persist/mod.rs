@@ -107,10 +107,11 @@ pub fn open(
     })
 }
 
-/// Test-only sizes: in debug builds `FABRIC_TEST_BLOCK_CAP=<bytes>` lowers the cap on block
+/// Test-only knobs: in debug builds `FABRIC_TEST_BLOCK_CAP=<bytes>` lowers the cap on block
 /// files waiting for the disk and `FABRIC_TEST_WAL_SEGMENT=<bytes>` the WAL segment size, so
 /// an integration test can pass the cap and see segments trimmed without writing hundreds of
-/// MiB (tests/durability.rs). Release builds ignore both.
+/// MiB; `FABRIC_TEST_WAL_APPEND_MS=<ms>` makes every WAL append that much slower, a disk
+/// slower than ingest (tests/durability.rs). Release builds ignore them.
 fn test_knob(name: &str) -> Option<u64> {
     if cfg!(debug_assertions) {
         std::env::var(name).ok()?.parse().ok()

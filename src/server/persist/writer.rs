@@ -177,6 +177,7 @@ pub(super) fn spawn_with_cap(
         buf: Vec::new(),
         error_log: LogThrottle::new(Duration::from_secs(10)),
         segment_bytes: test_knob("FABRIC_TEST_WAL_SEGMENT").unwrap_or(SEGMENT_BYTES),
+        append_delay: Duration::from_millis(test_knob("FABRIC_TEST_WAL_APPEND_MS").unwrap_or(0)),
     };
     // Vital: exported blocks in its queue would vanish with it; a panic stops the process
     // (what was not written is still in the WAL, or in memory and replayed from the WAL).
@@ -243,6 +244,8 @@ struct DiskWriter {
     error_log: LogThrottle,
     /// A segment this large is closed and the next record starts a new one.
     segment_bytes: u64,
+    /// Added to every WAL append: a disk slower than ingest, for tests (`test_knob`).
+    append_delay: Duration,
 }
 
 impl DiskWriter {
@@ -344,6 +347,9 @@ impl DiskWriter {
     }
 
     fn append(&mut self, feed: &FeedBatch, rows: &[u32]) {
+        if !self.append_delay.is_zero() {
+            std::thread::sleep(self.append_delay);
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         wal::encode_rows(feed, rows, &mut buf);
@@ -477,9 +483,13 @@ impl DiskWriter {
 
     /// Writes the WAL rows waiting in the queue (they follow the cut); other jobs wait in
     /// `deferred` for the export to end. Never stops at one: rows arriving during a long
-    /// export must not fill the queue (the store thread would drop them from the WAL).
+    /// export must not fill the queue (the store thread would drop them from the WAL). But
+    /// only the jobs queued when called: on a disk slower than ingest the queue is never
+    /// empty, and an export that waited for it to be would never end (no block file, the
+    /// WAL never trimmed, the disk filling).
     fn take_rows(&mut self, jobs: &Receiver<DiskJob>) {
-        while let Ok(job) = jobs.try_recv() {
+        for _ in 0..jobs.len() {
+            let Ok(job) = jobs.try_recv() else { break };
             match job {
                 DiskJob::Rows { feed, rows } => self.append(&feed, &rows),
                 DiskJob::PollDone => {
