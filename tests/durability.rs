@@ -185,6 +185,18 @@ fn kill_9_then_restart_serves_everything_that_was_logged() {
     // Quiet: the state before the kill must come back exactly, from block files and the
     // checkpoint (compactions every 200 ms trimmed the WAL behind them).
     pause(&feed, &paused, &server);
+    // Quiet, so /metrics says the same as /stats: every accepted row is in the WAL.
+    let logged_rows = counter(&storage(&server)["wal_rows"]);
+    let metrics = util::get(&server.url("/metrics")).body;
+    for line in [
+        format!("fabric_storage_wal_rows_total {logged_rows}"),
+        format!("fabric_rows_accepted_total {logged_rows}"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
     let before = snapshot(&server);
     drop(server); // SIGKILL
                   // No compaction from here on: what the next polls add is only in the WAL.

@@ -294,6 +294,12 @@ const FABRIC_STORAGE_WAL_BYTES_TOTAL: FamilyDef<'static> = FamilyDef {
     help: "Bytes appended to the write-ahead log",
 };
 
+const FABRIC_STORAGE_WAL_ROWS_TOTAL: FamilyDef<'static> = FamilyDef {
+    name: "fabric_storage_wal_rows_total",
+    kind: Kind::Counter,
+    help: "Rows appended to the write-ahead log (fabric_rows_accepted_total minus this and the rows not logged: rows a crash would lose now)",
+};
+
 const FABRIC_STORAGE_WAL_FSYNCS_TOTAL: FamilyDef<'static> = FamilyDef {
     name: "fabric_storage_wal_fsyncs_total",
     kind: Kind::Counter,
@@ -466,9 +472,10 @@ const FABRIC_START_TIME_SECONDS: FamilyDef<'static> = FamilyDef {
 
 /// Every family of the server's own health, in the order `/metrics` gives them (those of
 /// remote write and storage only when configured). docs/API.md names each (tested).
-pub const OWN_FAMILIES: [&FamilyDef<'static>; 30] = [
+pub const OWN_FAMILIES: [&FamilyDef<'static>; 31] = [
     &FABRIC_STORAGE_WRITE_ERRORS_TOTAL,
     &FABRIC_STORAGE_WAL_BYTES_TOTAL,
+    &FABRIC_STORAGE_WAL_ROWS_TOTAL,
     &FABRIC_STORAGE_WAL_FSYNCS_TOTAL,
     &FABRIC_STORAGE_ROWS_NOT_LOGGED_TOTAL,
     &FABRIC_STORAGE_BLOCK_FILES_WRITTEN_TOTAL,
@@ -657,6 +664,7 @@ pub fn render(
                 report.counters.write_errors,
             ),
             (&FABRIC_STORAGE_WAL_BYTES_TOTAL, report.counters.wal_bytes),
+            (&FABRIC_STORAGE_WAL_ROWS_TOTAL, report.counters.wal_rows),
             (&FABRIC_STORAGE_WAL_FSYNCS_TOTAL, report.counters.wal_fsyncs),
             (
                 &FABRIC_STORAGE_ROWS_NOT_LOGGED_TOTAL,
