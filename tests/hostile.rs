@@ -519,18 +519,35 @@ fn slow_generator_with_one_worker() -> Proc {
     ])
 }
 
+const CLOSING_GET: &[u8] = b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// Sends the slow generator a request its only worker takes 2 s to answer, and gives the
+/// worker 200 ms to take it: requests after it wait.
+fn hold_the_only_worker(addr: SocketAddr) -> TcpStream {
+    let mut holder = connect(addr);
+    holder.write_all(CLOSING_GET).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    holder
+}
+
+/// The request that held the worker is answered in full, late but not shed.
+fn holder_answered_in_full(holder: &mut TcpStream) {
+    let (answer, _) = read_until_closed(holder, Duration::from_secs(8));
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+}
+
 /// A server that is behind sheds: a request that waited `--request-timeout` for a worker is
 /// answered 503 with `Retry-After` instead of late (the generator's `slow` fault holds its
 /// only worker for 2 s).
 #[test]
 fn requests_that_waited_too_long_for_a_worker_are_shed() {
     let generator = slow_generator_with_one_worker();
-    let request = b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let mut first = connect(generator.addr);
-    first.write_all(request).expect("send");
-    std::thread::sleep(Duration::from_millis(200));
+    let mut holder = hold_the_only_worker(generator.addr);
     let mut second = connect(generator.addr);
-    second.write_all(request).expect("send");
+    second.write_all(CLOSING_GET).expect("send");
     let (answer, _) = read_until_closed(&mut second, Duration::from_secs(8));
     assert!(
         status_line(&answer).starts_with("HTTP/1.1 503"),
@@ -538,11 +555,7 @@ fn requests_that_waited_too_long_for_a_worker_are_shed() {
     );
     assert!(answer.contains("Retry-After: 1"), "{answer:?}");
     assert!(answer.contains("waited"), "{answer:?}");
-    let (answer, _) = read_until_closed(&mut first, Duration::from_secs(8));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.1 200"),
-        "{answer:?}"
-    );
+    holder_answered_in_full(&mut holder);
 }
 
 /// The same for a request on a kept-alive connection: it waits in the kernel, not in the
@@ -556,21 +569,12 @@ fn kept_alive_requests_that_waited_too_long_for_a_worker_are_shed() {
     let (status, _) = read_one_answer(&mut kept);
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     std::thread::sleep(Duration::from_millis(100));
-    // Holds the only worker for 2 s.
-    let mut other = connect(generator.addr);
-    other
-        .write_all(b"GET /counters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    std::thread::sleep(Duration::from_millis(200));
+    let mut holder = hold_the_only_worker(generator.addr);
     kept.write_all(request).expect("send");
     let (status, body) = read_one_answer(&mut kept);
     assert!(status.starts_with("HTTP/1.1 503"), "{status}: {body}");
     assert!(body.contains("waited"), "{body}");
-    let (answer, _) = read_until_closed(&mut other, Duration::from_secs(8));
-    assert!(
-        status_line(&answer).starts_with("HTTP/1.1 200"),
-        "{answer:?}"
-    );
+    holder_answered_in_full(&mut holder);
 }
 
 /// Requests read by a worker from a parked connection whose answers go back to the
